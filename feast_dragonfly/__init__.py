@@ -1,0 +1,23 @@
+"""feast-dragonfly: a fast, drop-in Feast online store for DragonflyDB and Redis."""
+
+from feast_dragonfly.errors import (
+    DragonflyConfigError,
+    DragonflyConnectionError,
+    DragonflyDataError,
+    DragonflyScriptingError,
+    DragonflyStoreError,
+)
+from feast_dragonfly.online_store import DragonflyOnlineStore, DragonflyOnlineStoreConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DragonflyConfigError",
+    "DragonflyConnectionError",
+    "DragonflyDataError",
+    "DragonflyOnlineStore",
+    "DragonflyOnlineStoreConfig",
+    "DragonflyScriptingError",
+    "DragonflyStoreError",
+    "__version__",
+]

@@ -1,0 +1,124 @@
+"""Feast's Redis byte layout in one place, so every path writes and reads the same bytes.
+
+One hash per (entity key, project): key = serialized entity key + project name. Inside it,
+each feature is a 4-byte little-endian unsigned murmur3 of ``"{view}:{feature}"``, each
+feature view has a ``_ts:{view}`` field holding a serialized protobuf ``Timestamp``, and
+values are serialized Feast ``ValueProto`` messages. Byte-identical to Feast 0.67's
+``RedisOnlineStore`` so either store can read what the other wrote.
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Sequence
+
+import mmh3
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import compute_versioned_name
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+_UINT32_LE = struct.Struct("<I")
+_EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
+
+
+@lru_cache(maxsize=65536)
+def feature_field(view_name: str, feature_name: str) -> bytes:
+    """The hash field that holds one feature of one view (cached: murmur3 per call adds up)."""
+    return _UINT32_LE.pack(mmh3.hash(f"{view_name}:{feature_name}", signed=False))
+
+
+@lru_cache(maxsize=4096)
+def timestamp_field(view_name: str) -> bytes:
+    """The hash field that holds a view's event timestamp."""
+    return f"_ts:{view_name}".encode()
+
+
+def feature_fields(view_name: str, feature_names: Sequence[str]) -> list[bytes]:
+    return [feature_field(view_name, name) for name in feature_names]
+
+
+def storage_view_name(table: Any, config: Any) -> str:
+    """The name a view's fields hash under: ``name`` or ``name_vN`` with versioning on."""
+    return compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
+
+
+def entity_hash_key(entity_key: EntityKeyProto, project_bytes: bytes, version: int) -> bytes:
+    return serialize_entity_key(entity_key, entity_key_serialization_version=version) + project_bytes
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Feast treats naive datetimes as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def encode_event_time(moment: datetime) -> tuple[bytes, int, int]:
+    """Serialized ``Timestamp`` plus its (seconds, nanos), for the server-side comparison.
+
+    Built with protobuf's own ``FromDatetime`` so the bytes match Feast's exactly (it keeps
+    microseconds: that is the precision Feast stores).
+    """
+    stamp = Timestamp()
+    stamp.FromDatetime(as_utc(moment))
+    return stamp.SerializeToString(), stamp.seconds, stamp.nanos
+
+
+def decode_event_time(raw: bytes | None) -> datetime:
+    """The stored ``_ts`` field as Feast's reader returns it (epoch when absent)."""
+    if not raw:
+        return _EPOCH
+    stamp = Timestamp()
+    stamp.ParseFromString(raw)
+    # Same float arithmetic as Feast's reader, so datetimes compare equal to its output.
+    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1_000_000_000.0, tz=timezone.utc)
+
+
+def key_prefix_for_join_keys(join_keys: Sequence[str]) -> bytes:
+    """The leading bytes every hash key of an entity with these join keys starts with."""
+    from feast.infra.key_encoding_utils import serialize_entity_key_prefix
+
+    return serialize_entity_key_prefix(list(join_keys))
+
+
+def entity_part_length(key: bytes) -> int | None:
+    """Length of the serialized (v3) entity key at the start of a hash key, or None.
+
+    Walking the length-prefixed structure lets teardown tell ``<entity>proj`` from
+    ``<entity>myproj`` exactly, where a glob like ``*proj`` cannot.
+    """
+    size = len(key)
+    if size < 4:
+        return None
+    (count,) = _UINT32_LE.unpack_from(key, 0)
+    pos = 4
+    for _ in range(2 * count):  # count join-key names, then count values
+        if pos + 8 > size:
+            return None
+        (length,) = _UINT32_LE.unpack_from(key, pos + 4)
+        pos += 8 + length
+        if pos > size:
+            return None
+    return pos
+
+
+def belongs_to_project(key: bytes, project_bytes: bytes) -> bool:
+    """True when the hash key is exactly ``<serialized entity key><project>``."""
+    length = entity_part_length(key)
+    return length is not None and key[length:] == project_bytes
+
+
+_GLOB_SPECIAL = frozenset(b"*?[]\\")
+
+
+def glob_escape(raw: bytes) -> bytes:
+    """Escape SCAN MATCH metacharacters: serialized lengths can be bytes like ``*`` or ``[``."""
+    out = bytearray()
+    for byte in raw:
+        if byte in _GLOB_SPECIAL:
+            out.append(0x5C)  # backslash
+        out.append(byte)
+    return bytes(out)

@@ -1,0 +1,23 @@
+"""Errors users see: each names what is wrong and where, and none carries a password."""
+
+from __future__ import annotations
+
+
+class DragonflyStoreError(Exception):
+    """Base class for every error raised by feast-dragonfly."""
+
+
+class DragonflyConfigError(DragonflyStoreError, ValueError):
+    """The online_store section of feature_store.yaml is invalid."""
+
+
+class DragonflyConnectionError(DragonflyStoreError, ConnectionError):
+    """The server could not be reached, refused our credentials, or dropped the connection."""
+
+
+class DragonflyDataError(DragonflyStoreError):
+    """Stored data is not what Feast's layout says it should be (e.g. a key holds no hash)."""
+
+
+class DragonflyScriptingError(DragonflyStoreError):
+    """The server refused the event-time-safe write script."""

@@ -1,0 +1,410 @@
+"""The Feast-facing online store and its config (Feast's loader wants both in one module).
+
+``DragonflyOnlineStore`` subclasses Feast's ``RedisOnlineStore`` on purpose: Feast 0.67 gates
+versioned reads (``fv@v2``) and ``feast precompute`` entity scans on
+``isinstance(store, RedisOnlineStore)``, and our data layout is the same, so those features
+keep working. Every method that touches the server is our own; nothing of the parent's I/O runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+
+import redis
+import redis.asyncio as redis_asyncio
+from feast import Entity, FeatureView, RepoConfig, utils
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.infra.supported_async_methods import SupportedAsyncMethods
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import FeastConfigBaseModel
+from pydantic import ConfigDict, Field, PositiveInt, StrictStr, model_validator
+
+from feast_dragonfly import _layout, _maintenance, _read, _write
+from feast_dragonfly._connection import (
+    ConnectionSettings,
+    client_kwargs,
+    parse_connection_string,
+    translated_errors,
+)
+from feast_dragonfly.errors import DragonflyConfigError
+
+logger = logging.getLogger(__name__)
+
+Row = Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]
+
+
+class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
+    """``online_store:`` settings for DragonflyDB or any Redis-protocol server."""
+
+    # Validation errors must not echo input values: connection_string may hold a password.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", hide_input_in_errors=True
+    )
+
+    type: Literal["feast_dragonfly.DragonflyOnlineStore"] = "feast_dragonfly.DragonflyOnlineStore"
+    """Online store type selector."""
+
+    connection_string: StrictStr = "localhost:6379"
+    """Feast's ``host:port,password=...,ssl=true,db=0`` or a ``redis://`` / ``rediss://`` URL."""
+
+    redis_type: Literal["redis"] = "redis"
+    """Deployment kind, named as in Feast's Redis store; only a standalone server for now."""
+
+    key_ttl_seconds: Optional[PositiveInt] = None
+    """Expire each entity hash this many seconds after its last write (as Feast's store)."""
+
+    max_connections: PositiveInt = 16
+    """Size of each connection pool (one sync, one per event loop for async)."""
+
+    socket_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for a reply before failing."""
+
+    socket_connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a TCP connection before failing."""
+
+    write_rows_per_call: PositiveInt = 100
+    """Rows per server-side event-time-checked write call."""
+
+    full_scan_for_deletion: bool = True
+    """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
+
+    @model_validator(mode="after")
+    def _check_connection_string(self) -> "DragonflyOnlineStoreConfig":
+        # Parse eagerly so a bad string fails at `feast apply`, not at the first read.
+        self.connection_settings()
+        return self
+
+    def connection_settings(self) -> ConnectionSettings:
+        return parse_connection_string(self.connection_string)
+
+    def __repr_args__(self):  # type: ignore[override]
+        for name, value in super().__repr_args__():
+            if name == "connection_string":
+                value = parse_connection_string(value).redacted()
+            yield name, value
+
+
+class DragonflyOnlineStore(RedisOnlineStore):
+    """Feast online store for DragonflyDB and Redis, byte-compatible with ``type: redis``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._sync_client: Optional[redis.Redis] = None
+        self._sync_signature: Optional[tuple] = None
+        self._async_clients: Dict[int, Tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
+
+    @property
+    def async_supported(self) -> SupportedAsyncMethods:
+        return SupportedAsyncMethods(read=True, write=True)
+
+    # ------------------------------------------------------------------ clients
+
+    @staticmethod
+    def _store_config(config: Any) -> DragonflyOnlineStoreConfig:
+        store_config = getattr(config, "online_store", config)
+        if not isinstance(store_config, DragonflyOnlineStoreConfig):
+            raise DragonflyConfigError(
+                "DragonflyOnlineStore needs online_store.type: feast_dragonfly.DragonflyOnlineStore, "
+                f"got {type(store_config).__name__}"
+            )
+        return store_config
+
+    @staticmethod
+    def _pool_kwargs(store_config: DragonflyOnlineStoreConfig, ssl_class: type) -> dict:
+        kwargs = client_kwargs(
+            store_config.connection_settings(),
+            socket_timeout=store_config.socket_timeout,
+            socket_connect_timeout=store_config.socket_connect_timeout,
+            ssl_connection_class=ssl_class,
+        )
+        kwargs["max_connections"] = store_config.max_connections
+        return kwargs
+
+    def _get_client(self, online_store_config: Any) -> redis.Redis:
+        """The sync client (also what Feast's ``feast precompute`` scans through)."""
+        store_config = self._store_config(online_store_config)
+        signature = (
+            store_config.connection_string,
+            store_config.max_connections,
+            store_config.socket_timeout,
+            store_config.socket_connect_timeout,
+        )
+        with self._lock:
+            if self._sync_client is None or self._sync_signature != signature:
+                if self._sync_client is not None:
+                    self._sync_client.close()
+                pool = redis.BlockingConnectionPool(
+                    timeout=store_config.socket_timeout,
+                    **self._pool_kwargs(store_config, redis.SSLConnection),
+                )
+                self._sync_client = redis.Redis(connection_pool=pool)
+                self._sync_signature = signature
+            return self._sync_client
+
+    async def _get_client_async(self, online_store_config: Any) -> redis_asyncio.Redis:
+        """One async client per running event loop: redis-py's asyncio pools are loop-bound."""
+        store_config = self._store_config(online_store_config)
+        loop = asyncio.get_running_loop()
+        entry = self._async_clients.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        pool = redis_asyncio.BlockingConnectionPool(
+            timeout=store_config.socket_timeout,
+            **self._pool_kwargs(store_config, redis_asyncio.SSLConnection),
+        )
+        client = redis_asyncio.Redis(connection_pool=pool)
+        self._async_clients[id(loop)] = (loop, client)
+        return client
+
+    async def initialize(self, config: RepoConfig) -> None:
+        """Open the async pool and check the server answers, so `feast serve` fails fast."""
+        settings = self._store_config(config).connection_settings()
+        client = await self._get_client_async(config.online_store)
+        with translated_errors(settings):
+            await client.ping()
+
+    async def close(self) -> None:
+        """Close every pool this store opened (Feast's own store leaks its async client)."""
+        loop = asyncio.get_running_loop()
+        for key, (owner, client) in list(self._async_clients.items()):
+            if owner is loop:
+                await client.aclose()
+            elif not owner.is_closed():
+                # A pool bound to another live loop cannot be awaited from here.
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), owner))
+            del self._async_clients[key]
+        with self._lock:
+            if self._sync_client is not None:
+                self._sync_client.close()
+                self._sync_client.connection_pool.disconnect()
+                self._sync_client = None
+                self._sync_signature = None
+
+    # ------------------------------------------------------------------ writes
+
+    def _plan_writes(self, config: RepoConfig, table: FeatureView, data: Sequence[Row]):
+        store_config = self._store_config(config)
+        view_name = _layout.storage_view_name(table, config)
+        calls = _write.plan_calls(
+            data,
+            view_name=view_name,
+            project=config.project,
+            key_version=config.entity_key_serialization_version,
+            ttl_seconds=store_config.key_ttl_seconds,
+            rows_per_call=store_config.write_rows_per_call,
+        )
+        return store_config, view_name, calls
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: List[Row],
+        progress: Optional[Callable[[int], Any]],
+    ) -> None:
+        """Write rows; a stored row with a newer-or-equal event time is never replaced."""
+        store_config, view_name, calls = self._plan_writes(config, table, data)
+        if not calls:
+            return
+        client = self._get_client(store_config)
+        with translated_errors(store_config.connection_settings()):
+            _write.run_calls(client, calls, view_name, progress)
+
+    async def online_write_batch_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: List[Row],
+        progress: Optional[Callable[[int], Any]],
+    ) -> None:
+        store_config, view_name, calls = self._plan_writes(config, table, data)
+        if not calls:
+            return
+        client = await self._get_client_async(store_config)
+        with translated_errors(store_config.connection_settings()):
+            await _write.run_calls_async(client, calls, view_name, progress)
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _single_view_plan(
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: List[EntityKeyProto],
+        requested_features: Optional[List[str]],
+    ) -> _read.ReadPlan:
+        names = list(requested_features) if requested_features else [f.name for f in table.features]
+        view = _read.view_request(_layout.storage_view_name(table, config), names, entity_keys)
+        return _read.plan_read(
+            [view], project=config.project, key_version=config.entity_key_serialization_version
+        )
+
+    def online_read(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: List[EntityKeyProto],
+        requested_features: Optional[List[str]] = None,
+    ) -> List[_read.ReadRow]:
+        store_config = self._store_config(config)
+        plan = self._single_view_plan(config, table, entity_keys, requested_features)
+        with translated_errors(store_config.connection_settings()):
+            replies = _read.fetch(self._get_client(store_config), plan) if plan.keys else []
+        return _read.decode_rows(plan.views[0], replies)
+
+    async def online_read_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: List[EntityKeyProto],
+        requested_features: Optional[List[str]] = None,
+    ) -> List[_read.ReadRow]:
+        store_config = self._store_config(config)
+        plan = self._single_view_plan(config, table, entity_keys, requested_features)
+        client = await self._get_client_async(store_config)
+        with translated_errors(store_config.connection_settings()):
+            replies = await _read.fetch_async(client, plan) if plan.keys else []
+        return _read.decode_rows(plan.views[0], replies)
+
+    @staticmethod
+    def _plan_feature_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map):
+        views: List[_read.ViewRequest] = []
+        placements = []
+        for table, requested_features in grouped_refs:
+            entity_values, indexes, output_len = utils._get_unique_entities(
+                table, join_key_values, entity_name_to_join_key_map
+            )
+            entity_keys = utils._get_entity_key_protos(entity_values)
+            view_name = _layout.storage_view_name(table, config)
+            views.append(_read.view_request(view_name, requested_features, entity_keys))
+            placements.append((table, list(requested_features), indexes, output_len))
+        plan = _read.plan_read(
+            views, project=config.project, key_version=config.entity_key_serialization_version
+        )
+        return plan, placements
+
+    @staticmethod
+    def _fill_response(
+        plan, placements, replies, response, full_feature_names, include_version_metadata
+    ) -> None:
+        for view, (table, requested, indexes, output_len) in zip(plan.views, placements):
+            utils._populate_response_from_feature_data(
+                requested,
+                _read.decode_rows(view, replies),
+                indexes,
+                response,
+                full_feature_names,
+                table,
+                output_len,
+                include_version_metadata,
+            )
+
+    def _read_features_per_fv(
+        self,
+        config: RepoConfig,
+        grouped_refs,
+        join_key_values,
+        entity_name_to_join_key_map,
+        online_features_response,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> None:
+        """Feast 0.67's response hook: one HMGET per entity hash for all requested views."""
+        store_config = self._store_config(config)
+        plan, placements = self._plan_feature_views(
+            config, grouped_refs, join_key_values, entity_name_to_join_key_map
+        )
+        replies: List[Any] = []
+        if plan.keys:
+            with translated_errors(store_config.connection_settings()):
+                replies = _read.fetch(self._get_client(store_config), plan)
+        self._fill_response(
+            plan,
+            placements,
+            replies,
+            online_features_response,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+
+    async def _read_features_per_fv_async(
+        self,
+        config: RepoConfig,
+        grouped_refs,
+        join_key_values,
+        entity_name_to_join_key_map,
+        online_features_response,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> None:
+        store_config = self._store_config(config)
+        plan, placements = self._plan_feature_views(
+            config, grouped_refs, join_key_values, entity_name_to_join_key_map
+        )
+        replies: List[Any] = []
+        if plan.keys:
+            client = await self._get_client_async(store_config)
+            with translated_errors(store_config.connection_settings()):
+                replies = await _read.fetch_async(client, plan)
+        self._fill_response(
+            plan,
+            placements,
+            replies,
+            online_features_response,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ) -> None:
+        """Delete the stored fields of removed feature views, in this project only."""
+        store_config = self._store_config(config)
+        if not store_config.full_scan_for_deletion:
+            return
+        for table in tables_to_delete:
+            self.delete_table(config, table)
+
+    def delete_table(self, config: RepoConfig, table: FeatureView) -> None:
+        """Remove one view's fields from every hash of this project; other views stay."""
+        store_config = self._store_config(config)
+        with translated_errors(store_config.connection_settings()):
+            _maintenance.delete_view(
+                self._get_client(store_config),
+                project=config.project,
+                join_keys=table.join_keys,
+                view_name=_layout.storage_view_name(table, config),
+                feature_names=[f.name for f in table.features],
+            )
+
+    def delete_entity_values(self, config: RepoConfig, join_keys: List[str]) -> None:
+        """Remove every hash of this project for entities with these join keys."""
+        store_config = self._store_config(config)
+        with translated_errors(store_config.connection_settings()):
+            _maintenance.delete_entities(
+                self._get_client(store_config), project=config.project, join_keys=join_keys
+            )
+
+    def teardown(
+        self,
+        config: RepoConfig,
+        tables: Sequence[FeatureView],
+        entities: Sequence[Entity],
+    ) -> None:
+        """Delete this project's data for these views, and nothing of any other project."""
+        for join_keys in sorted({tuple(table.join_keys) for table in tables}):
+            self.delete_entity_values(config, list(join_keys))
