@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import ssl as _ssl
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from redis import exceptions as redis_exceptions
@@ -163,7 +164,9 @@ def _parse_url(text: str) -> ConnectionSettings:
             continue
         if key not in _OPTION_TYPES:
             raise DragonflyConfigError(_unknown_option_message(key))
-        options[key] = unquote(value) if isinstance(value, str) and key in _SECRET_OPTIONS else value
+        options[key] = (
+            unquote(value) if isinstance(value, str) and key in _SECRET_OPTIONS else value
+        )
     if connection_class is not None and connection_class.__name__ == "SSLConnection":
         options["ssl"] = True
     return ConnectionSettings(host=host, port=port, options=options)

@@ -10,9 +10,10 @@ values are serialized Feast ``ValueProto`` messages. Byte-identical to Feast 0.6
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import mmh3
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -46,7 +47,9 @@ def storage_view_name(table: Any, config: Any) -> str:
 
 
 def entity_hash_key(entity_key: EntityKeyProto, project_bytes: bytes, version: int) -> bytes:
-    return serialize_entity_key(entity_key, entity_key_serialization_version=version) + project_bytes
+    return (
+        serialize_entity_key(entity_key, entity_key_serialization_version=version) + project_bytes
+    )
 
 
 def as_utc(moment: datetime) -> datetime:

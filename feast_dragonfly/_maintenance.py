@@ -7,7 +7,8 @@ key, and only keys whose remainder is exactly this project's name are touched.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from feast_dragonfly import _layout
 
@@ -25,8 +26,8 @@ def project_keys(client: Any, *, project: str, join_keys: Sequence[str]) -> Iter
             yield key
 
 
-def _batches(keys: Iterator[bytes]) -> Iterator[List[bytes]]:
-    batch: List[bytes] = []
+def _batches(keys: Iterator[bytes]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
     for key in keys:
         batch.append(key)
         if len(batch) >= _BATCH:

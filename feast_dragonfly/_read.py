@@ -8,9 +8,10 @@ differs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -20,7 +21,7 @@ from feast_dragonfly import _layout
 from feast_dragonfly._write import describe_entity
 from feast_dragonfly.errors import DragonflyDataError
 
-ReadRow = Tuple[Optional[datetime], Optional[Dict[str, ValueProto]]]
+ReadRow = tuple[datetime | None, dict[str, ValueProto] | None]
 
 
 @dataclass
@@ -28,29 +29,27 @@ class ViewRequest:
     """The features one view contributes to a request, and where its replies land."""
 
     view_name: str
-    feature_names: List[str]
-    fields: List[bytes]  # feature fields, then the view's timestamp field
-    entity_keys: List[EntityKeyProto]
+    feature_names: list[str]
+    fields: list[bytes]  # feature fields, then the view's timestamp field
+    entity_keys: list[EntityKeyProto]
     # For each entity of this view: (index of the HMGET, offset of this view's fields in it).
-    slots: List[Tuple[int, int]] = field(default_factory=list)
+    slots: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
 class ReadPlan:
     """One HMGET per distinct hash key, carrying the fields of every view that reads it."""
 
-    views: List[ViewRequest]
-    keys: List[bytes] = field(default_factory=list)
-    key_fields: List[List[bytes]] = field(default_factory=list)
-    key_entities: List[EntityKeyProto] = field(default_factory=list)
+    views: list[ViewRequest]
+    keys: list[bytes] = field(default_factory=list)
+    key_fields: list[list[bytes]] = field(default_factory=list)
+    key_entities: list[EntityKeyProto] = field(default_factory=list)
 
 
-def plan_read(
-    views: Sequence[ViewRequest], *, project: str, key_version: int
-) -> ReadPlan:
+def plan_read(views: Sequence[ViewRequest], *, project: str, key_version: int) -> ReadPlan:
     plan = ReadPlan(views=list(views))
     project_bytes = project.encode("utf-8")
-    index_of_key: Dict[bytes, int] = {}
+    index_of_key: dict[bytes, int] = {}
     for view in plan.views:
         for entity_key in view.entity_keys:
             key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
@@ -67,7 +66,7 @@ def plan_read(
 
 
 def view_request(
-    view_name: str, feature_names: Sequence[str], entity_keys: List[EntityKeyProto]
+    view_name: str, feature_names: Sequence[str], entity_keys: list[EntityKeyProto]
 ) -> ViewRequest:
     names = list(feature_names)
     fields = _layout.feature_fields(view_name, names)
@@ -75,7 +74,7 @@ def view_request(
     return ViewRequest(view_name, names, fields, entity_keys)
 
 
-def fetch(client: Any, plan: ReadPlan) -> List[Any]:
+def fetch(client: Any, plan: ReadPlan) -> list[Any]:
     with client.pipeline(transaction=False) as pipe:
         for key, fields in zip(plan.keys, plan.key_fields):
             pipe.hmget(key, fields)
@@ -84,7 +83,7 @@ def fetch(client: Any, plan: ReadPlan) -> List[Any]:
     return replies
 
 
-async def fetch_async(client: Any, plan: ReadPlan) -> List[Any]:
+async def fetch_async(client: Any, plan: ReadPlan) -> list[Any]:
     async with client.pipeline(transaction=False) as pipe:
         for key, fields in zip(plan.keys, plan.key_fields):
             pipe.hmget(key, fields)
@@ -107,19 +106,17 @@ def _raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
         )
 
 
-def decode_rows(view: ViewRequest, replies: Sequence[Sequence[Optional[bytes]]]) -> List[ReadRow]:
+def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) -> list[ReadRow]:
     """Rows shaped exactly like Feast's ``online_read`` output for this view."""
     names = view.feature_names
     width = len(names)
     if width == 0:
         return [(None, None) for _ in view.slots]
-    rows: List[ReadRow] = []
+    rows: list[ReadRow] = []
     parse = ValueProto.FromString
     for command, offset in view.slots:
         reply = replies[command]
         values = reply[offset : offset + width]
-        features = {
-            name: parse(raw) if raw else ValueProto() for name, raw in zip(names, values)
-        }
+        features = {name: parse(raw) if raw else ValueProto() for name, raw in zip(names, values)}
         rows.append((_layout.decode_event_time(reply[offset + width]), features))
     return rows

@@ -9,10 +9,11 @@ call. Sync and async paths share the encoding and differ only in how they send.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -21,7 +22,7 @@ from redis import exceptions as redis_exceptions
 from feast_dragonfly import _layout
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
-Row = Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 SCRIPT_SOURCE = resources.files("feast_dragonfly").joinpath("event_time_write.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT_SOURCE.encode()).hexdigest()
@@ -34,9 +35,9 @@ MAX_ARGS_PER_CALL = 32_000
 class ScriptCall:
     """One EVALSHA: the rows' keys and the flattened arguments the script reads."""
 
-    keys: List[bytes]
-    args: List[Any]
-    entity_keys: List[EntityKeyProto]
+    keys: list[bytes]
+    args: list[Any]
+    entity_keys: list[EntityKeyProto]
 
     @property
     def rows(self) -> int:
@@ -49,17 +50,17 @@ def plan_calls(
     view_name: str,
     project: str,
     key_version: int,
-    ttl_seconds: Optional[int],
+    ttl_seconds: int | None,
     rows_per_call: int,
-) -> List[ScriptCall]:
+) -> list[ScriptCall]:
     """Encode rows into Feast's layout and group them into script calls."""
     project_bytes = project.encode("utf-8")
-    header: List[Any] = [int(ttl_seconds or 0), _layout.timestamp_field(view_name)]
-    calls: List[ScriptCall] = []
+    header: list[Any] = [int(ttl_seconds or 0), _layout.timestamp_field(view_name)]
+    calls: list[ScriptCall] = []
     current = ScriptCall([], list(header), [])
     for entity_key, values, event_time, _created in rows:
         stamp, seconds, nanos = _layout.encode_event_time(event_time)
-        row_args: List[Any] = [seconds, nanos, stamp, len(values)]
+        row_args: list[Any] = [seconds, nanos, stamp, len(values)]
         for name, value in values.items():
             row_args.append(_layout.feature_field(view_name, name))
             row_args.append(value.SerializeToString())
@@ -80,7 +81,7 @@ def run_calls(
     client: Any,
     calls: Sequence[ScriptCall],
     view_name: str,
-    progress: Optional[Callable[[int], Any]],
+    progress: Callable[[int], Any] | None,
     calls_per_pipeline: int = 64,
 ) -> int:
     """Send calls in pipelines, loading the script once if the server's cache lacks it."""
@@ -102,7 +103,7 @@ async def run_calls_async(
     client: Any,
     calls: Sequence[ScriptCall],
     view_name: str,
-    progress: Optional[Callable[[int], Any]],
+    progress: Callable[[int], Any] | None,
     calls_per_pipeline: int = 64,
 ) -> int:
     written = 0
@@ -121,14 +122,14 @@ async def run_calls_async(
     return written
 
 
-def _send(client: Any, batch: Sequence[ScriptCall]) -> List[Any]:
+def _send(client: Any, batch: Sequence[ScriptCall]) -> list[Any]:
     with client.pipeline(transaction=False) as pipe:
         for call in batch:
             pipe.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)
         return pipe.execute(raise_on_error=False)
 
 
-async def _send_async(client: Any, batch: Sequence[ScriptCall]) -> List[Any]:
+async def _send_async(client: Any, batch: Sequence[ScriptCall]) -> list[Any]:
     async with client.pipeline(transaction=False) as pipe:
         for call in batch:
             pipe.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as redis_asyncio
@@ -35,7 +36,7 @@ from feast_dragonfly.errors import DragonflyConfigError
 
 logger = logging.getLogger(__name__)
 
-Row = Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 
 class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
@@ -55,7 +56,7 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     redis_type: Literal["redis"] = "redis"
     """Deployment kind, named as in Feast's Redis store; only a standalone server for now."""
 
-    key_ttl_seconds: Optional[PositiveInt] = None
+    key_ttl_seconds: PositiveInt | None = None
     """Expire each entity hash this many seconds after its last write (as Feast's store)."""
 
     max_connections: PositiveInt = 16
@@ -74,7 +75,7 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
 
     @model_validator(mode="after")
-    def _check_connection_string(self) -> "DragonflyOnlineStoreConfig":
+    def _check_connection_string(self) -> DragonflyOnlineStoreConfig:
         # Parse eagerly so a bad string fails at `feast apply`, not at the first read.
         self.connection_settings()
         return self
@@ -95,9 +96,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._sync_client: Optional[redis.Redis] = None
-        self._sync_signature: Optional[tuple] = None
-        self._async_clients: Dict[int, Tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
+        self._sync_client: redis.Redis | None = None
+        self._sync_signature: tuple | None = None
+        self._async_clients: dict[int, tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
 
     @property
     def async_supported(self) -> SupportedAsyncMethods:
@@ -205,8 +206,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self,
         config: RepoConfig,
         table: FeatureView,
-        data: List[Row],
-        progress: Optional[Callable[[int], Any]],
+        data: list[Row],
+        progress: Callable[[int], Any] | None,
     ) -> None:
         """Write rows; a stored row with a newer-or-equal event time is never replaced."""
         store_config, view_name, calls = self._plan_writes(config, table, data)
@@ -220,8 +221,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self,
         config: RepoConfig,
         table: FeatureView,
-        data: List[Row],
-        progress: Optional[Callable[[int], Any]],
+        data: list[Row],
+        progress: Callable[[int], Any] | None,
     ) -> None:
         store_config, view_name, calls = self._plan_writes(config, table, data)
         if not calls:
@@ -236,8 +237,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
     def _single_view_plan(
         config: RepoConfig,
         table: FeatureView,
-        entity_keys: List[EntityKeyProto],
-        requested_features: Optional[List[str]],
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None,
     ) -> _read.ReadPlan:
         names = list(requested_features) if requested_features else [f.name for f in table.features]
         view = _read.view_request(_layout.storage_view_name(table, config), names, entity_keys)
@@ -249,9 +250,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self,
         config: RepoConfig,
         table: FeatureView,
-        entity_keys: List[EntityKeyProto],
-        requested_features: Optional[List[str]] = None,
-    ) -> List[_read.ReadRow]:
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[_read.ReadRow]:
         store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
         with translated_errors(store_config.connection_settings()):
@@ -262,9 +263,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self,
         config: RepoConfig,
         table: FeatureView,
-        entity_keys: List[EntityKeyProto],
-        requested_features: Optional[List[str]] = None,
-    ) -> List[_read.ReadRow]:
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[_read.ReadRow]:
         store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
         client = await self._get_client_async(store_config)
@@ -274,7 +275,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
 
     @staticmethod
     def _plan_feature_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map):
-        views: List[_read.ViewRequest] = []
+        views: list[_read.ViewRequest] = []
         placements = []
         for table, requested_features in grouped_refs:
             entity_values, indexes, output_len = utils._get_unique_entities(
@@ -320,7 +321,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        replies: List[Any] = []
+        replies: list[Any] = []
         if plan.keys:
             with translated_errors(store_config.connection_settings()):
                 replies = _read.fetch(self._get_client(store_config), plan)
@@ -347,7 +348,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        replies: List[Any] = []
+        replies: list[Any] = []
         if plan.keys:
             client = await self._get_client_async(store_config)
             with translated_errors(store_config.connection_settings()):
@@ -391,7 +392,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
                 feature_names=[f.name for f in table.features],
             )
 
-    def delete_entity_values(self, config: RepoConfig, join_keys: List[str]) -> None:
+    def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:
         """Remove every hash of this project for entities with these join keys."""
         store_config = self._store_config(config)
         with translated_errors(store_config.connection_settings()):
