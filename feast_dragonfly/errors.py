@@ -7,8 +7,13 @@ class DragonflyStoreError(Exception):
     """Base class for every error raised by feast-dragonfly."""
 
 
-class DragonflyConfigError(DragonflyStoreError, ValueError):
-    """The online_store section of feature_store.yaml is invalid."""
+class DragonflyConfigError(DragonflyStoreError):
+    """The online_store section of feature_store.yaml is invalid.
+
+    Deliberately not a ``ValueError``: pydantic would wrap one into a ValidationError that
+    Feast's ``RepoConfig`` prints together with the raw input, connection string and password
+    included. Raised as is, the message is all the user sees.
+    """
 
 
 class DragonflyConnectionError(DragonflyStoreError, ConnectionError):

@@ -74,6 +74,17 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     full_scan_for_deletion: bool = True
     """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, values: Any) -> Any:
+        # Checked here rather than by extra="forbid" alone: pydantic's message would echo the
+        # value, and a misplaced `password:` key would end up on the terminal.
+        if isinstance(values, dict):
+            for key in values:
+                if key not in cls.model_fields:
+                    raise DragonflyConfigError(_unknown_key_message(key, cls.model_fields))
+        return values
+
     @model_validator(mode="after")
     def _check_connection_string(self) -> DragonflyOnlineStoreConfig:
         # Parse eagerly so a bad string fails at `feast apply`, not at the first read.
@@ -409,3 +420,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
         """Delete this project's data for these views, and nothing of any other project."""
         for join_keys in sorted({tuple(table.join_keys) for table in tables}):
             self.delete_entity_values(config, list(join_keys))
+
+
+_MIGRATION_HINTS = {
+    "skip_dedup": "writes are always event-time checked on the server in one round trip; "
+    "remove skip_dedup",
+    "client": "reads use redis-py with hiredis; remove client",
+    "sentinel_master": "Sentinel deployments are not supported yet; remove sentinel_master",
+    "password": "put the password in connection_string (host:port,password=...) or a "
+    "redis://user:password@host:port URL",
+}
+
+
+def _unknown_key_message(key: str, fields: Any) -> str:
+    known = ", ".join(sorted(name for name in fields if name != "type"))
+    hint = _MIGRATION_HINTS.get(key)
+    text = f"online_store option '{key}' is not supported by feast_dragonfly.DragonflyOnlineStore"
+    if hint:
+        text += f" ({hint})"
+    return f"{text}; known options: {known}"
