@@ -1,16 +1,22 @@
-"""Reads: plan a request as one HMGET per entity hash, fetch, and hand rows to Feast.
+"""Reads: plan a request as one HMGET per entity hash, then fetch it in chunks.
 
 Feast's store sends one HMGET per (entity, feature view) pair, so two views sharing an entity
-cost two commands on the same hash. The planner here merges them into one HMGET per hash and
-slices the reply back per view. Sync and async share planning and decoding; only the fetch
-differs.
+cost two commands on the same hash, and redis-py re-encodes every field name of every command.
+Here the field list of each (view, features) pair is encoded to the wire format once and
+cached, each hash gets one HMGET carrying the fields of every view that reads it, and large
+requests are split into chunks sent over several pooled connections (a DragonflyDB connection
+is pinned to one server thread, so more connections means more server threads at work).
+Sync and async share planning and decoding; only the fetch differs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -24,16 +30,48 @@ from feast_dragonfly.errors import DragonflyDataError
 ReadRow = tuple[datetime | None, dict[str, ValueProto] | None]
 
 
+def _bulk(item: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(item), item)
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """The hash fields one (view, features) pair reads, pre-encoded as RESP bulk strings."""
+
+    view_name: str
+    feature_names: tuple[str, ...]
+    fields: tuple[bytes, ...]  # feature fields, then the view's timestamp field
+    wire: bytes
+
+    @property
+    def width(self) -> int:
+        return len(self.feature_names)
+
+
+@lru_cache(maxsize=4096)
+def field_set(view_name: str, feature_names: tuple[str, ...]) -> FieldSet:
+    """Cached by view storage name and features: a changed view (renamed, new version, other
+    features) has a different key, so an entry can never go stale."""
+    fields = (*_layout.feature_fields(view_name, feature_names), _layout.timestamp_field(view_name))
+    return FieldSet(view_name, feature_names, fields, b"".join(_bulk(f) for f in fields))
+
+
 @dataclass
 class ViewRequest:
     """The features one view contributes to a request, and where its replies land."""
 
-    view_name: str
-    feature_names: list[str]
-    fields: list[bytes]  # feature fields, then the view's timestamp field
+    fieldset: FieldSet
     entity_keys: list[EntityKeyProto]
-    # For each entity of this view: (index of the HMGET, offset of this view's fields in it).
+    # For each entity of this view: (index of its HMGET, offset of this view's fields in it).
     slots: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def view_name(self) -> str:
+        return self.fieldset.view_name
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.fieldset.feature_names
 
 
 @dataclass
@@ -42,52 +80,127 @@ class ReadPlan:
 
     views: list[ViewRequest]
     keys: list[bytes] = field(default_factory=list)
-    key_fields: list[list[bytes]] = field(default_factory=list)
+    key_fieldsets: list[list[FieldSet]] = field(default_factory=list)
     key_entities: list[EntityKeyProto] = field(default_factory=list)
+
+    def commands(self, start: int, stop: int) -> bytes:
+        """RESP bytes of HMGETs ``start:stop``, ready to write to a socket."""
+        out = []
+        for key, fieldsets in zip(self.keys[start:stop], self.key_fieldsets[start:stop]):
+            count = 2 + sum(len(fs.fields) for fs in fieldsets)
+            out.append(b"*%d\r\n$5\r\nHMGET\r\n" % count)
+            out.append(_bulk(key))
+            out.extend(fs.wire for fs in fieldsets)
+        return b"".join(out)
+
+
+def view_request(
+    view_name: str, feature_names: Sequence[str], entity_keys: list[EntityKeyProto]
+) -> ViewRequest:
+    return ViewRequest(field_set(view_name, tuple(feature_names)), entity_keys)
 
 
 def plan_read(views: Sequence[ViewRequest], *, project: str, key_version: int) -> ReadPlan:
     plan = ReadPlan(views=list(views))
     project_bytes = project.encode("utf-8")
     index_of_key: dict[bytes, int] = {}
+    offsets: list[int] = []
     for view in plan.views:
+        fieldset = view.fieldset
         for entity_key in view.entity_keys:
             key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
             command = index_of_key.get(key)
             if command is None:
                 command = index_of_key[key] = len(plan.keys)
                 plan.keys.append(key)
-                plan.key_fields.append([])
+                plan.key_fieldsets.append([])
                 plan.key_entities.append(entity_key)
-            fields = plan.key_fields[command]
-            view.slots.append((command, len(fields)))
-            fields.extend(view.fields)
+                offsets.append(0)
+            view.slots.append((command, offsets[command]))
+            plan.key_fieldsets[command].append(fieldset)
+            offsets[command] += len(fieldset.fields)
     return plan
 
 
-def view_request(
-    view_name: str, feature_names: Sequence[str], entity_keys: list[EntityKeyProto]
-) -> ViewRequest:
-    names = list(feature_names)
-    fields = _layout.feature_fields(view_name, names)
-    fields.append(_layout.timestamp_field(view_name))
-    return ViewRequest(view_name, names, fields, entity_keys)
+def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
 
 
-def fetch(client: Any, plan: ReadPlan) -> list[Any]:
-    with client.pipeline(transaction=False) as pipe:
-        for key, fields in zip(plan.keys, plan.key_fields):
-            pipe.hmget(key, fields)
-        replies = pipe.execute(raise_on_error=False)
+def _read_chunk(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
+    """Send HMGETs ``start:stop`` on one pooled connection and read every reply."""
+    payload = plan.commands(start, stop)
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([payload])
+            return [_read_one(connection) for _ in range(stop - start)]
+        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError):
+            connection.disconnect()
+            if attempt == 2:
+                raise
+            # Reads are idempotent: one retry on a fresh connection survives a dropped socket.
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
+
+
+def _read_one(connection: Any) -> Any:
+    try:
+        return connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc  # keep reading: the other replies are still on the socket
+
+
+def fetch(pool: Any, plan: ReadPlan, chunk_size: int, executor: Executor | None) -> list[Any]:
+    """Every HMGET reply in plan order; chunks run in parallel when an executor is given."""
+    bounds = chunk_bounds(len(plan.keys), chunk_size)
+    if len(bounds) == 1 or executor is None:
+        replies = [r for start, stop in bounds for r in _read_chunk(pool, plan, start, stop)]
+    else:
+        futures = [executor.submit(_read_chunk, pool, plan, start, stop) for start, stop in bounds]
+        replies = [r for future in futures for r in future.result()]
     _raise_on_error(plan, replies)
     return replies
 
 
-async def fetch_async(client: Any, plan: ReadPlan) -> list[Any]:
-    async with client.pipeline(transaction=False) as pipe:
-        for key, fields in zip(plan.keys, plan.key_fields):
-            pipe.hmget(key, fields)
-        replies = await pipe.execute(raise_on_error=False)
+async def _read_chunk_async(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
+    payload = plan.commands(start, stop)
+    for attempt in (1, 2):
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command([payload])
+            return [await _read_one_async(connection) for _ in range(stop - start)]
+        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError):
+            await connection.disconnect()
+            if attempt == 2:
+                raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+    raise AssertionError("unreachable")
+
+
+async def _read_one_async(connection: Any) -> Any:
+    try:
+        return await connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc
+
+
+async def fetch_async(pool: Any, plan: ReadPlan, chunk_size: int) -> list[Any]:
+    bounds = chunk_bounds(len(plan.keys), chunk_size)
+    if len(bounds) == 1:
+        replies = await _read_chunk_async(pool, plan, *bounds[0])
+    else:
+        parts = await asyncio.gather(
+            *(_read_chunk_async(pool, plan, start, stop) for start, stop in bounds)
+        )
+        replies = [r for part in parts for r in part]
     _raise_on_error(plan, replies)
     return replies
 
@@ -96,8 +209,6 @@ def _raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
     for index, reply in enumerate(replies):
         if not isinstance(reply, Exception):
             continue
-        if isinstance(reply, (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)):
-            raise reply
         hint = ""
         if "WRONGTYPE" in str(reply):
             hint = " — the key holds a non-hash value, not data in Feast's layout"

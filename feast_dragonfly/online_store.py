@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,18 +21,20 @@ import redis.asyncio as redis_asyncio
 from feast import Entity, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.supported_async_methods import SupportedAsyncMethods
+from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import ConfigDict, Field, PositiveInt, StrictStr, model_validator
 
-from feast_dragonfly import _layout, _maintenance, _read, _write
+from feast_dragonfly import _layout, _maintenance, _read, _response, _write
 from feast_dragonfly._connection import (
     ConnectionSettings,
     client_kwargs,
     parse_connection_string,
     translated_errors,
 )
+from feast_dragonfly._online_response import FastOnlineResponse
 from feast_dragonfly.errors import DragonflyConfigError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,12 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     write_rows_per_call: PositiveInt = 100
     """Rows per server-side event-time-checked write call."""
 
+    read_chunk_size: PositiveInt = 100
+    """Entity hashes per chunk of a read; a request with more is split into chunks."""
+
+    read_concurrency: PositiveInt = 4
+    """Chunks of one read sent at once, each on its own pooled connection."""
+
     full_scan_for_deletion: bool = True
     """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
 
@@ -109,6 +118,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self._lock = threading.Lock()
         self._sync_client: redis.Redis | None = None
         self._sync_signature: tuple | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._read_workers = 0
         self._async_clients: dict[int, tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
 
     @property
@@ -244,6 +255,39 @@ class DragonflyOnlineStore(RedisOnlineStore):
 
     # ------------------------------------------------------------------ reads
 
+    def _executor(self, store_config: DragonflyOnlineStoreConfig) -> ThreadPoolExecutor | None:
+        """Threads that send the chunks of one large sync read over separate connections."""
+        if store_config.read_concurrency <= 1:
+            return None
+        with self._lock:
+            if self._read_executor is None or self._read_workers != store_config.read_concurrency:
+                if self._read_executor is not None:
+                    self._read_executor.shutdown(wait=False)
+                self._read_executor = ThreadPoolExecutor(
+                    max_workers=store_config.read_concurrency,
+                    thread_name_prefix="feast-dragonfly-read",
+                )
+                self._read_workers = store_config.read_concurrency
+            return self._read_executor
+
+    def _fetch(self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan) -> list:
+        if not plan.keys:
+            return []
+        pool = self._get_client(store_config).connection_pool
+        with translated_errors(store_config.connection_settings()):
+            return _read.fetch(
+                pool, plan, store_config.read_chunk_size, self._executor(store_config)
+            )
+
+    async def _fetch_async(
+        self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan
+    ) -> list:
+        if not plan.keys:
+            return []
+        pool = (await self._get_client_async(store_config)).connection_pool
+        with translated_errors(store_config.connection_settings()):
+            return await _read.fetch_async(pool, plan, store_config.read_chunk_size)
+
     @staticmethod
     def _single_view_plan(
         config: RepoConfig,
@@ -266,9 +310,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> list[_read.ReadRow]:
         store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        with translated_errors(store_config.connection_settings()):
-            replies = _read.fetch(self._get_client(store_config), plan) if plan.keys else []
-        return _read.decode_rows(plan.views[0], replies)
+        return _read.decode_rows(plan.views[0], self._fetch(store_config, plan))
 
     async def online_read_async(
         self,
@@ -279,10 +321,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> list[_read.ReadRow]:
         store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        client = await self._get_client_async(store_config)
-        with translated_errors(store_config.connection_settings()):
-            replies = await _read.fetch_async(client, plan) if plan.keys else []
-        return _read.decode_rows(plan.views[0], replies)
+        return _read.decode_rows(plan.views[0], await self._fetch_async(store_config, plan))
 
     @staticmethod
     def _plan_feature_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map):
@@ -295,27 +334,11 @@ class DragonflyOnlineStore(RedisOnlineStore):
             entity_keys = utils._get_entity_key_protos(entity_values)
             view_name = _layout.storage_view_name(table, config)
             views.append(_read.view_request(view_name, requested_features, entity_keys))
-            placements.append((table, list(requested_features), indexes, output_len))
+            placements.append((table, indexes, output_len))
         plan = _read.plan_read(
             views, project=config.project, key_version=config.entity_key_serialization_version
         )
         return plan, placements
-
-    @staticmethod
-    def _fill_response(
-        plan, placements, replies, response, full_feature_names, include_version_metadata
-    ) -> None:
-        for view, (table, requested, indexes, output_len) in zip(plan.views, placements):
-            utils._populate_response_from_feature_data(
-                requested,
-                _read.decode_rows(view, replies),
-                indexes,
-                response,
-                full_feature_names,
-                table,
-                output_len,
-                include_version_metadata,
-            )
 
     def _read_features_per_fv(
         self,
@@ -327,20 +350,17 @@ class DragonflyOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_feature_view_version_metadata: bool,
     ) -> None:
-        """Feast 0.67's response hook: one HMGET per entity hash for all requested views."""
+        """Feast 0.67's response hook: one HMGET per entity hash for all requested views,
+        the response assembled from the stored bytes."""
         store_config = self._store_config(config)
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        replies: list[Any] = []
-        if plan.keys:
-            with translated_errors(store_config.connection_settings()):
-                replies = _read.fetch(self._get_client(store_config), plan)
-        self._fill_response(
-            plan,
-            placements,
-            replies,
+        _response.fill_response(
             online_features_response,
+            plan,
+            self._fetch(store_config, plan),
+            placements,
             full_feature_names,
             include_feature_view_version_metadata,
         )
@@ -359,19 +379,21 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        replies: list[Any] = []
-        if plan.keys:
-            client = await self._get_client_async(store_config)
-            with translated_errors(store_config.connection_settings()):
-                replies = await _read.fetch_async(client, plan)
-        self._fill_response(
-            plan,
-            placements,
-            replies,
+        _response.fill_response(
             online_features_response,
+            plan,
+            await self._fetch_async(store_config, plan),
+            placements,
             full_feature_names,
             include_feature_view_version_metadata,
         )
+
+    def get_online_features(self, *args: Any, **kwargs: Any) -> OnlineResponse:
+        """Feast's request handling, returning a response whose ``to_dict`` is faster."""
+        return FastOnlineResponse.wrap(super().get_online_features(*args, **kwargs))
+
+    async def get_online_features_async(self, *args: Any, **kwargs: Any) -> OnlineResponse:
+        return FastOnlineResponse.wrap(await super().get_online_features_async(*args, **kwargs))
 
     # ------------------------------------------------------------------ lifecycle
 

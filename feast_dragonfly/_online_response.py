@@ -1,0 +1,80 @@
+"""``OnlineResponse`` with a faster ``to_dict``: same values, less Python per value.
+
+Feast's ``to_dict`` sends every value through ``feast_value_type_to_python_type``, a long chain
+of checks (~40 % of a large read). For the plain scalar and list kinds that function returns the
+protobuf attribute unchanged (lists as ``list``), so those are read directly; every other kind
+(timestamps, sets, maps, JSON, UUIDs, decimals, ...) still goes through Feast's function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
+from feast.type_map import feast_value_type_to_python_type
+from feast.value_type import ValueType
+
+_SCALARS = frozenset(
+    {"int32_val", "int64_val", "float_val", "double_val", "string_val", "bytes_val", "bool_val"}
+)
+_LISTS = frozenset(
+    {
+        "int32_list_val",
+        "int64_list_val",
+        "float_list_val",
+        "double_list_val",
+        "string_list_val",
+        "bytes_list_val",
+        "bool_list_val",
+    }
+)
+# Feast turns strings into UUIDs when the declared type says so; leave those to Feast.
+_TYPE_HINTED = frozenset(
+    {
+        ValueType.UUID,
+        ValueType.TIME_UUID,
+        ValueType.UUID_LIST,
+        ValueType.TIME_UUID_LIST,
+        ValueType.UUID_SET,
+        ValueType.TIME_UUID_SET,
+    }
+)
+
+
+def python_values(values: Any, feature_type: ValueType | None) -> list[Any]:
+    """Python values of one feature column, equal to Feast's conversion."""
+    convert = feast_value_type_to_python_type
+    if feature_type in _TYPE_HINTED:
+        return [convert(v, feature_type) for v in values]
+    out = []
+    append = out.append
+    for value in values:
+        kind = value.WhichOneof("val")
+        if kind is None:
+            append(None)
+        elif kind in _SCALARS:
+            append(getattr(value, kind))
+        elif kind in _LISTS:
+            append(list(getattr(value, kind).val))
+        else:
+            append(convert(value, feature_type))
+    return out
+
+
+class FastOnlineResponse(OnlineResponse):
+    """Drop-in ``OnlineResponse``: ``.proto`` is untouched, ``to_dict`` is quicker."""
+
+    @classmethod
+    def wrap(cls, response: OnlineResponse) -> FastOnlineResponse:
+        fast = cls.__new__(cls)
+        fast.__dict__.update(response.__dict__)
+        return fast
+
+    def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        types = self._feature_types
+        for ref, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
+            result[ref] = python_values(vector.values, types.get(ref))
+            if include_event_timestamps:
+                result[ref + TIMESTAMP_POSTFIX] = [ts.seconds for ts in vector.event_timestamps]
+        return result
