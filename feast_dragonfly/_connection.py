@@ -15,7 +15,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from redis import exceptions as redis_exceptions
 from redis.connection import parse_url
@@ -164,9 +163,11 @@ def _parse_url(text: str) -> ConnectionSettings:
             continue
         if key not in _OPTION_TYPES:
             raise DragonflyConfigError(_unknown_option_message(key))
-        options[key] = (
-            unquote(value) if isinstance(value, str) and key in _SECRET_OPTIONS else value
-        )
+        if isinstance(value, str) and key not in ("username", "password"):
+            # Query values arrive as text ("?ssl=false"); give them the Feast format's types.
+            # (redis-py has already percent-decoded the username and password.)
+            value = _coerce_option(key, value)
+        options[key] = value
     if connection_class is not None and connection_class.__name__ == "SSLConnection":
         options["ssl"] = True
     return ConnectionSettings(host=host, port=port, options=options)
@@ -275,6 +276,11 @@ def translated_errors(settings: ConnectionSettings) -> Iterator[None]:
         raise DragonflyConnectionError(
             f"authentication failed at {settings.address}: {_scrub(str(exc), settings)} "
             "(check password / username in connection_string)"
+        ) from None
+    except redis_exceptions.NoPermissionError as exc:
+        raise DragonflyConnectionError(
+            f"the user connected to {settings.address} lacks a permission: "
+            f"{_scrub(str(exc), settings)} (grant it with ACL SETUSER, or use another user)"
         ) from None
     except redis_exceptions.ResponseError as exc:
         text = str(exc)

@@ -209,6 +209,8 @@ def _raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
     for index, reply in enumerate(replies):
         if not isinstance(reply, Exception):
             continue
+        if isinstance(reply, redis_exceptions.NoPermissionError):
+            raise reply  # a credentials problem, reported as such by translated_errors
         hint = ""
         if "WRONGTYPE" in str(reply):
             hint = " — the key holds a non-hash value, not data in Feast's layout"

