@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis import exceptions as redis_exceptions
 from redis.connection import parse_url
@@ -146,6 +147,13 @@ def _parse_url(text: str) -> ConnectionSettings:
         raise DragonflyConfigError(
             f"connection_string scheme '{scheme}://' is not supported; use redis:// or rediss:// "
             "(or Feast's 'host:port,key=value' format)"
+        )
+    database = urlsplit(text).path.strip("/")
+    if database and not database.isdigit():
+        # redis-py would silently fall back to database 0 and write somewhere else.
+        raise DragonflyConfigError(
+            f"connection_string URL path '/{database}' is not a database number (db); "
+            "use e.g. redis://host:6379/0"
         )
     try:
         parsed = parse_url(text)
