@@ -4,17 +4,31 @@ Feast's store reads every row's timestamp, compares in Python and writes in a se
 trip, so a concurrent writer can slip in between. Here the comparison runs inside a Lua
 script on the server, atomically for the keys of one call, and the TTL is applied in the same
 call. Sync and async paths share the encoding and differ only in how they send.
+
+Encoding goes straight to RESP bytes (no redis-py command packing): each ``EVALSHA`` is built
+from pre-encoded pieces, so the hot path is a handful of byte joins per row (per batch, for
+the column-wise materialization path). Chunks are spread over several pooled connections —
+threads for the sync API, ``asyncio.gather`` for the async one — ``write_concurrency`` at a
+time. Within one batch only the row Feast would keep survives per entity key (the first row
+with the newest event time), so chunks can run in any order and still give Feast's result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
@@ -30,18 +44,50 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT_SOURCE.encode()).hexdigest()
 #: Stay far below DragonflyDB's 65,536-argument command limit (and Redis's Lua stack).
 MAX_ARGS_PER_CALL = 32_000
 
+#: Script calls sent back to back on one connection before reading their replies.
+CALLS_PER_ROUND_TRIP = 4
+
+_CRLF = b"\r\n"
+_COMMAND_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n" + SCRIPT_SHA.encode() + _CRLF
+
+
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _bulk_int(value: int) -> bytes:
+    text = b"%d" % value
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
 
 @dataclass
 class ScriptCall:
-    """One EVALSHA: the rows' keys and the flattened arguments the script reads."""
+    """One packed ``EVALSHA``: the rows' keys are what error messages name."""
 
-    keys: list[bytes]
-    args: list[Any]
-    entity_keys: list[EntityKeyProto]
+    command: bytes
+    keys: Sequence[Any]  # hash keys (bytes, or an Arrow binary array for the columnar path)
+    progress_rows: int  # rows reported to ``progress`` once this call is done
 
     @property
     def rows(self) -> int:
         return len(self.keys)
+
+    def key(self, index: int) -> bytes:
+        key = self.keys[index]
+        return key.as_py() if isinstance(key, pa.Scalar) else key
+
+
+def _pack(keys_resp: bytes, n_keys: int, header: bytes, body: bytes, n_body_args: int) -> bytes:
+    total = 3 + n_keys + 2 + n_body_args
+    return b"*%d\r\n%b%b%b%b%b" % (total, _COMMAND_HEAD, _bulk_int(n_keys), keys_resp, header, body)
+
+
+def _header(ttl_seconds: int | None, ts_field: bytes) -> bytes:
+    return _bulk_int(int(ttl_seconds or 0)) + bulk(ts_field)
+
+
+# --------------------------------------------------------------------------- rows (online_write_batch)
 
 
 def plan_calls(
@@ -52,95 +98,358 @@ def plan_calls(
     key_version: int,
     ttl_seconds: int | None,
     rows_per_call: int,
-) -> list[ScriptCall]:
-    """Encode rows into Feast's layout and group them into script calls."""
+) -> Iterator[ScriptCall]:
+    """Encode rows into Feast's layout and pack them into script calls, lazily.
+
+    Per entity key only the row Feast's store would end up with is sent: the first row
+    carrying the batch's newest event time for that key (later rows with an equal time are
+    rejected by Feast too). Every input row still counts once towards progress.
+    """
     project_bytes = project.encode("utf-8")
-    header: list[Any] = [int(ttl_seconds or 0), _layout.timestamp_field(view_name)]
-    calls: list[ScriptCall] = []
-    current = ScriptCall([], list(header), [])
-    for entity_key, values, event_time, _created in rows:
+    ts_field = _layout.timestamp_field(view_name)
+    ts_field_bulk = bulk(ts_field)
+    header = _header(ttl_seconds, ts_field)
+
+    keys: list[bytes] = []
+    times: list[tuple[bytes, int, int]] = []
+    winner: dict[bytes, int] = {}
+    for index, (entity_key, _values, event_time, _created) in enumerate(rows):
+        key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
         stamp, seconds, nanos = _layout.encode_event_time(event_time)
-        row_args: list[Any] = [seconds, nanos, stamp, len(values)]
+        keys.append(key)
+        times.append((stamp, seconds, nanos))
+        best = winner.get(key)
+        if best is None or (seconds, nanos) > times[best][1:]:
+            winner[key] = index
+    if not keys:
+        return
+    chosen = sorted(winner.values()) if len(winner) != len(keys) else range(len(keys))
+    dropped = len(keys) - len(winner)
+
+    field_bulks: dict[str, bytes] = {}
+    call_keys: list[bytes] = []
+    body: list[bytes] = []
+    n_args = 0
+    for index in chosen:
+        values = rows[index][1]
+        stamp, seconds, nanos = times[index]
+        parts = [
+            _bulk_int(seconds),
+            _bulk_int(nanos),
+            _bulk_int(2 + 2 * len(values)),
+            ts_field_bulk,
+            b"$%d\r\n%b\r\n" % (len(stamp), stamp),
+        ]
         for name, value in values.items():
-            row_args.append(_layout.feature_field(view_name, name))
-            row_args.append(value.SerializeToString())
-        if current.keys and (
-            current.rows >= rows_per_call or len(current.args) + len(row_args) > MAX_ARGS_PER_CALL
-        ):
-            calls.append(current)
-            current = ScriptCall([], list(header), [])
-        current.keys.append(_layout.entity_hash_key(entity_key, project_bytes, key_version))
-        current.args.extend(row_args)
-        current.entity_keys.append(entity_key)
-    if current.keys:
-        calls.append(current)
-    return calls
+            field = field_bulks.get(name)
+            if field is None:
+                field = field_bulks[name] = bulk(_layout.feature_field(view_name, name))
+            data = value.SerializeToString()
+            parts.append(field)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        row_args = 5 + 2 * len(values)
+        if call_keys and (len(call_keys) >= rows_per_call or n_args + row_args > MAX_ARGS_PER_CALL):
+            yield _call(call_keys, header, body, n_args, len(call_keys))
+            call_keys, body, n_args = [], [], 0
+        call_keys.append(keys[index])
+        body.append(b"".join(parts))
+        n_args += row_args
+    yield _call(call_keys, header, body, n_args, len(call_keys) + dropped)
+
+
+def _call(keys: list[bytes], header: bytes, body: list[bytes], n_args: int, progress: int):
+    keys_resp = b"".join([b"$%d\r\n%b\r\n" % (len(k), k) for k in keys])
+    return ScriptCall(_pack(keys_resp, len(keys), header, b"".join(body), n_args), keys, progress)
+
+
+# --------------------------------------------------------------------------- columns (materialization)
+
+
+def bulk_array(values: pa.Array) -> pa.BinaryArray:
+    """RESP bulk string of each value of a binary (or string) array."""
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
+    lengths = pc.cast(pc.cast(pc.binary_length(values), pa.string()), pa.binary())
+    return pc.binary_join_element_wise(b"$", lengths, _CRLF, values, _CRLF, b"")
+
+
+def _offsets(array: pa.BinaryArray) -> np.ndarray:
+    return np.frombuffer(array.buffers()[1], dtype=np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+
+
+def plan_columnar_calls(
+    keys: pa.BinaryArray,
+    seconds: np.ndarray,
+    nanos: np.ndarray,
+    stamps: pa.BinaryArray,
+    values: Sequence[tuple[bytes, pa.BinaryArray]],
+    *,
+    view_name: str,
+    ttl_seconds: int | None,
+    rows_per_call: int,
+) -> Iterator[ScriptCall]:
+    """Script calls for rows given column-wise: hash keys, event times (seconds, nanos and
+    serialized ``Timestamp``), and ``(field name bytes, serialized values)`` per feature.
+
+    Rows must have distinct keys (the caller keeps Feast's one row per entity). All RESP
+    encoding happens in Arrow kernels; each call is a slice of two contiguous buffers.
+    """
+    n = len(keys)
+    if n == 0:
+        return
+    ts_field = _layout.timestamp_field(view_name)
+    header = _header(ttl_seconds, ts_field)
+    row_args = 5 + 2 * len(values)
+    per_call = max(1, min(rows_per_call, MAX_ARGS_PER_CALL // row_args))
+
+    pieces: list[Any] = [
+        bulk_array(pc.cast(pa.array(seconds, pa.int64()), pa.string())),
+        bulk_array(pc.cast(pa.array(nanos, pa.int64()), pa.string())),
+        _bulk_int(row_args - 3) + bulk(ts_field),
+        bulk_array(stamps),
+    ]
+    for field, column in values:
+        pieces.append(bulk(field))
+        pieces.append(bulk_array(column))
+    body = pc.binary_join_element_wise(*pieces, b"")
+    keys_resp = bulk_array(keys)
+    body_offsets, key_offsets = _offsets(body), _offsets(keys_resp)
+    body_data, key_data = body.buffers()[2], keys_resp.buffers()[2]
+    for start in range(0, n, per_call):
+        stop = min(start + per_call, n)
+        command = _pack(
+            key_data[key_offsets[start] : key_offsets[stop]].to_pybytes(),
+            stop - start,
+            header,
+            body_data[body_offsets[start] : body_offsets[stop]].to_pybytes(),
+            (stop - start) * row_args,
+        )
+        yield ScriptCall(command, keys.slice(start, stop - start), stop - start)
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def group_calls(calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP):
+    """Consecutive calls in groups: one group is one round trip on one connection."""
+    group: list[ScriptCall] = []
+    for call in calls:
+        group.append(call)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _send_group(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([call.command for call in group], check_health=False)
+        return [_read_one(connection) for _ in group]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _read_one(connection: Any) -> Any:
+    try:
+        return connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc  # keep reading: the other replies are still on the socket
+
+
+async def _send_group_async(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command([call.command for call in group], check_health=False)
+        return [await _read_one_async(connection) for _ in group]
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def _read_one_async(connection: Any) -> Any:
+    try:
+        return await connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc
+
+
+def _script_load_command() -> bytes:
+    source = SCRIPT_SOURCE.encode()
+    return b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n" + bulk(source)
+
+
+def _check_load_reply(reply: Any) -> None:
+    if isinstance(reply, Exception):
+        raise _scripting_refused(reply)
+
+
+def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
+    """Send one group of calls on one connection; load the script once if the server lacks it.
+    Returns the number of rows the server wrote."""
+    replies = _send_group(pool, group)
+    if any(_is_noscript(reply) for reply in replies):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([_script_load_command()], check_health=False)
+            _check_load_reply(_read_one(connection))
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        # Every call is idempotent (event-time guarded), so resending the group is safe.
+        replies = _send_group(pool, group)
+    return _check_replies(group, replies, view_name)
+
+
+async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
+    replies = await _send_group_async(pool, group)
+    if any(_is_noscript(reply) for reply in replies):
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command([_script_load_command()], check_health=False)
+            _check_load_reply(await _read_one_async(connection))
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        replies = await _send_group_async(pool, group)
+    return _check_replies(group, replies, view_name)
+
+
+class Sender:
+    """Runs groups of calls over up to ``concurrency`` connections at once (sync API).
+
+    ``submit`` returns as soon as the group is queued, unless ``concurrency`` groups are
+    already in flight, in which case it first waits for the oldest — so the caller encodes the
+    next chunk while the server executes the previous ones, and memory stays bounded.
+    Progress is reported from the calling thread, in submission order.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        view_name: str,
+        *,
+        executor: Executor | None,
+        concurrency: int,
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        self._pool = pool
+        self._view_name = view_name
+        self._executor = executor if concurrency > 1 else None
+        self._concurrency = concurrency
+        self._progress = progress
+        self._in_flight: deque[tuple[Future, int]] = deque()
+        self.written = 0
+
+    def submit(self, group: Sequence[ScriptCall]) -> None:
+        rows = sum(call.progress_rows for call in group)
+        if self._executor is None:
+            self.written += run_group(self._pool, group, self._view_name)
+            self._report(rows)
+            return
+        while len(self._in_flight) >= self._concurrency:
+            self._collect_oldest()
+        future = self._executor.submit(run_group, self._pool, group, self._view_name)
+        self._in_flight.append((future, rows))
+
+    def _collect_oldest(self) -> None:
+        future, rows = self._in_flight.popleft()
+        self.written += future.result()
+        self._report(rows)
+
+    def _report(self, rows: int) -> None:
+        if self._progress and rows:
+            self._progress(rows)
+
+    def finish(self) -> int:
+        try:
+            while self._in_flight:
+                self._collect_oldest()
+        except BaseException:
+            for future, _ in self._in_flight:
+                future.cancel()
+            for future, _ in self._in_flight:
+                try:
+                    future.result()
+                except BaseException:  # noqa: BLE001 - the first error is the one raised
+                    pass
+            self._in_flight.clear()
+            raise
+        return self.written
+
+    def abort(self) -> None:
+        """Wait for what is in flight without reporting (after an error elsewhere)."""
+        for future, _ in self._in_flight:
+            future.cancel()
+        for future, _ in self._in_flight:
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001
+                pass
+        self._in_flight.clear()
 
 
 def run_calls(
-    client: Any,
-    calls: Sequence[ScriptCall],
+    pool: Any,
+    calls: Iterable[ScriptCall],
     view_name: str,
     progress: Callable[[int], Any] | None,
-    calls_per_pipeline: int = 64,
+    *,
+    executor: Executor | None = None,
+    concurrency: int = 1,
 ) -> int:
-    """Send calls in pipelines, loading the script once if the server's cache lacks it."""
-    written = 0
-    for start in range(0, len(calls), calls_per_pipeline):
-        batch = calls[start : start + calls_per_pipeline]
-        replies = _send(client, batch)
-        if any(_is_noscript(reply) for reply in replies):
-            _load_script(client)
-            # Every call is idempotent (event-time guarded), so resending the batch is safe.
-            replies = _send(client, batch)
-        written += _check_replies(batch, replies, view_name)
-        if progress:
-            progress(sum(call.rows for call in batch))
-    return written
+    """Send every call; returns the number of rows the server wrote."""
+    sender = Sender(pool, view_name, executor=executor, concurrency=concurrency, progress=progress)
+    try:
+        for group in group_calls(calls):
+            sender.submit(group)
+    except BaseException:
+        sender.abort()
+        raise
+    return sender.finish()
 
 
 async def run_calls_async(
-    client: Any,
-    calls: Sequence[ScriptCall],
+    pool: Any,
+    calls: Iterable[ScriptCall],
     view_name: str,
     progress: Callable[[int], Any] | None,
-    calls_per_pipeline: int = 64,
+    *,
+    concurrency: int = 1,
 ) -> int:
-    written = 0
-    for start in range(0, len(calls), calls_per_pipeline):
-        batch = calls[start : start + calls_per_pipeline]
-        replies = await _send_async(client, batch)
-        if any(_is_noscript(reply) for reply in replies):
-            try:
-                await client.script_load(SCRIPT_SOURCE)
-            except redis_exceptions.ResponseError as exc:
-                raise _scripting_refused(exc) from None
-            replies = await _send_async(client, batch)
-        written += _check_replies(batch, replies, view_name)
+    """Send every call, up to ``concurrency`` round trips at once on separate connections."""
+    groups = list(group_calls(calls))
+    if not groups:
+        return 0
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(group: Sequence[ScriptCall]) -> int:
+        async with semaphore:
+            written = await run_group_async(pool, group, view_name)
         if progress:
-            progress(sum(call.rows for call in batch))
-    return written
+            progress(sum(call.progress_rows for call in group))
+        return written
+
+    results = await asyncio.gather(*(one(group) for group in groups), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(results)  # type: ignore[arg-type]
 
 
-def _send(client: Any, batch: Sequence[ScriptCall]) -> list[Any]:
-    with client.pipeline(transaction=False) as pipe:
-        for call in batch:
-            pipe.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)
-        return pipe.execute(raise_on_error=False)
-
-
-async def _send_async(client: Any, batch: Sequence[ScriptCall]) -> list[Any]:
-    async with client.pipeline(transaction=False) as pipe:
-        for call in batch:
-            pipe.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)
-        return await pipe.execute(raise_on_error=False)
-
-
-def _load_script(client: Any) -> None:
-    try:
-        client.script_load(SCRIPT_SOURCE)
-    except redis_exceptions.ResponseError as exc:
-        raise _scripting_refused(exc) from None
+# --------------------------------------------------------------------------- errors
 
 
 def _is_noscript(reply: Any) -> bool:
@@ -173,7 +482,7 @@ def _reply_error(call: ScriptCall, reply: Exception, view_name: str) -> Exceptio
     if marker >= 0:
         index_text, _, reason = text[marker + len("FEASTROW ") :].partition(" ")
         try:
-            entity = describe_entity(call.entity_keys[int(index_text) - 1])
+            entity = describe_key(call.key(int(index_text) - 1))
         except (ValueError, IndexError):
             entity = "an entity of this batch"
         hint = ""
@@ -183,9 +492,27 @@ def _reply_error(call: ScriptCall, reply: Exception, view_name: str) -> Exceptio
             f"cannot write feature view '{view_name}' for {entity}: {reason}{hint}; "
             "stored data for that key was left unchanged"
         )
-    if _is_noscript(reply) or "unknown command" in text.lower() or "NOPERM" in text:
+    lowered = text.lower()
+    denied = isinstance(reply, redis_exceptions.NoPermissionError) or "NOPERM" in text
+    if denied and " key" in lowered:
+        return DragonflyDataError(
+            f"writing feature view '{view_name}' was denied by the server: {text} "
+            "(check the ACL user's key patterns)"
+        )
+    if denied or _is_noscript(reply) or "unknown command" in lowered or "permission" in lowered:
         return _scripting_refused(reply)
     return DragonflyDataError(f"writing feature view '{view_name}' failed: {text}")
+
+
+def describe_key(key: bytes) -> str:
+    """``entity driver_id=1001`` for a hash key (serialized entity key + project)."""
+    length = _layout.entity_part_length(key)
+    if length is None:
+        return f"key {key!r}"
+    try:
+        return describe_entity(deserialize_entity_key(key[:length], 3))
+    except Exception:  # noqa: BLE001 - best effort, for a message only
+        return f"key {key!r}"
 
 
 def describe_entity(entity_key: EntityKeyProto) -> str:

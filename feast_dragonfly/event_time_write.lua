@@ -4,7 +4,8 @@
 -- ARGV[1]  key TTL in seconds, 0 for none
 -- ARGV[2]  timestamp field name, "_ts:<view>"
 -- then, for each row in KEYS order:
---   seconds, nanos, serialized Timestamp, number of feature fields n, then n field/value pairs
+--   seconds, nanos, m, then m HSET arguments: "_ts:<view>", serialized Timestamp, and the
+--   row's feature field/value pairs (contiguous, so HSET gets them straight from ARGV)
 --
 -- A row is written only when the stored timestamp is absent (or the zero epoch, as in Feast)
 -- or strictly older than the row's; rows of one call are applied in order, so the newest of
@@ -14,7 +15,7 @@
 local unpack_ = unpack or table.unpack
 local ttl = tonumber(ARGV[1])
 local ts_field = ARGV[2]
-local MAX_PAIRS = 1000 -- keep HSET's argument list well inside Lua's C stack
+local MAX_UNPACK = 2000 -- HSET arguments per call: well inside Lua's C stack (even)
 
 local function parse_timestamp(raw)
   -- google.protobuf.Timestamp: field 1 seconds (varint, tag 0x08), field 2 nanos (tag 0x10).
@@ -26,20 +27,27 @@ local function parse_timestamp(raw)
     if tag ~= 8 and tag ~= 16 then
       return nil
     end
-    local value, scale, byte = 0, 1, 128
+    -- Sum the 7-bit groups and, separately, their complements: a negative int64 is a
+    -- 10-byte varint whose value (2^64 - |x|) a Lua number cannot hold exactly, but its
+    -- complement sum (|x| - 1) is small for any timestamp a datetime can express.
+    local value, complement, scale, byte, count = 0, 0, 1, 128, 0
     while byte >= 128 do
-      if i > n then
+      if i > n or count >= 10 then
         return nil
       end
       byte = string.byte(raw, i)
       i = i + 1
-      value = value + (byte % 128) * scale
+      count = count + 1
+      if count <= 9 then
+        value = value + (byte % 128) * scale
+        complement = complement + (127 - byte % 128) * scale
+      end
       scale = scale * 128
     end
+    if count == 10 then
+      value = -(complement + 1) -- bit 63 set: negative (seconds before 1970)
+    end
     if tag == 8 then
-      if value >= 9223372036854775808 then
-        value = value - 18446744073709551616 -- negative seconds (before 1970)
-      end
       seconds = value
     else
       nanos = value
@@ -54,10 +62,9 @@ for row = 1, #KEYS do
   local key = KEYS[row]
   local seconds = tonumber(ARGV[pos])
   local nanos = tonumber(ARGV[pos + 1])
-  local stamp = ARGV[pos + 2]
-  local n_fields = tonumber(ARGV[pos + 3])
-  local first = pos + 4
-  pos = first + 2 * n_fields
+  local first = pos + 3
+  local last = first + tonumber(ARGV[pos + 2]) - 1
+  pos = last + 1
 
   local stored = redis.pcall('HGET', key, ts_field)
   if type(stored) == 'table' and stored.err then
@@ -76,20 +83,12 @@ for row = 1, #KEYS do
   end
 
   if fresh then
-    local args = {key, ts_field, stamp}
-    local pairs_in_args = 1
-    for j = first, pos - 1, 2 do
-      args[#args + 1] = ARGV[j]
-      args[#args + 1] = ARGV[j + 1]
-      pairs_in_args = pairs_in_args + 1
-      if pairs_in_args >= MAX_PAIRS then
-        redis.call('HSET', unpack_(args))
-        args = {key}
-        pairs_in_args = 0
+    for chunk = first, last, MAX_UNPACK do
+      local stop = chunk + MAX_UNPACK - 1
+      if stop > last then
+        stop = last
       end
-    end
-    if pairs_in_args > 0 then
-      redis.call('HSET', unpack_(args))
+      redis.call('HSET', key, unpack_(ARGV, chunk, stop))
     end
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)

@@ -74,6 +74,11 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     write_rows_per_call: PositiveInt = 100
     """Rows per server-side event-time-checked write call."""
 
+    write_concurrency: PositiveInt = 8
+    """Write calls in flight at once, each round trip on its own pooled connection (threads
+    for ``online_write_batch``, ``asyncio.gather`` for the async path); at most
+    ``max_connections``. 1 sends everything on one connection, in order."""
+
     read_chunk_size: PositiveInt = 100
     """Entity hashes per chunk of a read; a request with more is split into chunks."""
 
@@ -96,8 +101,14 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
 
     @model_validator(mode="after")
     def _check_connection_string(self) -> DragonflyOnlineStoreConfig:
-        # Parse eagerly so a bad string fails at `feast apply`, not at the first read.
-        self.connection_settings()
+        # Parse eagerly so a bad string (or a TLS option without TLS) fails when the config
+        # loads, not at the first read.
+        client_kwargs(
+            self.connection_settings(),
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_connect_timeout,
+            ssl_connection_class=redis.SSLConnection,
+        )
         return self
 
     def connection_settings(self) -> ConnectionSettings:
@@ -120,6 +131,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         self._sync_signature: tuple | None = None
         self._read_executor: ThreadPoolExecutor | None = None
         self._read_workers = 0
+        self._write_pool_executor: ThreadPoolExecutor | None = None
+        self._write_pool_workers = 0
         self._async_clients: dict[int, tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
 
     @property
@@ -177,6 +190,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         entry = self._async_clients.get(id(loop))
         if entry is not None and entry[0] is loop:
             return entry[1]
+        self._drop_clients_of_closed_loops()
         pool = redis_asyncio.BlockingConnectionPool(
             timeout=store_config.socket_timeout,
             **self._pool_kwargs(store_config, redis_asyncio.SSLConnection),
@@ -192,24 +206,66 @@ class DragonflyOnlineStore(RedisOnlineStore):
         with translated_errors(settings):
             await client.ping()
 
+    def _drop_clients_of_closed_loops(self) -> None:
+        """Callers doing ``asyncio.run`` per request leave a pool behind per loop: close their
+        sockets now rather than when the garbage collector gets to them."""
+        for key, (owner, client) in list(self._async_clients.items()):
+            if owner.is_closed():
+                del self._async_clients[key]
+                _close_sockets_of_dead_loop(client.connection_pool)
+
     async def close(self) -> None:
         """Close every pool this store opened (Feast's own store leaks its async client)."""
         loop = asyncio.get_running_loop()
         for key, (owner, client) in list(self._async_clients.items()):
-            if owner is loop:
-                await client.aclose()
-            elif not owner.is_closed():
-                # A pool bound to another live loop cannot be awaited from here.
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), owner))
             del self._async_clients[key]
+            closing = client.aclose(close_connection_pool=True)
+            if owner is loop:
+                await closing
+            elif owner.is_closed():
+                closing.close()
+                _close_sockets_of_dead_loop(client.connection_pool)
+            elif owner.is_running():
+                # Pools are bound to their loop: let that loop close its own.
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(closing, owner))
+            else:
+                # An idle loop (run_until_complete style) runs nothing by itself.
+                await asyncio.to_thread(owner.run_until_complete, closing)
         with self._lock:
             if self._sync_client is not None:
                 self._sync_client.close()
                 self._sync_client.connection_pool.disconnect()
                 self._sync_client = None
                 self._sync_signature = None
+            if self._read_executor is not None:
+                self._read_executor.shutdown(wait=False)
+                self._read_executor = None
+                self._read_workers = 0
 
     # ------------------------------------------------------------------ writes
+
+    def _write_executor(
+        self, store_config: DragonflyOnlineStoreConfig
+    ) -> ThreadPoolExecutor | None:
+        """Threads that carry the script calls of one write over separate connections."""
+        workers = self._write_workers_for(store_config)
+        if workers <= 1:
+            return None
+        with self._lock:
+            executor = self._write_pool_executor
+            if executor is None or self._write_pool_workers != workers:
+                if executor is not None:
+                    executor.shutdown(wait=False)
+                executor = ThreadPoolExecutor(
+                    max_workers=workers, thread_name_prefix="feast-dragonfly-write"
+                )
+                self._write_pool_executor = executor
+                self._write_pool_workers = workers
+            return executor
+
+    @staticmethod
+    def _write_workers_for(store_config: DragonflyOnlineStoreConfig) -> int:
+        return max(1, min(store_config.write_concurrency, store_config.max_connections))
 
     def _plan_writes(self, config: RepoConfig, table: FeatureView, data: Sequence[Row]):
         store_config = self._store_config(config)
@@ -231,13 +287,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
         data: list[Row],
         progress: Callable[[int], Any] | None,
     ) -> None:
-        """Write rows; a stored row with a newer-or-equal event time is never replaced."""
-        store_config, view_name, calls = self._plan_writes(config, table, data)
-        if not calls:
+        """Write rows; a stored row with a newer-or-equal event time is never replaced.
+
+        ``progress`` is called with numbers of rows (every input row counts once)."""
+        if not data:
             return
-        client = self._get_client(store_config)
+        store_config, view_name, calls = self._plan_writes(config, table, data)
+        pool = self._get_client(store_config).connection_pool
         with translated_errors(store_config.connection_settings()):
-            _write.run_calls(client, calls, view_name, progress)
+            _write.run_calls(
+                pool,
+                calls,
+                view_name,
+                progress,
+                executor=self._write_executor(store_config),
+                concurrency=self._write_workers_for(store_config),
+            )
 
     async def online_write_batch_async(
         self,
@@ -246,12 +311,18 @@ class DragonflyOnlineStore(RedisOnlineStore):
         data: list[Row],
         progress: Callable[[int], Any] | None,
     ) -> None:
-        store_config, view_name, calls = self._plan_writes(config, table, data)
-        if not calls:
+        if not data:
             return
-        client = await self._get_client_async(store_config)
+        store_config, view_name, calls = self._plan_writes(config, table, data)
+        pool = (await self._get_client_async(store_config)).connection_pool
         with translated_errors(store_config.connection_settings()):
-            await _write.run_calls_async(client, calls, view_name, progress)
+            await _write.run_calls_async(
+                pool,
+                calls,
+                view_name,
+                progress,
+                concurrency=self._write_workers_for(store_config),
+            )
 
     # ------------------------------------------------------------------ reads
 
@@ -442,6 +513,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
         """Delete this project's data for these views, and nothing of any other project."""
         for join_keys in sorted({tuple(table.join_keys) for table in tables}):
             self.delete_entity_values(config, list(join_keys))
+
+
+def _close_sockets_of_dead_loop(pool: Any) -> None:
+    """Close the sockets of an asyncio pool whose event loop is gone (nothing can await them)."""
+    connections = [
+        *getattr(pool, "_available_connections", ()),
+        *getattr(pool, "_in_use_connections", ()),
+    ]
+    for connection in connections:
+        writer = getattr(connection, "_writer", None)
+        sock = getattr(getattr(writer, "transport", None), "_sock", None)
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 _MIGRATION_HINTS = {
