@@ -1,5 +1,9 @@
 """feast-dragonfly: a fast, drop-in Feast online store for DragonflyDB and Redis."""
 
+from feast_dragonfly.engine import (
+    DragonflyMaterializationEngine,
+    DragonflyMaterializationEngineConfig,
+)
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,
@@ -15,6 +19,8 @@ __all__ = [
     "DragonflyConfigError",
     "DragonflyConnectionError",
     "DragonflyDataError",
+    "DragonflyMaterializationEngine",
+    "DragonflyMaterializationEngineConfig",
     "DragonflyOnlineStore",
     "DragonflyOnlineStoreConfig",
     "DragonflyScriptingError",

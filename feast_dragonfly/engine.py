@@ -1,0 +1,494 @@
+"""``DragonflyMaterializationEngine``: ``feast materialize`` into ``DragonflyOnlineStore``, fast.
+
+Enable it in ``feature_store.yaml``::
+
+    batch_engine:
+      type: feast_dragonfly.DragonflyMaterializationEngine
+      batch_size: 100000        # rows per Arrow record batch (bounds memory)
+      show_progress: true       # tqdm bar with rows/s on a terminal
+
+Feast's ``local`` engine reads the whole window into one Arrow table, converts every value
+into a Python protobuf object (reading only the first chunk of a multi-chunk table), and
+hands one list of rows to the online store. This engine instead streams the offline data as
+record batches — straight from the parquet file with ``pyarrow.dataset`` for a ``file``
+offline store, applying the same inclusive window, field mapping and timestamp semantics —
+converts each batch column-wise (``feast_dragonfly._arrow``) and writes it through the
+event-time-safe script calls over several connections (``feast_dragonfly._write``).
+
+Semantics match Feast's local engine + store (see ``docs/materialization.md``): per batch only
+the latest row of each entity (event time, then created time) is written, and the server keeps
+a stored row whose event time is newer or equal, so the final state equals Feast's — except
+that when two rows of one entity carry the exact same event time in different batches, the
+first one written wins whatever its created timestamp.
+
+Everything this engine does not specialise (``get_historical_features``, feature views with
+transformations, aggregations, validation, filters, source views or offline writes, another
+online store) is Feast's ``LocalComputeEngine``'s, unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from feast.data_format import ParquetFormat
+from feast.feature_view import DUMMY_ENTITY_NAME
+from feast.infra.common.materialization_job import (
+    MaterializationJobStatus,
+    MaterializationTask,
+)
+from feast.infra.compute_engines.dag.context import ColumnInfo
+from feast.infra.compute_engines.local.compute import LocalComputeEngine
+from feast.infra.compute_engines.local.job import LocalMaterializationJob
+from feast.infra.compute_engines.utils import create_offline_store_retrieval_job
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.repo_config import FeastConfigBaseModel
+from feast.utils import _get_column_names, _validate_vector_field_lengths
+from pydantic import ConfigDict, PositiveInt
+from tqdm import tqdm
+
+from feast_dragonfly import _arrow, _layout, _write
+from feast_dragonfly._connection import translated_errors
+from feast_dragonfly.errors import DragonflyConfigError
+from feast_dragonfly.online_store import DragonflyOnlineStore
+
+logger = logging.getLogger(__name__)
+
+ENGINE_TYPE = "feast_dragonfly.DragonflyMaterializationEngine"
+
+
+class DragonflyMaterializationEngineConfig(FeastConfigBaseModel):
+    """``batch_engine:`` settings (Feast finds this class by the engine's name + ``Config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["feast_dragonfly.DragonflyMaterializationEngine"] = ENGINE_TYPE
+    """Engine type selector."""
+
+    batch_size: PositiveInt = 100_000
+    """Rows per Arrow record batch read, converted and written at a time: peak memory grows
+    with this, not with the size of the table."""
+
+    show_progress: bool = True
+    """A tqdm progress bar (rows, rows/s) on stderr — shown only when stderr is a terminal."""
+
+    write_concurrency: PositiveInt | None = None
+    """Script calls in flight at once, each on its own pooled connection; default: the
+    online store's ``write_concurrency``."""
+
+    write_rows_per_call: PositiveInt | None = None
+    """Rows per event-time-checked script call; default: the online store's
+    ``write_rows_per_call``."""
+
+    stream_file_sources: bool = True
+    """Read parquet ``FileSource``s of a ``file`` offline store directly with
+    ``pyarrow.dataset`` (streaming). False: always go through the offline store's
+    ``pull_all_from_table_or_query(...).to_arrow()`` (the whole window in memory)."""
+
+    backend: str | None = None
+    """DataFrame backend for the work delegated to Feast's local engine ('pandas', 'polars')."""
+
+
+class DragonflyMaterializationEngine(LocalComputeEngine):
+    """Streams offline data into ``DragonflyOnlineStore`` column-wise over parallel connections."""
+
+    def __init__(self, *, repo_config: Any, offline_store: Any, online_store: Any, **kwargs: Any):
+        try:
+            settings = DragonflyMaterializationEngineConfig(**kwargs)
+        except Exception as exc:  # pydantic's message names the bad field
+            raise DragonflyConfigError(f"batch_engine settings are invalid: {exc}") from None
+        super().__init__(
+            backend=settings.backend,
+            repo_config=repo_config,
+            offline_store=offline_store,
+            online_store=online_store,
+        )
+        self.settings = settings
+
+    # ------------------------------------------------------------------ dispatch
+
+    def delegation_reason(self, feature_view: Any) -> str | None:
+        """Why Feast's local engine must materialize this view, or None for the fast path."""
+        if not isinstance(self.online_store, DragonflyOnlineStore):
+            return "the online store is not feast_dragonfly.DragonflyOnlineStore"
+        if not getattr(feature_view, "online", True):
+            return "the feature view is not online"
+        if getattr(feature_view, "offline", False):
+            return "the feature view also writes to the offline store"
+        if getattr(feature_view, "feature_transformation", None):
+            return "the feature view has a transformation"
+        if getattr(feature_view, "aggregations", None):
+            return "the feature view has aggregations"
+        if getattr(feature_view, "enable_validation", False):
+            return "the feature view enables validation"
+        if getattr(feature_view, "filter", None):
+            return "the feature view has a filter"
+        if getattr(feature_view, "source_views", None):
+            return "the feature view reads other feature views"
+        if feature_view.batch_source is None:
+            return "the feature view has no batch source"
+        if list(feature_view.entities) == [DUMMY_ENTITY_NAME]:
+            return "the feature view has no entities"
+        return None
+
+    def _materialize_one(
+        self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
+    ) -> LocalMaterializationJob:
+        reason = self.delegation_reason(task.feature_view)
+        if reason is not None:
+            logger.info(
+                "%s: Feast's local engine materializes it (%s)", task.feature_view.name, reason
+            )
+            return super()._materialize_one(registry, task, **kwargs)
+        job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
+        try:
+            self.materialize_view(registry, task)
+        except Exception as exc:
+            return LocalMaterializationJob(
+                job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc
+            )
+        return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+
+    # ------------------------------------------------------------------ the fast path
+
+    def materialize_view(self, registry: BaseRegistry, task: MaterializationTask) -> int:
+        """Materialize one feature view's window; returns the number of source rows read."""
+        config = self.repo_config
+        view = task.feature_view
+        store: DragonflyOnlineStore = self.online_store
+        store_config = store._store_config(config)
+        plan = _ViewPlan(registry, task, config)
+
+        workers = max(
+            1,
+            min(
+                self.settings.write_concurrency or store_config.write_concurrency,
+                store_config.max_connections,
+            ),
+        )
+        rows_per_call = self.settings.write_rows_per_call or store_config.write_rows_per_call
+        pool = store._get_client(store_config).connection_pool
+        executor = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feast-dragonfly-mat")
+            if workers > 1
+            else None
+        )
+        source = _Source(self, plan, task, registry)
+        bar = self._progress_bar(view.name, source)
+        sender = _write.Sender(
+            pool,
+            plan.view_name,
+            executor=executor,
+            concurrency=workers,
+            progress=bar.update,
+        )
+        read = 0
+        try:
+            with translated_errors(store_config.connection_settings()):
+                for batch in source.batches():
+                    read += batch.num_rows
+                    for group in _write.group_calls(
+                        plan.calls(batch, store_config.key_ttl_seconds, rows_per_call, bar)
+                    ):
+                        sender.submit(group)
+                sender.finish()
+        except BaseException:
+            sender.abort()
+            raise
+        finally:
+            bar.close()
+            if executor is not None:
+                executor.shutdown(wait=True)
+        return read
+
+    def _progress_bar(self, name: str, source: _Source) -> tqdm:
+        shown = self.settings.show_progress and _is_terminal(sys.stderr)
+        total = source.count_rows() if shown else None
+        return tqdm(
+            total=total,
+            desc=name,
+            unit="rows",
+            unit_scale=True,
+            ncols=100,
+            file=sys.stderr,
+            disable=not shown,
+        )
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- per view
+
+
+class _ViewPlan:
+    """Column names, types and byte-layout constants for one feature view."""
+
+    def __init__(self, registry: BaseRegistry, task: MaterializationTask, config: Any) -> None:
+        view = task.feature_view
+        entities = [registry.get_entity(name, task.project) for name in view.entities]
+        join_keys, feature_cols, ts_col, created_col = _get_column_names(view, entities)
+        self.view = view
+        self.config = config
+        self.source_columns = list(dict.fromkeys(join_keys + feature_cols + [ts_col]))
+        if created_col:
+            self.source_columns.append(created_col)
+        self.source_ts_column = ts_col
+        # Feast's source-read node renames columns through the field mapping (the stream
+        # source's when there is one), exactly as here.
+        source = view.stream_source or view.batch_source
+        self.field_mapping = dict(source.field_mapping or {}) if source else {}
+        mapped = self.field_mapping.get
+        self.dedup_ts = mapped(ts_col, ts_col)
+        self.dedup_created = mapped(created_col, created_col) if created_col else None
+        # ...and its converter reads the event time by the batch source's field name.
+        self.event_ts = view.batch_source.timestamp_field
+        self.join_key_types = {
+            column.name: column.dtype.to_value_type() for column in view.entity_columns
+        }
+        self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
+        self.view_name = _layout.storage_view_name(view, config)
+        self.fields = [_layout.feature_field(self.view_name, name) for name, _ in self.features]
+        self.suffix = task.project.encode("utf-8")
+        self.key_version = config.entity_key_serialization_version
+
+    def rename(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if self.field_mapping:
+            table = table.rename_columns([self.field_mapping.get(c, c) for c in table.column_names])
+        return table
+
+    def calls(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        ttl_seconds: int | None,
+        rows_per_call: int,
+        bar: tqdm,
+    ) -> Iterator[_write.ScriptCall]:
+        table = self.rename(batch)
+        n_in = table.num_rows
+        ts_name = self.event_ts if self.event_ts in table.column_names else self.dedup_ts
+        table = table.combine_chunks()  # every chunk, not only the first (Feast's converter)
+        if table[ts_name].null_count:
+            table = table.filter(pc.is_valid(table[ts_name]))
+        _validate_vector_field_lengths(table, self.view)
+        for name, _ in self.features:
+            if name not in table.column_names:
+                raise ValueError(f"Column {name} not found in table")
+        keys = _arrow.entity_key_bytes(
+            {name: table[name] for name in self.join_key_types},
+            self.join_key_types,
+            self.suffix,
+            self.key_version,
+        )
+        micros = _arrow.event_time_micros(table[ts_name])
+        keep = self._latest_per_key(table, keys, micros)
+        if keep is not None:
+            table = table.take(keep)
+            keys = keys.take(keep)
+            micros = micros[keep.to_numpy()]
+        skipped = n_in - table.num_rows
+        if skipped:
+            bar.update(skipped)  # read, but superseded within the batch (or no event time)
+        if table.num_rows == 0:
+            return
+        seconds, nanos = _arrow.timestamp_parts(micros)
+        stamps = _arrow.timestamp_bytes(seconds, nanos)
+        values = [
+            (field, _arrow.value_bytes(table[name], value_type))
+            for field, (name, value_type) in zip(self.fields, self.features)
+        ]
+        yield from _write.plan_columnar_calls(
+            keys,
+            seconds,
+            nanos,
+            stamps,
+            values,
+            view_name=self.view_name,
+            ttl_seconds=ttl_seconds,
+            rows_per_call=rows_per_call,
+        )
+
+    def _latest_per_key(
+        self, table: pa.Table, keys: pa.BinaryArray, micros: np.ndarray
+    ) -> pa.Array | None:
+        """Indices of the row Feast keeps per entity (newest event time, then newest created
+        time, then the first in source order), in source order; None when keys are unique."""
+        n = len(keys)
+        if n < 2 or pc.count_distinct(keys).as_py() == n:
+            return None
+        columns = {"key": keys, "ts": pa.array(micros, pa.int64())}
+        order = [("key", "ascending"), ("ts", "descending")]
+        created = self.dedup_created
+        if created and created in table.column_names:
+            columns["created"] = pa.array(
+                _arrow.event_time_micros(table[created]), pa.int64()
+            ).cast(pa.int64())
+            valid = table[created].is_valid()
+            columns["created"] = pc.if_else(valid, columns["created"], pa.scalar(None, pa.int64()))
+            order.append(("created", "descending"))
+        columns["row"] = pa.array(np.arange(n, dtype=np.int64))
+        order.append(("row", "ascending"))
+        ranked = pa.table(columns)
+        indices = pc.sort_indices(ranked, sort_keys=order, null_placement="at_end")
+        sorted_keys = keys.take(indices)
+        first = np.ones(n, dtype=bool)
+        first[1:] = pc.not_equal(sorted_keys.slice(1), sorted_keys.slice(0, n - 1)).to_numpy(
+            zero_copy_only=False
+        )
+        return pa.array(np.sort(indices.to_numpy()[first]))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Source:
+    """Record batches of one view's window: streamed from parquet, or via the offline store."""
+
+    def __init__(
+        self,
+        engine: DragonflyMaterializationEngine,
+        plan: _ViewPlan,
+        task: MaterializationTask,
+        registry: BaseRegistry,
+    ):
+        self.engine = engine
+        self.registry = registry
+        self.plan = plan
+        self.task = task
+        self.batch_size = engine.settings.batch_size
+        self._dataset: ds.Dataset | None = None
+        self._filter: ds.Expression | None = None
+        if engine.settings.stream_file_sources:
+            self._prepare_stream()
+
+    # -- streaming a local parquet FileSource ---------------------------------------------
+
+    def _prepare_stream(self) -> None:
+        config = self.engine.repo_config
+        source = self.plan.view.batch_source
+        if not isinstance(config.offline_store, DaskOfflineStoreConfig):
+            return
+        if not isinstance(source, FileSource) or type(source) is not FileSource:
+            return
+        if source.file_format is not None and not isinstance(source.file_format, ParquetFormat):
+            return
+        if config.materialization_config.pull_latest_features:
+            return
+        if source.s3_endpoint_override or source.resolve_credentials():
+            return
+        uri = FileSource.get_uri_for_file_path(config.repo_path, source.path)
+        scheme = urlparse(uri).scheme
+        if scheme and scheme != "file" and len(scheme) > 1:  # len 1: a Windows drive letter
+            return
+        try:
+            dataset = ds.dataset(uri.removeprefix("file://"), format="parquet")
+        except (OSError, pa.ArrowInvalid) as exc:
+            logger.info("streaming %s is not possible (%s); using the offline store", uri, exc)
+            return
+        ts_col = self.plan.source_ts_column
+        if ts_col not in dataset.schema.names:
+            return
+        ts_type = dataset.schema.field(ts_col).type
+        if not pa.types.is_timestamp(ts_type):
+            return  # Feast's pandas path parses other types; let it
+        missing = [c for c in self.plan.source_columns if c not in dataset.schema.names]
+        if missing:
+            return  # the offline store raises Feast's own error for this
+        self._dataset = dataset
+        self._filter = _window_filter(ts_col, ts_type, self.task.start_time, self.task.end_time)
+
+    @property
+    def streaming(self) -> bool:
+        return self._dataset is not None
+
+    def count_rows(self) -> int | None:
+        if self._dataset is None:
+            return None
+        return self._dataset.count_rows(filter=self._filter)
+
+    def batches(self) -> Iterator[pa.RecordBatch | pa.Table]:
+        if self._dataset is not None:
+            yield from self._stream()
+        else:
+            yield from self._through_offline_store()
+
+    def _stream(self) -> Iterator[pa.Table]:
+        assert self._dataset is not None
+        scanner = self._dataset.scanner(
+            columns=self.plan.source_columns,
+            filter=self._filter,
+            batch_size=self.batch_size,
+            batch_readahead=1,
+            fragment_readahead=1,
+        )
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in scanner.to_batches():
+            if batch.num_rows == 0:
+                continue
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= self.batch_size:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    # -- any other source --------------------------------------------------------------
+
+    def _through_offline_store(self) -> Iterator[pa.RecordBatch]:
+        context = self.engine.get_execution_context(self.registry, self.task)
+        plan = self.plan
+        join_keys, feature_cols, ts_col, created_col = _get_column_names(
+            plan.view, context.entity_defs
+        )
+        job = create_offline_store_retrieval_job(
+            data_source=plan.view.batch_source,
+            context=context,
+            start_time=self.task.start_time,
+            end_time=self.task.end_time,
+            column_info=ColumnInfo(
+                join_keys=join_keys,
+                feature_cols=feature_cols,
+                ts_col=ts_col,
+                created_ts_col=created_col,
+                field_mapping=plan.field_mapping or None,
+            ),
+        )
+        table = job.to_arrow()
+        # Every chunk of a multi-chunk table, in batches of at most batch_size rows.
+        yield from table.to_batches(max_chunksize=self.batch_size)
+
+
+def _window_filter(
+    column: str, kind: pa.TimestampType, start: datetime, end: datetime
+) -> ds.Expression:
+    """``start <= column <= end`` as Feast's file offline store applies it: both ends
+    inclusive, a naive column read as UTC, compared as instants at full precision."""
+    field = ds.field(column)
+    if kind.unit in ("s", "ms"):
+        field = field.cast(pa.timestamp("us", tz=kind.tz))
+
+    def bound(moment: datetime) -> pa.Scalar:
+        aware = _layout.as_utc(moment).astimezone(timezone.utc)
+        if kind.tz is None:
+            return pa.scalar(aware.replace(tzinfo=None), pa.timestamp("us"))
+        return pa.scalar(aware, pa.timestamp("us", tz=kind.tz))
+
+    return (field >= bound(start)) & (field <= bound(end))
