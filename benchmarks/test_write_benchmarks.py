@@ -1,0 +1,340 @@
+"""Write and materialization benchmarks: Feast's RedisOnlineStore / local engine vs ours.
+
+* ``online_write_batch`` of 10,000 rows x 50 features into an emptied server: Feast's store
+  with its default read-before-write dedup, the same with ``skip_dedup: true``, and ours
+  (event-time checked on the server, chunks over ``write_concurrency`` connections). Rounds
+  are interleaved (feast, skip, ours, feast, ...) so the ratios compare like with like.
+* ``feast materialize`` from a local parquet file (20 features: float32 / int64 / string, one
+  row per entity): Feast's ``local`` engine + ``RedisOnlineStore`` against our engine + store,
+  each run in its own subprocess (rows/s and peak RSS of that process), and ours again at half
+  the rows to show that memory does not grow with the row count.
+
+Sizes: ``FEAST_DRAGONFLY_BENCH_MAT_ROWS`` (ours, default 1,000,000) and
+``FEAST_DRAGONFLY_BENCH_FEAST_MAT_ROWS`` (Feast's local engine, default 200,000 — at 1M rows it
+needs minutes and many GB of RAM; set it to 1000000 to measure that too). Ratios of rows/s
+are valid across sizes because Feast's rate does not improve with size.
+
+Run: ``pytest benchmarks/test_write_benchmarks.py --benchmark-only --bench-server redis -s``
+(``--bench-server dragonfly --bench-server-bin ../shared/bin/dragonfly`` for Dragonfly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from feast import Entity, FeatureView, Field, FileSource, RepoConfig, ValueType
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.types import Float32, Int64, String
+
+from feast_dragonfly import DragonflyOnlineStore
+
+HERE = Path(__file__).resolve().parent
+WRITE_ROWS = 10_000
+WRITE_FEATURES = 50
+WRITE_ROUNDS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_WRITE_ROUNDS", "7"))
+MAT_ROWS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_MAT_ROWS", "1000000"))
+FEAST_MAT_ROWS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_FEAST_MAT_ROWS", "200000"))
+MAT_FEATURES = 20
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+_RESULTS: dict[str, Any] = {"write": {}, "materialize": {}}
+
+
+# --------------------------------------------------------------------------- online_write_batch
+
+
+def _value(entity: int, index: int) -> ValueProto:
+    kind = index % 3
+    if kind == 0:
+        return ValueProto(float_val=entity * 0.5 + index)
+    if kind == 1:
+        return ValueProto(int64_val=entity * 1000 + index)
+    return ValueProto(string_val=f"driver-{entity}-feature-{index}")
+
+
+def _write_rows(shift: int) -> list:
+    names = [f"f{i:02d}" for i in range(WRITE_FEATURES)]
+    when = T0 + timedelta(seconds=shift)
+    return [
+        (
+            EntityKeyProto(join_keys=["driver_id"], entity_values=[ValueProto(int64_val=e)]),
+            {name: _value(e, i) for i, name in enumerate(names)},
+            when,
+            None,
+        )
+        for e in range(WRITE_ROWS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def write_env(server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("writes")
+    conn = server.connection_string
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name="wide",
+        entities=[driver],
+        schema=[
+            Field(name=f"f{i:02d}", dtype=(Float32, Int64, String)[i % 3])
+            for i in range(WRITE_FEATURES)
+        ],
+        source=FileSource(path=str(tmp / "unused.parquet"), timestamp_field="event_timestamp"),
+    )
+
+    def config(name: str, store: dict) -> RepoConfig:
+        return RepoConfig(
+            project="writebench",
+            registry=str(tmp / f"{name}.db"),
+            provider="local",
+            online_store={"connection_string": conn, **store},
+            offline_store={"type": "file"},
+            entity_key_serialization_version=3,
+            repo_path=tmp,
+        )
+
+    impls = {
+        "feast": (RedisOnlineStore(), config("feast", {"type": "redis"})),
+        "feast_skip_dedup": (
+            RedisOnlineStore(),
+            config("skip", {"type": "redis", "skip_dedup": True}),
+        ),
+        "ours": (
+            DragonflyOnlineStore(),
+            config("ours", {"type": "feast_dragonfly.DragonflyOnlineStore"}),
+        ),
+    }
+    client = server.client()
+    rows = [_write_rows(shift) for shift in range(2)]
+    # Interleaved rounds, timed here once for all three (the tests below report them).
+    timings: dict[str, list[float]] = {name: [] for name in impls}
+    for round_ in range(WRITE_ROUNDS + 1):
+        for name, (store, cfg) in impls.items():
+            client.flushall()
+            data = rows[round_ % 2]
+            started = time.perf_counter()
+            store.online_write_batch(cfg, view, data, None)
+            elapsed = time.perf_counter() - started
+            if round_:  # the first round warms up connections, caches and the script
+                timings[name].append(elapsed)
+    client.flushall()
+    yield {"impls": impls, "view": view, "rows": rows, "timings": timings, "client": client}
+    client.close()
+
+
+@pytest.mark.parametrize("impl", ["feast", "feast_skip_dedup", "ours"])
+def test_online_write_batch_10k_x_50(benchmark, write_env, impl, server):
+    """The timings come from the interleaved rounds; pedantic() records them for the JSON."""
+    benchmark.group = f"online_write_batch {WRITE_ROWS}x{WRITE_FEATURES} ({server.name})"
+    benchmark.extra_info.update(
+        {
+            "write_api": "online_write_batch",
+            "impl": impl,
+            "rows": WRITE_ROWS,
+            "features": WRITE_FEATURES,
+            "server": server.name,
+        }
+    )
+    # pedantic needs a callable; replay the measured samples through a clock-free stand-in.
+    durations = list(write_env["timings"][impl])
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.stats.stats.data[:] = durations
+    median = statistics.median(durations)
+    _RESULTS["write"][impl] = median
+    assert median > 0
+
+
+def test_online_write_batch_writes_the_same_bytes(write_env):
+    """Sanity: after the benchmark, ours and Feast's leave identical hashes."""
+    client = write_env["client"]
+    dumps = {}
+    for name in ("feast", "ours"):
+        store, cfg = write_env["impls"][name]
+        client.flushall()
+        store.online_write_batch(cfg, write_env["view"], write_env["rows"][0][:500], None)
+        dumps[name] = {k: client.hgetall(k) for k in client.scan_iter(count=1000)}
+    client.flushall()
+    assert dumps["feast"] == dumps["ours"] and len(dumps["ours"]) == 500
+
+
+# --------------------------------------------------------------------------- feast materialize
+
+FEATURES_PY = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32, Int64, String
+
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+source = FileSource(path="{data}", timestamp_field="event_timestamp")
+view = FeatureView(
+    name="mat",
+    entities=[driver],
+    schema=[Field(name=f"f{{i:02d}}", dtype=(Float32, Int64, String)[i % 3]) for i in range({n})],
+    source=source,
+    ttl=timedelta(0),
+)
+"""
+
+
+def _write_parquet(path: Path, rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    columns: dict[str, Any] = {
+        "driver_id": pa.array(np.arange(rows, dtype=np.int64)),
+        "event_timestamp": pa.array(
+            (T0.timestamp() * 1_000_000 + rng.integers(0, 86_400_000_000, rows)).astype("int64"),
+            pa.timestamp("us", tz="UTC"),
+        ),
+    }
+    for i in range(MAT_FEATURES):
+        kind = i % 3
+        if kind == 0:
+            columns[f"f{i:02d}"] = pa.array(rng.standard_normal(rows).astype(np.float32))
+        elif kind == 1:
+            columns[f"f{i:02d}"] = pa.array(rng.integers(0, 10**9, rows))
+        else:
+            words = np.char.add("v", (np.arange(rows) % 9973).astype(str))
+            columns[f"f{i:02d}"] = pa.array(words.tolist(), pa.string())
+    pq.write_table(pa.table(columns), path, row_group_size=256_000)
+
+
+def _repo(base: Path, name: str, data: Path, conn: str, kind: str) -> Path:
+    repo = base / name
+    repo.mkdir()
+    (repo / "features.py").write_text(FEATURES_PY.format(data=data, n=MAT_FEATURES))
+    settings: dict[str, Any] = {
+        "project": "matbench",
+        "registry": "registry.db",
+        "provider": "local",
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    if kind == "feast":
+        settings["online_store"] = {"type": "redis", "connection_string": conn}
+    else:
+        settings["online_store"] = {
+            "type": "feast_dragonfly.DragonflyOnlineStore",
+            "connection_string": conn,
+        }
+        settings["batch_engine"] = {
+            "type": "feast_dragonfly.DragonflyMaterializationEngine",
+            "show_progress": False,
+        }
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(settings))
+    subprocess.run(
+        [sys.executable, "-m", "feast.cli.cli", "apply"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return repo
+
+
+@pytest.fixture(scope="module")
+def mat_env(server):
+    base = Path(tempfile.mkdtemp(prefix="feast-dragonfly-matbench-"))
+    conn = server.connection_string
+    sizes = {"ours_full": MAT_ROWS, "ours_half": MAT_ROWS // 2, "feast": FEAST_MAT_ROWS}
+    if FEAST_MAT_ROWS != MAT_ROWS:
+        sizes["ours_at_feast_size"] = FEAST_MAT_ROWS
+    repos = {}
+    for name, rows in sizes.items():
+        data = base / f"data_{rows}.parquet"
+        if not data.exists():
+            _write_parquet(data, rows)
+        repos[name] = (_repo(base, name, data, conn, "feast" if name == "feast" else "ours"), rows)
+    yield {"repos": repos, "client": server.client()}
+
+
+def _materialize(repo: Path) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "materialize_child.py"),
+            str(repo),
+            (T0 - timedelta(days=1)).isoformat(),
+            (T0 + timedelta(days=2)).isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("run", ["feast", "ours_at_feast_size", "ours_half", "ours_full"])
+def test_feast_materialize(benchmark, mat_env, run, server):
+    if run not in mat_env["repos"]:
+        pytest.skip("Feast's baseline already runs at the full size")
+    repo, rows = mat_env["repos"][run]
+    client = mat_env["client"]
+    client.flushall()
+    result = _materialize(repo)
+    keys = client.dbsize()
+    client.flushall()
+    assert keys == rows, f"{run}: {keys} keys for {rows} rows"
+    rate = rows / result["seconds"]
+    benchmark.group = f"feast materialize x{MAT_FEATURES} features ({server.name})"
+    benchmark.extra_info.update(
+        {
+            "write_api": "materialize",
+            "impl": run,
+            "rows": rows,
+            "rows_per_s": rate,
+            "peak_rss_mb": result["peak_rss_mb"],
+            "server": server.name,
+        }
+    )
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.stats.stats.data[:] = [result["seconds"]]
+    _RESULTS["materialize"][run] = {"rows": rows, "rows_per_s": rate, **result}
+
+
+def test_report(benchmark, server):
+    """Prints the ratios (run with -s); the numbers are also in the benchmark JSON."""
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    lines = [f"\n== write benchmarks on {server.name} {server.version} =="]
+    write = _RESULTS["write"]
+    if {"feast", "feast_skip_dedup", "ours"} <= set(write):
+        for name in ("feast", "feast_skip_dedup", "ours"):
+            lines.append(
+                f"online_write_batch {WRITE_ROWS}x{WRITE_FEATURES} {name:18s} "
+                f"median {write[name] * 1000:8.1f} ms  ({WRITE_ROWS / write[name]:9.0f} rows/s)"
+            )
+        lines.append(
+            f"  ours vs feast default: {write['feast'] / write['ours']:.2f}x   "
+            f"ours vs feast skip_dedup: {write['feast_skip_dedup'] / write['ours']:.2f}x"
+        )
+    mat = _RESULTS["materialize"]
+    for name, r in mat.items():
+        lines.append(
+            f"feast materialize {name:20s} {r['rows']:>9,} rows  {r['seconds']:7.1f} s  "
+            f"{r['rows_per_s']:9.0f} rows/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+        )
+    if "feast" in mat and "ours_full" in mat:
+        lines.append(
+            f"  rows/s ours (full) vs feast local: "
+            f"{mat['ours_full']['rows_per_s'] / mat['feast']['rows_per_s']:.1f}x"
+        )
+    if "ours_half" in mat and "ours_full" in mat:
+        lines.append(
+            f"  peak RSS ours full/half rows: "
+            f"{mat['ours_full']['peak_rss_mb'] / mat['ours_half']['peak_rss_mb']:.2f}"
+        )
+    print("\n".join(lines))
