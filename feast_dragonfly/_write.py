@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from importlib import resources
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -126,35 +128,46 @@ def plan_calls(
     chosen = sorted(winner.values()) if len(winner) != len(keys) else range(len(keys))
     dropped = len(keys) - len(winner)
 
-    field_bulks: dict[str, bytes] = {}
+    shape: tuple[str, ...] | None = None
+    row_format = count_bulk = b""
     call_keys: list[bytes] = []
     body: list[bytes] = []
     n_args = 0
     for index in chosen:
         values = rows[index][1]
         stamp, seconds, nanos = times[index]
-        parts = [
-            _bulk_int(seconds),
-            _bulk_int(nanos),
-            _bulk_int(2 + 2 * len(values)),
-            ts_field_bulk,
-            b"$%d\r\n%b\r\n" % (len(stamp), stamp),
-        ]
-        for name, value in values.items():
-            field = field_bulks.get(name)
-            if field is None:
-                field = field_bulks[name] = bulk(_layout.feature_field(view_name, name))
-            data = value.SerializeToString()
-            parts.append(field)
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        row_args = 5 + 2 * len(values)
+        names = tuple(values)
+        if names != shape:  # rows of one batch nearly always share their feature names
+            shape = names
+            row_format, count_bulk = _row_format(view_name, names)
+        data = [value.SerializeToString() for value in values.values()]
+        row = (
+            _bulk_int(seconds)
+            + _bulk_int(nanos)
+            + count_bulk
+            + ts_field_bulk
+            + b"$%d\r\n%b\r\n" % (len(stamp), stamp)
+            + row_format % tuple(chain.from_iterable(zip(map(len, data), data)))
+        )
+        row_args = 5 + 2 * len(names)
         if call_keys and (len(call_keys) >= rows_per_call or n_args + row_args > MAX_ARGS_PER_CALL):
             yield _call(call_keys, header, body, n_args, len(call_keys))
             call_keys, body, n_args = [], [], 0
         call_keys.append(keys[index])
-        body.append(b"".join(parts))
+        body.append(row)
         n_args += row_args
     yield _call(call_keys, header, body, n_args, len(call_keys) + dropped)
+
+
+@lru_cache(maxsize=1024)
+def _row_format(view_name: str, names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """A ``%``-template of one row's field/value pairs (value lengths and bytes left open) and
+    the bulk-encoded HSET argument count: per row only the values get formatted."""
+    pairs = [
+        bulk(_layout.feature_field(view_name, name)).replace(b"%", b"%%") + b"$%d\r\n%b\r\n"
+        for name in names
+    ]
+    return b"".join(pairs), _bulk_int(2 + 2 * len(names))
 
 
 def _call(keys: list[bytes], header: bytes, body: list[bytes], n_args: int, progress: int):
@@ -330,9 +343,12 @@ async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str
 class Sender:
     """Runs groups of calls over up to ``concurrency`` connections at once (sync API).
 
-    ``submit`` returns as soon as the group is queued, unless ``concurrency`` groups are
-    already in flight, in which case it first waits for the oldest — so the caller encodes the
-    next chunk while the server executes the previous ones, and memory stays bounded.
+    ``submit`` returns as soon as the group is queued, unless ``window`` groups (default:
+    ``concurrency``) are already queued or in flight, in which case it first waits for the
+    oldest — so the caller encodes the next chunk while the server executes the previous ones,
+    and memory stays bounded. A window larger than ``concurrency`` lets a caller that encodes
+    in large batches (materialization) queue a whole batch and convert the next one while the
+    server works through it, instead of leaving the server idle during each conversion.
     Progress is reported from the calling thread, in submission order.
     """
 
@@ -344,11 +360,12 @@ class Sender:
         executor: Executor | None,
         concurrency: int,
         progress: Callable[[int], Any] | None,
+        window: int | None = None,
     ) -> None:
         self._pool = pool
         self._view_name = view_name
         self._executor = executor if concurrency > 1 else None
-        self._concurrency = concurrency
+        self._window = max(concurrency, window or 0)
         self._progress = progress
         self._in_flight: deque[tuple[Future, int]] = deque()
         self.written = 0
@@ -359,7 +376,7 @@ class Sender:
             self.written += run_group(self._pool, group, self._view_name)
             self._report(rows)
             return
-        while len(self._in_flight) >= self._concurrency:
+        while len(self._in_flight) >= self._window:
             self._collect_oldest()
         future = self._executor.submit(run_group, self._pool, group, self._view_name)
         self._in_flight.append((future, rows))

@@ -192,6 +192,9 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
             executor=executor,
             concurrency=workers,
             progress=bar.update,
+            # Room for a whole batch: the next batch converts while this one is written.
+            window=workers
+            + -(-self.settings.batch_size // (rows_per_call * _write.CALLS_PER_ROUND_TRIP)),
         )
         read = 0
         try:
@@ -345,7 +348,7 @@ class _ViewPlan:
         columns["row"] = pa.array(np.arange(n, dtype=np.int64))
         order.append(("row", "ascending"))
         ranked = pa.table(columns)
-        indices = pc.sort_indices(ranked, sort_keys=order, null_placement="at_end")
+        indices = pc.sort_indices(ranked, sort_keys=order)  # nulls sort last by default
         sorted_keys = keys.take(indices)
         first = np.ones(n, dtype=bool)
         first[1:] = pc.not_equal(sorted_keys.slice(1), sorted_keys.slice(0, n - 1)).to_numpy(
