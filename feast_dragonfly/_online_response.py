@@ -40,11 +40,15 @@ _TYPE_HINTED = frozenset(
     }
 )
 
+# By identity: ValueType members are singletons, and an enum's Python-level __hash__ would cost
+# more than the rest of a small column's conversion.
+_TYPE_HINTED_IDS = frozenset(id(value_type) for value_type in _TYPE_HINTED)
+
 
 def python_values(values: Any, feature_type: ValueType | None) -> list[Any]:
     """Python values of one feature column, equal to Feast's conversion."""
     convert = feast_value_type_to_python_type
-    if feature_type in _TYPE_HINTED:
+    if id(feature_type) in _TYPE_HINTED_IDS:
         return [convert(v, feature_type) for v in values]
     out = []
     append = out.append

@@ -22,13 +22,21 @@ _PRESENT = FieldStatus.PRESENT
 _NOT_FOUND = FieldStatus.NOT_FOUND
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Varints below 2**14 (every length but huge vectors') are looked up, not computed.
+_SMALL_VARINTS = [_varint_slow(n) for n in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < 16384 else _varint_slow(value)
 
 
 # Tag bytes of FeatureVector's fields: values = 1, statuses = 2 (packed), event_timestamps = 3;
@@ -56,18 +64,6 @@ def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> byt
         body = stamp.SerializeToString()
         entry = cache[raw] = _TS_HEAD + _varint(len(body)) + body
     return entry
-
-
-def _column_bytes(column: Sequence[bytes | None]) -> bytes:
-    heads = _VALUE_HEAD
-    return b"".join(
-        [
-            _EMPTY_VALUE
-            if not raw
-            else (heads[len(raw)] + raw if len(raw) < 128 else _value_entry(raw))
-            for raw in column
-        ]
-    )
 
 
 def _add_metadata(
@@ -129,8 +125,19 @@ def fill_response(
             if output_len
             else b""
         )
+        heads = _VALUE_HEAD
         for column in zip(*rows) if output_len else [()] * width:
-            vector = _column_bytes(column) + tail
+            vector = (
+                b"".join(
+                    [
+                        _EMPTY_VALUE
+                        if not raw
+                        else (heads[len(raw)] + raw if len(raw) < 128 else _value_entry(raw))
+                        for raw in column
+                    ]
+                )
+                + tail
+            )
             blobs.append(_RESULT_HEAD + _varint(len(vector)) + vector)
     if blobs:
         response.MergeFromString(b"".join(blobs))

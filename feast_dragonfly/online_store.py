@@ -25,6 +25,7 @@ from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
+from feast.value_type import ValueType
 from pydantic import ConfigDict, Field, PositiveInt, StrictStr, model_validator
 
 from feast_dragonfly import _layout, _maintenance, _read, _response, _write
@@ -459,6 +460,23 @@ class DragonflyOnlineStore(RedisOnlineStore):
             include_feature_view_version_metadata,
         )
 
+    @staticmethod
+    def _build_feature_types(grouped_refs: list) -> dict[str, ValueType]:
+        """Feast's name -> ``ValueType`` map for the response, built per request by Feast with a
+        list scan per feature (~0.15 ms for 50 features, a fifth of a 1x50 async request): the
+        same map, from a set lookup and a cached dtype conversion."""
+        types: dict[str, ValueType] = {}
+        for table, requested_features in grouped_refs:
+            prefix = table.projection.name_to_use() + "__"
+            wanted = set(requested_features)
+            for feature in table.features:
+                name = feature.name
+                if name in wanted:
+                    value_type = _value_type_of(feature.dtype)
+                    types[name] = value_type
+                    types[prefix + name] = value_type
+        return types
+
     def get_online_features(self, *args: Any, **kwargs: Any) -> OnlineResponse:
         """Feast's request handling, returning a response whose ``to_dict`` is faster."""
         return FastOnlineResponse.wrap(super().get_online_features(*args, **kwargs))
@@ -513,6 +531,23 @@ class DragonflyOnlineStore(RedisOnlineStore):
         """Delete this project's data for these views, and nothing of any other project."""
         for join_keys in sorted({tuple(table.join_keys) for table in tables}):
             self.delete_entity_values(config, list(join_keys))
+
+
+# id(dtype) -> (dtype, its ValueType). Keyed by identity because Feast's types hash slowly in
+# Python; holding the dtype keeps its id from being reused while the entry exists.
+_VALUE_TYPES: dict[int, tuple[Any, ValueType]] = {}
+
+
+def _value_type_of(dtype: Any) -> ValueType:
+    """``dtype.to_value_type()``, memoized per type object."""
+    entry = _VALUE_TYPES.get(id(dtype))
+    if entry is not None and entry[0] is dtype:
+        return entry[1]
+    value_type = dtype.to_value_type()
+    if len(_VALUE_TYPES) >= 4096:  # registries that rebuild views per request make new types
+        _VALUE_TYPES.clear()
+    _VALUE_TYPES[id(dtype)] = (dtype, value_type)
+    return value_type
 
 
 def _close_sockets_of_dead_loop(pool: Any) -> None:
