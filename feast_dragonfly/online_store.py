@@ -26,7 +26,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from feast.value_type import ValueType
-from pydantic import ConfigDict, Field, PositiveInt, StrictStr, model_validator
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
 from feast_dragonfly import _layout, _maintenance, _read, _response, _write
 from feast_dragonfly._connection import (
@@ -60,8 +60,9 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     redis_type: Literal["redis"] = "redis"
     """Deployment kind, named as in Feast's Redis store; only a standalone server for now."""
 
-    key_ttl_seconds: PositiveInt | None = None
-    """Expire each entity hash this many seconds after its last write (as Feast's store)."""
+    key_ttl_seconds: NonNegativeInt | None = None
+    """Expire each entity hash this many seconds after its last write (as Feast's store);
+    0 or unset: never (0 is accepted because Feast's store treats it so)."""
 
     max_connections: PositiveInt = 16
     """Size of each connection pool (one sync, one per event loop for async)."""

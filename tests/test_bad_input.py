@@ -68,7 +68,12 @@ def test_unknown_config_key_is_named_without_echoing_values(key, value, hint):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("max_connections", SECRET), ("key_ttl_seconds", SECRET), ("socket_timeout", -1)],
+    [
+        ("max_connections", SECRET),
+        ("key_ttl_seconds", SECRET),
+        ("key_ttl_seconds", -5),
+        ("socket_timeout", -1),
+    ],
 )
 def test_badly_typed_options_are_named_without_echoing_the_value(key, value):
     with pytest.raises(pydantic.ValidationError) as caught:

@@ -325,10 +325,14 @@ def test_key_ttl_is_set_by_accepted_writes_only(
     assert 990 <= client.ttl(key) <= 1000
     assert value_of(store, config, fv, 1) == 4
 
-    # Without key_ttl_seconds nothing expires.
+    # Without key_ttl_seconds nothing expires; 0 means the same, as in Feast's store.
     plain = repo_config(tmp_path / "plain", server_connection_string)
     write(store, plain, fv, [row(2, T0, 1)])
     assert client.ttl(hash_key(2)) == -1
+    zero = repo_config(tmp_path / "zero", server_connection_string, key_ttl_seconds=0)
+    write(store, zero, fv, [row(3, T0, 1)])
+    assert client.ttl(hash_key(3)) == -1
+    assert value_of(store, zero, fv, 3) == 1
 
 
 def test_feasts_store_also_skips_expire_for_stale_rows(
