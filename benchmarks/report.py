@@ -1,4 +1,4 @@
-"""Turn the read benchmarks' pytest-benchmark JSON files into tables, targets and a plot.
+"""Turn the benchmarks' pytest-benchmark JSON files into tables, targets and a plot.
 
     python benchmarks/report.py .bench/redis.json .bench/dragonfly.json \
         --markdown docs/benchmarks.md --plot docs/benchmarks.png
@@ -8,7 +8,9 @@ the median and p99 of each implementation (p99 from the raw per-round timings st
 JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster), and the
 performance targets of issue 3 with PASS/FAIL. ``--markdown`` writes the same as a document
 with the environment; ``--plot`` draws the Feast/ours speedups as grouped bars (matplotlib).
-Exits 0 whatever the numbers: benchmarks inform, they do not gate.
+The write benchmarks' results (``online_write_batch`` and ``feast materialize``, with the
+targets of issue 4) follow each server's read tables. Exits 0 whatever the numbers:
+benchmarks inform, they do not gate.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class Run:
     meta: dict[str, Any]
     machine: dict[str, Any]
     results: dict[Case, dict[str, Timing]] = field(default_factory=dict)
+    # Write benchmarks (test_write_benchmarks.py): (write_api, impl) -> extra_info + median.
+    writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -107,6 +111,13 @@ def load(path: Path) -> Run:
     missing_data = []
     for bench in doc.get("benchmarks", []):
         info = bench.get("extra_info", {})
+        if "write_api" in info:
+            data = bench["stats"].get("data") or [bench["stats"]["median"]]
+            run.writes[info["write_api"], info["impl"]] = {
+                **info,
+                "median": statistics.median(data),
+            }
+            continue
         if "api" not in info:
             continue
         stats = bench["stats"]
@@ -257,6 +268,106 @@ def checks_table(run: Run) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- writes
+
+WRITE_TITLES = {
+    "feast": "Feast `RedisOnlineStore` (default: read, compare, write)",
+    "feast_skip_dedup": "Feast `RedisOnlineStore`, `skip_dedup: true` (no event-time check)",
+    "ours": "ours (event-time checked on the server)",
+}
+MATERIALIZE_TITLES = {
+    "feast": "Feast `local` engine + `RedisOnlineStore`",
+    "ours_at_feast_size": "ours, same rows as Feast's run",
+    "ours_half": "ours, half the rows",
+    "ours_full": "ours, all rows",
+}
+
+
+def write_tables(run: Run) -> str:
+    """``online_write_batch`` and ``feast materialize`` results with their targets."""
+    lines: list[str] = []
+    batch = {impl: r for (api, impl), r in run.writes.items() if api == "online_write_batch"}
+    if batch:
+        sample = next(iter(batch.values()))
+        lines += [
+            f"`online_write_batch` of {sample['rows']:,} rows × {sample['features']} features "
+            "into an emptied server (median of interleaved rounds):",
+            "",
+            "| implementation | median | rows/s |",
+            "|---|---|---|",
+        ]
+        for impl in ("feast", "feast_skip_dedup", "ours"):
+            if impl in batch:
+                median = batch[impl]["median"]
+                lines.append(
+                    f"| {WRITE_TITLES[impl]} | {fmt_time(median)} | "
+                    f"{batch[impl]['rows'] / median:,.0f} |"
+                )
+        lines.append("")
+    mat = {impl: r for (api, impl), r in run.writes.items() if api == "materialize"}
+    if mat:
+        lines += [
+            "`feast materialize` from parquet, each run in its own process:",
+            "",
+            "| run | rows | seconds | rows/s | peak RSS |",
+            "|---|---|---|---|---|",
+        ]
+        for impl in ("feast", "ours_at_feast_size", "ours_half", "ours_full"):
+            if impl in mat:
+                r = mat[impl]
+                lines.append(
+                    f"| {MATERIALIZE_TITLES[impl]} | {r['rows']:,} | {r['median']:.1f} | "
+                    f"{r['rows_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |"
+                )
+        lines.append("")
+    checks_ = write_checks(run)
+    if checks_:
+        lines += ["| target (issue 4) | measured | |", "|---|---|---|"]
+        for check in checks_:
+            mark = {True: "PASS", False: "**FAIL**", None: "not measured"}[check.passed]
+            lines.append(f"| {check.target} | {check.measured} | {mark} |")
+    return "\n".join(lines)
+
+
+def write_checks(run: Run) -> list[Check]:
+    out: list[Check] = []
+    batch = {
+        impl: r["median"] for (api, impl), r in run.writes.items() if api == "online_write_batch"
+    }
+    labels = {"feast": "Feast default", "feast_skip_dedup": "Feast skip_dedup"}
+    for baseline, goal in (("feast", 4.0), ("feast_skip_dedup", 1.5)):
+        if baseline in batch and "ours" in batch:
+            value = batch[baseline] / batch["ours"]
+            out.append(
+                Check(
+                    f"online_write_batch: ours ≥ {goal}× {labels[baseline]}",
+                    fmt_goal_ratio(value, goal),
+                    value >= goal,
+                )
+            )
+    mat = {impl: r for (api, impl), r in run.writes.items() if api == "materialize"}
+    if "feast" in mat and "ours_full" in mat:
+        value = mat["ours_full"]["rows_per_s"] / mat["feast"]["rows_per_s"]
+        out.append(
+            Check(
+                "materialize rows/s: ours ≥ 10× local engine + Feast Redis",
+                fmt_goal_ratio(value, 10.0),
+                value >= 10,
+            )
+        )
+    if "ours_half" in mat and "ours_full" in mat:
+        growth = mat["ours_full"]["peak_rss_mb"] / mat["ours_half"]["peak_rss_mb"]
+        out.append(
+            Check(
+                "materialize peak RSS does not grow with rows: full / half ≤ 1.1",
+                f"{growth:.2f} ({mat['ours_full']['peak_rss_mb']:,.0f} / "
+                f"{mat['ours_half']['peak_rss_mb']:,.0f} MB)",
+                growth <= 1.1,
+            )
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- documents
 
 
@@ -323,7 +434,7 @@ few calls, which shows in its p99 rather than its median.
 
 def markdown(runs: list[Run], plot: Path | None, markdown_path: Path) -> str:
     parts = [
-        "# Read benchmarks",
+        "# Benchmarks",
         "",
         "Generated by `make bench` (`benchmarks/report.py`); do not edit by hand.",
         "",
@@ -348,6 +459,8 @@ def markdown(runs: list[Run], plot: Path | None, markdown_path: Path) -> str:
             checks_table(run),
             "",
         ]
+        if run.writes:
+            parts += [f"### Writes and materialization ({run.server})", "", write_tables(run), ""]
     return "\n".join(parts)
 
 
@@ -396,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.json:
         if not path.exists():
             print(f"note: {path} not found, left out", file=sys.stderr)
-    runs = [run for run in runs if run.results]
+    runs = [run for run in runs if run.results or run.writes]
     if not runs:
         print("no benchmark results to report", file=sys.stderr)
         return 1
@@ -404,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     print(environment(runs))
     for run in runs:
         print(f"\n## {run.server}\n\n{table(run)}\n\n{checks_table(run)}")
+        if run.writes:
+            print(f"\n{write_tables(run)}")
 
     if args.plot:
         try:
