@@ -33,7 +33,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout
+from feast_dragonfly import _layout, _transport
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
@@ -245,41 +245,17 @@ def group_calls(calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP):
 
 
 def _send_group(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([call.command for call in group], check_health=False)
-        return [_read_one(connection) for _ in group]
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-
-
-def _read_one(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc  # keep reading: the other replies are still on the socket
+    # Resent whole on a fresh connection after a transient failure: every call is
+    # event-time guarded, so one the server already applied is skipped the second time.
+    return _transport.exchange(
+        pool, [call.command for call in group], len(group), check_health=False
+    )
 
 
 async def _send_group_async(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
-    connection = await pool.get_connection()
-    try:
-        await connection.send_packed_command([call.command for call in group], check_health=False)
-        return [await _read_one_async(connection) for _ in group]
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
-
-
-async def _read_one_async(connection: Any) -> Any:
-    try:
-        return await connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc
+    return await _transport.exchange_async(
+        pool, [call.command for call in group], len(group), check_health=False
+    )
 
 
 def _script_load_command() -> bytes:
@@ -297,15 +273,8 @@ def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
     Returns the number of rows the server wrote."""
     replies = _send_group(pool, group)
     if any(_is_noscript(reply) for reply in replies):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([_script_load_command()], check_health=False)
-            _check_load_reply(_read_one(connection))
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
+        [loaded] = _transport.exchange(pool, [_script_load_command()], 1, check_health=False)
+        _check_load_reply(loaded)
         # Every call is idempotent (event-time guarded), so resending the group is safe.
         replies = _send_group(pool, group)
     return _check_replies(group, replies, view_name)
@@ -314,15 +283,10 @@ def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
 async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
     replies = await _send_group_async(pool, group)
     if any(_is_noscript(reply) for reply in replies):
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command([_script_load_command()], check_health=False)
-            _check_load_reply(await _read_one_async(connection))
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        [loaded] = await _transport.exchange_async(
+            pool, [_script_load_command()], 1, check_health=False
+        )
+        _check_load_reply(loaded)
         replies = await _send_group_async(pool, group)
     return _check_replies(group, replies, view_name)
 

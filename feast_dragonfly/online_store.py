@@ -25,9 +25,9 @@ from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
-from pydantic import ConfigDict, Field, PositiveInt, StrictStr, model_validator
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
-from feast_dragonfly import _layout, _maintenance, _read, _response, _write
+from feast_dragonfly import _layout, _maintenance, _read, _response, _transport, _write
 from feast_dragonfly._connection import (
     ConnectionSettings,
     client_kwargs,
@@ -87,6 +87,15 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
 
     full_scan_for_deletion: bool = True
     """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
+
+    retry_attempts: NonNegativeInt = 3
+    """Retries after a transient connection failure (refused, reset, dropped); 0: none."""
+
+    retry_backoff_base: float = Field(default=0.05, gt=0)
+    """Seconds; the n-th retry waits ``min(retry_backoff_cap, retry_backoff_base * 2**n)``."""
+
+    retry_backoff_cap: float = Field(default=2.0, gt=0)
+    """Longest wait between two retries, in seconds."""
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +169,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
             ssl_connection_class=ssl_class,
         )
         kwargs["max_connections"] = store_config.max_connections
+        # The connections' retry policy: redis-py's own commands and our hot paths use it.
+        kwargs["retry"] = _transport.make_retry(
+            store_config.retry_attempts,
+            store_config.retry_backoff_base,
+            store_config.retry_backoff_cap,
+            for_asyncio=issubclass(ssl_class, redis_asyncio.Connection),
+        )
         return kwargs
 
     def _get_client(self, online_store_config: Any) -> redis.Redis:
@@ -170,6 +186,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
             store_config.max_connections,
             store_config.socket_timeout,
             store_config.socket_connect_timeout,
+            store_config.retry_attempts,
+            store_config.retry_backoff_base,
+            store_config.retry_backoff_cap,
         )
         with self._lock:
             if self._sync_client is None or self._sync_signature != signature:
