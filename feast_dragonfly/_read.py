@@ -23,7 +23,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout, _transport
+from feast_dragonfly import _layout, _transport, _wide
 from feast_dragonfly._write import describe_entity
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -129,6 +129,8 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
 def _read_chunk(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
     """Send HMGETs ``start:stop`` on one pooled connection and read every reply (retried on a
     fresh connection after a transient failure: reads are idempotent)."""
+    if _wide.is_wide_plan(plan):
+        return _wide.read_chunk(pool, plan, start, stop)
     return _transport.exchange(pool, [plan.commands(start, stop)], stop - start)
 
 
@@ -145,6 +147,8 @@ def fetch(pool: Any, plan: ReadPlan, chunk_size: int, executor: Executor | None)
 
 
 async def _read_chunk_async(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
+    if _wide.is_wide_plan(plan):
+        return await _wide.read_chunk_async(pool, plan, start, stop)
     return await _transport.exchange_async(pool, [plan.commands(start, stop)], stop - start)
 
 

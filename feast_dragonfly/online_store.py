@@ -27,7 +27,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
-from feast_dragonfly import _layout, _maintenance, _read, _response, _transport, _write
+from feast_dragonfly import _layout, _maintenance, _read, _response, _transport, _wide, _write
 from feast_dragonfly._connection import (
     ConnectionSettings,
     client_kwargs,
@@ -311,6 +311,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         ``progress`` is called with numbers of rows (every input row counts once)."""
         if not data:
             return
+        if _wide.is_wide_view(len(table.features)):
+            self._write_wide(config, table, data, progress)
+            return
         store_config, view_name, calls = self._plan_writes(config, table, data)
         pool = self._get_client(store_config).connection_pool
         with translated_errors(store_config.connection_settings()):
@@ -332,6 +335,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> None:
         if not data:
             return
+        if _wide.is_wide_view(len(table.features)):
+            await self._write_wide_async(config, table, data, progress)
+            return
         store_config, view_name, calls = self._plan_writes(config, table, data)
         pool = (await self._get_client_async(store_config)).connection_pool
         with translated_errors(store_config.connection_settings()):
@@ -341,6 +347,31 @@ class DragonflyOnlineStore(RedisOnlineStore):
                 view_name,
                 progress,
                 concurrency=self._write_workers_for(store_config),
+            )
+
+    def _wide_options(self, config: RepoConfig, table: FeatureView) -> dict[str, Any]:
+        return {
+            "view_name": _layout.storage_view_name(table, config),
+            "project": config.project,
+            "key_version": config.entity_key_serialization_version,
+            "ttl_seconds": self._store_config(config).key_ttl_seconds,
+        }
+
+    def _write_wide(self, config: RepoConfig, table: FeatureView, data: list[Row], progress):
+        """Rows too wide for one server command: one transaction per row (see ``_wide``)."""
+        store_config = self._store_config(config)
+        client = self._get_client(store_config)
+        with translated_errors(store_config.connection_settings()):
+            _wide.write_rows(client, data, progress=progress, **self._wide_options(config, table))
+
+    async def _write_wide_async(
+        self, config: RepoConfig, table: FeatureView, data: list[Row], progress
+    ) -> None:
+        store_config = self._store_config(config)
+        client = await self._get_client_async(store_config)
+        with translated_errors(store_config.connection_settings()):
+            await _wide.write_rows_async(
+                client, data, progress=progress, **self._wide_options(config, table)
             )
 
     # ------------------------------------------------------------------ reads
