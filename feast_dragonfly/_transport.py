@@ -38,6 +38,8 @@ def is_transient(error: BaseException) -> bool:
     context = error.__context__ or error.__cause__
     if isinstance(context, ssl.SSLCertVerificationError):
         return False  # so does a certificate that does not verify
+    if isinstance(context, ssl.SSLError) and "CERTIFICATE" in str(context):
+        return False  # ... or the server's refusal of ours (or of its absence)
     if isinstance(error, redis_exceptions.ConnectionError) and "No connection available" in str(
         error
     ):
