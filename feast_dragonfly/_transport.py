@@ -162,17 +162,36 @@ async def _read_one_async(connection: Any) -> Any:
         return exc
 
 
+def is_protocol_error(reply: Any) -> bool:
+    """The server could not parse a command (e.g. an argument over its size limit). It
+    answers once and closes the connection: the commands after it are never run."""
+    return isinstance(reply, redis_exceptions.ResponseError) and "Protocol error" in str(reply)
+
+
+def _after_protocol_error(connection: Any, out: list[Any], replies: int) -> bool:
+    if out and is_protocol_error(out[-1]):
+        out.extend([out[-1]] * (replies - len(out)))
+        connection.disconnect()
+        return True
+    return False
+
+
 def exchange(
     pool: Any, payload: Sequence[bytes], replies: int, *, check_health: bool = True
 ) -> list[Any]:
     """Write ``payload`` (packed commands) on one pooled connection and read ``replies``
-    replies; error replies come back as exception objects, in place. A transient failure
-    drops the connection and resends everything on a fresh one, per the connection's retry
-    policy."""
+    replies; error replies come back as exception objects, in place (after a protocol
+    error, that error stands for every later reply). A transient failure drops the
+    connection and resends everything on a fresh one, per the connection's retry policy."""
 
     def attempt() -> list[Any]:
         connection.send_packed_command(payload, check_health=check_health)
-        return [_read_one(connection) for _ in range(replies)]
+        out: list[Any] = []
+        while len(out) < replies:
+            out.append(_read_one(connection))
+            if _after_protocol_error(connection, out, replies):
+                break
+        return out
 
     connection = pool.get_connection()
     try:
@@ -193,7 +212,14 @@ async def exchange_async(
 
     async def attempt() -> list[Any]:
         await connection.send_packed_command(payload, check_health=check_health)
-        return [await _read_one_async(connection) for _ in range(replies)]
+        out: list[Any] = []
+        while len(out) < replies:
+            out.append(await _read_one_async(connection))
+            if out and is_protocol_error(out[-1]):
+                out.extend([out[-1]] * (replies - len(out)))
+                await connection.disconnect()
+                break
+        return out
 
     async def drop(_error: BaseException) -> None:
         await connection.disconnect()
