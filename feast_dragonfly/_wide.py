@@ -104,7 +104,13 @@ def _bulk(item: bytes) -> bytes:
 class _WideRow:
     """One row ready to write: its hash key, event time and HSET argument chunks."""
 
-    def __init__(self, entity_key: EntityKeyProto, key: bytes, args: list[bytes], when) -> None:
+    def __init__(
+        self,
+        entity_key: EntityKeyProto,
+        key: bytes,
+        args: list[bytes],
+        when: tuple[bytes, int, int],
+    ) -> None:
         self.entity_key = entity_key
         self.key = key
         self.seconds, self.nanos = when[1], when[2]
@@ -143,9 +149,10 @@ def _is_fresh(stored: bytes | None, row: _WideRow, view_name: str) -> bool:
     stamp = Timestamp()
     try:
         stamp.ParseFromString(stored)
+        valid = stamp.SerializeToString() == stored  # as strict as the script's parser
     except DecodeError:
-        stamp = None  # type: ignore[assignment]
-    if stamp is None or stamp.SerializeToString() != stored:
+        valid = False
+    if not valid:
         raise DragonflyDataError(
             f"cannot write feature view '{view_name}' for {_entity(row)}: malformed stored "
             f"timestamp in field {_layout.timestamp_field(view_name).decode()}; stored data for "

@@ -9,6 +9,7 @@ so both servers must give the same answers.
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -141,3 +142,38 @@ def test_wide_write_onto_a_non_hash_key_names_it_and_changes_nothing(
     assert redis_client.get(hash_key(9)) == b"not a hash"
     with pytest.raises(DragonflyDataError, match="WRONGTYPE"):
         store.online_read(config, wide_view, [entity_key(9)])
+
+
+def test_wide_write_onto_a_malformed_stored_timestamp_changes_nothing(
+    config, wide_view, redis_client
+):
+    redis_client.hset(hash_key(8), mapping={b"_ts:wide": b"garbage", b"\x01\x02\x03\x04": b"old"})
+    before = redis_client.hgetall(hash_key(8))
+    with pytest.raises(DragonflyDataError, match="malformed stored timestamp"):
+        DragonflyOnlineStore().online_write_batch(config, wide_view, [wide_row(8, T0, 0)], None)
+    assert redis_client.hgetall(hash_key(8)) == before
+
+
+def test_concurrent_wide_writers_keep_the_newest_row(config, wide_view):
+    """The transactions retry when another writer touched the hash between WATCH and EXEC;
+    whatever the interleaving, the newest event time wins."""
+    offsets = [3, 7, 1, 5, 6, 2, 4, 0]  # seconds after T0; writer i sends two of them
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        store = DragonflyOnlineStore()
+        try:
+            for offset in offsets[2 * index : 2 * index + 2]:
+                when = T0 + timedelta(seconds=offset)
+                store.online_write_batch(config, wide_view, [wide_row(4, when, offset)], None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    [result] = DragonflyOnlineStore().online_read(config, wide_view, [entity_key(4)])
+    check_row(result, T0 + timedelta(seconds=7), 7)
