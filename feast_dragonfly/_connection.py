@@ -297,12 +297,35 @@ def translated_errors(settings: ConnectionSettings) -> Iterator[None]:
                 f"server at {settings.address} refused the credentials: {_scrub(text, settings)} "
                 "(check password / username in connection_string)"
             ) from None
+        if "TLS" in text and not settings.use_ssl:
+            raise DragonflyConnectionError(
+                f"the server at {settings.address} only accepts TLS connections: "
+                f"{_scrub(text, settings)} (use a rediss:// URL or add ssl=true)"
+            ) from None
         raise
     except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError) as exc:
+        hint = _tls_hint(exc) if settings.use_ssl else None
         raise DragonflyConnectionError(
             f"cannot reach the Redis-protocol server at {settings.address}: "
-            f"{_scrub(str(exc), settings)} (is it running, and is connection_string right?)"
+            f"{_scrub(str(exc), settings)} "
+            f"({hint or 'is it running, and is connection_string right?'})"
         ) from None
+
+
+def _tls_hint(exc: BaseException) -> str:
+    """What to check when a TLS connection fails (the server's message alone rarely says)."""
+    causes = [exc, exc.__context__, exc.__cause__]
+    text = " ".join(str(c) for c in causes if c is not None)
+    if any(isinstance(c, _ssl.SSLCertVerificationError) for c in causes):
+        return (
+            "TLS: the server's certificate did not verify; check ssl_ca_certs (the CA that "
+            "signed it) and, for a host-name mismatch, ssl_check_hostname"
+        )
+    if "CERTIFICATE_REQUIRED" in text or "certificate required" in text:
+        return "TLS: the server requires a client certificate; set ssl_certfile and ssl_keyfile"
+    return (
+        "TLS is on: is the server running with TLS on this port, and are the ssl_* options right?"
+    )
 
 
 def _scrub(text: str, settings: ConnectionSettings) -> str:

@@ -23,7 +23,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout
+from feast_dragonfly import _layout, _transport, _wide
 from feast_dragonfly._write import describe_entity
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -127,31 +127,11 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def _read_chunk(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
-    """Send HMGETs ``start:stop`` on one pooled connection and read every reply."""
-    payload = plan.commands(start, stop)
-    for attempt in (1, 2):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([payload])
-            return [_read_one(connection) for _ in range(stop - start)]
-        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError):
-            connection.disconnect()
-            if attempt == 2:
-                raise
-            # Reads are idempotent: one retry on a fresh connection survives a dropped socket.
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-    raise AssertionError("unreachable")
-
-
-def _read_one(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc  # keep reading: the other replies are still on the socket
+    """Send HMGETs ``start:stop`` on one pooled connection and read every reply (retried on a
+    fresh connection after a transient failure: reads are idempotent)."""
+    if _wide.is_wide_plan(plan):
+        return _wide.read_chunk(pool, plan, start, stop)
+    return _transport.exchange(pool, [plan.commands(start, stop)], stop - start)
 
 
 def fetch(pool: Any, plan: ReadPlan, chunk_size: int, executor: Executor | None) -> list[Any]:
@@ -167,29 +147,9 @@ def fetch(pool: Any, plan: ReadPlan, chunk_size: int, executor: Executor | None)
 
 
 async def _read_chunk_async(pool: Any, plan: ReadPlan, start: int, stop: int) -> list[Any]:
-    payload = plan.commands(start, stop)
-    for attempt in (1, 2):
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command([payload])
-            return [await _read_one_async(connection) for _ in range(stop - start)]
-        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError):
-            await connection.disconnect()
-            if attempt == 2:
-                raise
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
-    raise AssertionError("unreachable")
-
-
-async def _read_one_async(connection: Any) -> Any:
-    try:
-        return await connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc
+    if _wide.is_wide_plan(plan):
+        return await _wide.read_chunk_async(pool, plan, start, stop)
+    return await _transport.exchange_async(pool, [plan.commands(start, stop)], stop - start)
 
 
 async def fetch_async(pool: Any, plan: ReadPlan, chunk_size: int) -> list[Any]:

@@ -35,7 +35,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout
+from feast_dragonfly import _layout, _transport
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
@@ -258,41 +258,45 @@ def group_calls(calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP):
 
 
 def _send_group(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
-    connection = pool.get_connection()
+    # Resent whole on a fresh connection after a transient failure: every call is
+    # event-time guarded, so one the server already applied is skipped the second time.
     try:
-        connection.send_packed_command([call.command for call in group], check_health=False)
-        return [_read_one(connection) for _ in group]
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-
-
-def _read_one(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc  # keep reading: the other replies are still on the socket
+        return _transport.exchange(
+            pool, [call.command for call in group], len(group), check_health=False
+        )
+    except redis_exceptions.ConnectionError as exc:
+        raise _with_size_hint(exc, group) from exc.__context__
 
 
 async def _send_group_async(pool: Any, group: Sequence[ScriptCall]) -> list[Any]:
-    connection = await pool.get_connection()
     try:
-        await connection.send_packed_command([call.command for call in group], check_health=False)
-        return [await _read_one_async(connection) for _ in group]
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
+        return await _transport.exchange_async(
+            pool, [call.command for call in group], len(group), check_health=False
+        )
+    except redis_exceptions.ConnectionError as exc:
+        raise _with_size_hint(exc, group) from exc.__context__
 
 
-async def _read_one_async(connection: Any) -> Any:
-    try:
-        return await connection.read_response()
-    except redis_exceptions.ResponseError as exc:
+#: A value this large may be over the server's argument limit (Redis accepts no lower
+#: proto-max-bulk-len than 1 MiB).
+_LARGE_VALUE = 1 << 20
+
+
+def _with_size_hint(
+    exc: redis_exceptions.ConnectionError, group: Sequence[ScriptCall]
+) -> redis_exceptions.ConnectionError:
+    """A server that refuses an oversized argument may reset the connection before its error
+    reply arrives: when the calls carried a large value, say so next to the socket error."""
+    if isinstance(exc, redis_exceptions.AuthenticationError):
         return exc
+    size, where = _largest_in(group)
+    if size < _LARGE_VALUE:
+        return exc
+    return type(exc)(
+        f"{exc} — while sending a value of {size:,} bytes for {where}: if the server is up, "
+        "that value may be more than it accepts in one argument (Redis: proto-max-bulk-len, "
+        "Dragonfly: --max_bulk_len)"
+    )
 
 
 def _script_load_command() -> bytes:
@@ -310,15 +314,8 @@ def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
     Returns the number of rows the server wrote."""
     replies = _send_group(pool, group)
     if any(_is_noscript(reply) for reply in replies):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([_script_load_command()], check_health=False)
-            _check_load_reply(_read_one(connection))
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
+        [loaded] = _transport.exchange(pool, [_script_load_command()], 1, check_health=False)
+        _check_load_reply(loaded)
         # Every call is idempotent (event-time guarded), so resending the group is safe.
         replies = _send_group(pool, group)
     return _check_replies(group, replies, view_name)
@@ -327,15 +324,10 @@ def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
 async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
     replies = await _send_group_async(pool, group)
     if any(_is_noscript(reply) for reply in replies):
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command([_script_load_command()], check_health=False)
-            _check_load_reply(await _read_one_async(connection))
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        [loaded] = await _transport.exchange_async(
+            pool, [_script_load_command()], 1, check_health=False
+        )
+        _check_load_reply(loaded)
         replies = await _send_group_async(pool, group)
     return _check_replies(group, replies, view_name)
 
@@ -486,6 +478,8 @@ def _check_replies(batch: Sequence[ScriptCall], replies: Sequence[Any], view_nam
     written = 0
     for call, reply in zip(batch, replies):
         if isinstance(reply, Exception):
+            if _transport.is_protocol_error(reply):
+                raise _oversized_error(batch, str(reply), view_name)
             raise _reply_error(call, reply, view_name)
         written += int(reply)
     return written
@@ -519,6 +513,60 @@ def _reply_error(call: ScriptCall, reply: Exception, view_name: str) -> Exceptio
     if denied or _is_noscript(reply) or "unknown command" in lowered or "permission" in lowered:
         return _scripting_refused(reply)
     return DragonflyDataError(f"writing feature view '{view_name}' failed: {text}")
+
+
+def _largest_in(group: Sequence[ScriptCall]) -> tuple[int, str]:
+    """Size of the largest argument of these calls, and whose row it belongs to."""
+    best: tuple[int, ScriptCall, int | None] | None = None
+    for call in group:
+        size, row = _largest_argument(call.command)
+        if best is None or size > best[0]:
+            best = (size, call, row)
+    assert best is not None
+    size, call, row = best
+    return size, describe_key(call.key(row)) if row is not None else "a row of this batch"
+
+
+def _oversized_error(group: Sequence[ScriptCall], text: str, view_name: str) -> DragonflyDataError:
+    """A command the server could not parse: in practice a value over its bulk-length limit.
+    Which reply carries the error is not reliable once the server gives up on the connection,
+    so the message names the largest value of the round trip."""
+    size, where = _largest_in(group)
+    return DragonflyDataError(
+        f"cannot write feature view '{view_name}': the server refused a command ({text}); the "
+        f"largest value sent was {size:,} bytes, for {where} — more than the server accepts in "
+        "one argument (Redis: proto-max-bulk-len, Dragonfly: --max_bulk_len)? Store smaller "
+        "values or raise that limit. That row was not written and its stored data is unchanged"
+    )
+
+
+def _largest_argument(command: bytes) -> tuple[int, int | None]:
+    """(size, row index) of the largest argument of a packed script call (row None when it
+    is not a row's argument). Walks the RESP array: EVALSHA sha numkeys keys... ttl ts_field,
+    then per row: seconds, nanos, m and m HSET arguments."""
+    spans: list[tuple[int, int]] = []  # (offset, length) of each bulk string
+    pos = command.index(b"\r\n") + 2
+    while pos < len(command):
+        end = command.index(b"\r\n", pos)
+        length = int(command[pos + 1 : end])
+        spans.append((end + 2, length))
+        pos = end + 2 + length + 2
+
+    def number(index: int) -> int:
+        start, length = spans[index]
+        return int(command[start : start + length])
+
+    largest = max(range(len(spans)), key=lambda i: spans[i][1])
+    n_keys = number(2)
+    index = 3 + n_keys + 2  # the first row's first argument
+    for row in range(n_keys):
+        if index + 2 >= len(spans):
+            break
+        width = 3 + number(index + 2)
+        if index <= largest < index + width:
+            return spans[largest][1], row
+        index += width
+    return spans[largest][1], None
 
 
 def describe_key(key: bytes) -> str:

@@ -58,7 +58,7 @@ from feast.utils import _get_column_names, _validate_vector_field_lengths
 from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
-from feast_dragonfly import _arrow, _layout, _write
+from feast_dragonfly import _arrow, _layout, _wide, _write
 from feast_dragonfly._connection import translated_errors
 from feast_dragonfly.errors import DragonflyConfigError
 from feast_dragonfly.online_store import DragonflyOnlineStore
@@ -140,6 +140,8 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
             return "the feature view has no batch source"
         if list(feature_view.entities) == [DUMMY_ENTITY_NAME]:
             return "the feature view has no entities"
+        if _wide.is_wide_view(len(feature_view.features)):
+            return "a row has more features than one server command carries"
         return None
 
     def _materialize_one(

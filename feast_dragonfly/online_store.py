@@ -28,7 +28,7 @@ from feast.repo_config import FeastConfigBaseModel
 from feast.value_type import ValueType
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
-from feast_dragonfly import _layout, _maintenance, _read, _response, _write
+from feast_dragonfly import _layout, _maintenance, _read, _response, _transport, _wide, _write
 from feast_dragonfly._connection import (
     ConnectionSettings,
     client_kwargs,
@@ -89,6 +89,15 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
 
     full_scan_for_deletion: bool = True
     """Whether ``feast apply`` deletes the stored fields of feature views it removes."""
+
+    retry_attempts: NonNegativeInt = 3
+    """Retries after a transient connection failure (refused, reset, dropped); 0: none."""
+
+    retry_backoff_base: float = Field(default=0.05, gt=0)
+    """Seconds; the n-th retry waits ``min(retry_backoff_cap, retry_backoff_base * 2**n)``."""
+
+    retry_backoff_cap: float = Field(default=2.0, gt=0)
+    """Longest wait between two retries, in seconds."""
 
     @model_validator(mode="before")
     @classmethod
@@ -162,6 +171,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
             ssl_connection_class=ssl_class,
         )
         kwargs["max_connections"] = store_config.max_connections
+        # The connections' retry policy: redis-py's own commands and our hot paths use it.
+        kwargs["retry"] = _transport.make_retry(
+            store_config.retry_attempts,
+            store_config.retry_backoff_base,
+            store_config.retry_backoff_cap,
+            for_asyncio=issubclass(ssl_class, redis_asyncio.Connection),
+        )
         return kwargs
 
     def _get_client(self, online_store_config: Any) -> redis.Redis:
@@ -172,6 +188,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
             store_config.max_connections,
             store_config.socket_timeout,
             store_config.socket_connect_timeout,
+            store_config.retry_attempts,
+            store_config.retry_backoff_base,
+            store_config.retry_backoff_cap,
         )
         with self._lock:
             if self._sync_client is None or self._sync_signature != signature:
@@ -294,6 +313,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         ``progress`` is called with numbers of rows (every input row counts once)."""
         if not data:
             return
+        if _wide.is_wide_view(len(table.features)):
+            self._write_wide(config, table, data, progress)
+            return
         store_config, view_name, calls = self._plan_writes(config, table, data)
         pool = self._get_client(store_config).connection_pool
         with translated_errors(store_config.connection_settings()):
@@ -315,6 +337,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> None:
         if not data:
             return
+        if _wide.is_wide_view(len(table.features)):
+            await self._write_wide_async(config, table, data, progress)
+            return
         store_config, view_name, calls = self._plan_writes(config, table, data)
         pool = (await self._get_client_async(store_config)).connection_pool
         with translated_errors(store_config.connection_settings()):
@@ -324,6 +349,31 @@ class DragonflyOnlineStore(RedisOnlineStore):
                 view_name,
                 progress,
                 concurrency=self._write_workers_for(store_config),
+            )
+
+    def _wide_options(self, config: RepoConfig, table: FeatureView) -> dict[str, Any]:
+        return {
+            "view_name": _layout.storage_view_name(table, config),
+            "project": config.project,
+            "key_version": config.entity_key_serialization_version,
+            "ttl_seconds": self._store_config(config).key_ttl_seconds,
+        }
+
+    def _write_wide(self, config: RepoConfig, table: FeatureView, data: list[Row], progress):
+        """Rows too wide for one server command: one transaction per row (see ``_wide``)."""
+        store_config = self._store_config(config)
+        client = self._get_client(store_config)
+        with translated_errors(store_config.connection_settings()):
+            _wide.write_rows(client, data, progress=progress, **self._wide_options(config, table))
+
+    async def _write_wide_async(
+        self, config: RepoConfig, table: FeatureView, data: list[Row], progress
+    ) -> None:
+        store_config = self._store_config(config)
+        client = await self._get_client_async(store_config)
+        with translated_errors(store_config.connection_settings()):
+            await _wide.write_rows_async(
+                client, data, progress=progress, **self._wide_options(config, table)
             )
 
     # ------------------------------------------------------------------ reads

@@ -12,18 +12,21 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pydantic
 import pytest
 import yaml
 from feast import FeatureStore, RepoConfig
-from store_kit import entity_key, feature_view, free_port, repo_config, row
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from store_kit import entity_key, feature_view, free_port, hash_key, repo_config, row, snapshot
 
 from feast_dragonfly import (
     DragonflyConfigError,
     DragonflyConnectionError,
+    DragonflyDataError,
     DragonflyOnlineStore,
     DragonflyOnlineStoreConfig,
 )
@@ -73,6 +76,10 @@ def test_unknown_config_key_is_named_without_echoing_values(key, value, hint):
         ("key_ttl_seconds", SECRET),
         ("key_ttl_seconds", -5),
         ("socket_timeout", -1),
+        ("retry_attempts", -1),
+        ("retry_attempts", SECRET),
+        ("retry_backoff_base", 0),
+        ("retry_backoff_cap", -0.5),
     ],
 )
 def test_badly_typed_options_are_named_without_echoing_the_value(key, value):
@@ -276,9 +283,10 @@ def test_unreachable_server_is_named_quickly(tmp_path, operation):
 
 
 @pytest.fixture(scope="module")
-def protected_server():
-    """A second server (same kind as the session one) that requires SECRET."""
-    server = start_server(password=SECRET)
+def protected_server(server_binary):
+    """A second server (same kind as the session one) that requires SECRET; asking for
+    ``server_binary`` marks its tests ``server``, so the Dragonfly pass runs them too."""
+    server = start_server(server_binary, password=SECRET)
     try:
         yield server
     finally:
@@ -358,3 +366,157 @@ def test_correct_password_works_in_every_spelling(tmp_path, protected, spelling)
     [(_, values)] = asyncio.run(read_async())
     assert values["b"].int64_val == 5
     assert SECRET not in repr(config.online_store)
+
+
+# --------------------------------------------------------------------------- bad stored data
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_reading_a_non_hash_key_names_the_entity_and_changes_nothing(
+    tmp_path, redis_client, server_connection_string, use_async
+):
+    config = repo_config(tmp_path, server_connection_string)
+    store = DragonflyOnlineStore()
+    view = feature_view()
+    store.online_write_batch(config, view, [row(1, T0, 1), row(3, T0, 3)], None)
+    redis_client.set(hash_key(2), b"not a hash")
+    before = snapshot(redis_client)
+
+    async def read_async():
+        try:
+            return await store.online_read_async(config, view, keys)
+        finally:
+            await store.close()
+
+    keys = [entity_key(1), entity_key(2), entity_key(3)]
+    with pytest.raises(DragonflyDataError) as caught:
+        if use_async:
+            asyncio.run(read_async())
+        else:
+            store.online_read(config, view, keys)
+    message = str(caught.value)
+    assert "driver_id=2" in message and "WRONGTYPE" in message and "non-hash" in message
+    assert snapshot(redis_client) == before
+    # The other entities still read fine on their own: nothing was damaged.
+    [(_, one), (_, three)] = store.online_read(config, view, [entity_key(1), entity_key(3)])
+    assert (one["a"].int64_val, three["a"].int64_val) == (1, 3)
+
+
+# --------------------------------------------------------------------------- oversized values
+
+
+@pytest.fixture(scope="module")
+def small_bulk_server(server_binary):
+    """A server that refuses any argument over 1 MiB (Redis' smallest allowed limit)."""
+    limit = 1 << 20
+    extra = (
+        [f"--max_bulk_len={limit}"]
+        if server_binary.kind == "dragonfly"
+        else ["--proto-max-bulk-len", str(limit)]
+    )
+    server = start_server(server_binary, extra_args=extra)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_value_larger_than_the_server_accepts_is_named_and_nothing_stored_is_lost(
+    tmp_path, small_bulk_server, use_async
+):
+    admin = small_bulk_server.client()
+    admin.flushall()
+    config = repo_config(tmp_path, small_bulk_server.connection_string, write_rows_per_call=1)
+    store = DragonflyOnlineStore()
+    view = feature_view()
+    store.online_write_batch(config, view, [row(k, T0, k) for k in (1, 2, 3)], None)
+    before = snapshot(admin)
+    later = T0 + timedelta(hours=1)
+    huge = (
+        entity_key(2),
+        {"a": ValueProto(string_val="x" * 1_500_000), "b": ValueProto(int64_val=9)},
+        later,
+        None,
+    )
+
+    async def write_async(rows):
+        try:
+            await store.online_write_batch_async(config, view, rows, None)
+        finally:
+            await store.close()
+
+    def write(rows):
+        if use_async:
+            asyncio.run(write_async(rows))
+        else:
+            store.online_write_batch(config, view, rows, None)
+
+    with pytest.raises((DragonflyDataError, DragonflyConnectionError)) as caught:
+        write([row(1, later, 10), huge, row(3, later, 30)])
+    message = str(caught.value)
+    assert "driver_id=2" in message and "1,500,0" in message, message
+    assert "proto-max-bulk-len" in message and "max_bulk_len" in message
+    after = snapshot(admin)
+    assert after[hash_key(2)] == before[hash_key(2)]  # the refused row's data is intact
+    assert set(after) == set(before)
+    write([row(2, later, 20)])  # the store recovers: the next write goes through
+    assert admin.hgetall(hash_key(2)) != before[hash_key(2)][1]
+    admin.close()
+
+
+# --------------------------------------------------------------------------- entity key types
+
+
+def test_entity_values_of_the_wrong_type_behave_exactly_as_with_feasts_store(
+    tmp_path, redis_client, server_connection_string
+):
+    """Feast converts entity values to the entity's declared type before any online store
+    sees them: '1001' finds driver 1001, 'abc' fails in Feast's conversion. Ours matches."""
+    import pandas as pd
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Int64
+    from feast_repo import online_store_settings, write_feature_repo
+
+    outcomes = {}
+    for kind in ("feast", "ours"):
+        redis_client.flushall()
+        path = tmp_path / kind
+        path.mkdir()
+        frame = pd.DataFrame({"driver_id": [1001], "event_timestamp": [T0], "v": [5]})
+        frame.to_parquet(path / "data.parquet")
+        store = write_feature_repo(
+            path,
+            project="types",
+            online_store=online_store_settings(kind, server_connection_string),
+        )
+        driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+        view = FeatureView(
+            name="fv",
+            entities=[driver],
+            schema=[Field(name="driver_id", dtype=Int64), Field(name="v", dtype=Int64)],
+            source=FileSource(path=str(path / "data.parquet"), timestamp_field="event_timestamp"),
+            ttl=timedelta(days=3650),
+        )
+        store.apply([driver, view])
+        store.write_to_online_store(
+            "fv", pd.DataFrame({"driver_id": ["1001"], "event_timestamp": [T0], "v": [5]})
+        )
+        results = []
+        for value in (1001, "1001", 1001.0, "abc", "1001 ", 2**70):
+            try:
+                got = store.get_online_features(
+                    features=["fv:v"], entity_rows=[{"driver_id": value}]
+                ).to_dict()
+                results.append(("ok", got["v"]))
+            except Exception as exc:  # noqa: BLE001 - the comparison is the point
+                results.append((type(exc).__name__, str(exc)))
+        online = store._get_provider().online_store
+        text_key = EntityKeyProto(
+            join_keys=["driver_id"], entity_values=[ValueProto(string_val="1001")]
+        )
+        [(when, values)] = online.online_read(store.config, view, [text_key])
+        results.append(("string-typed key", when is None and values is None))
+        outcomes[kind] = results
+    assert outcomes["ours"] == outcomes["feast"]
+    assert outcomes["ours"][:3] == [("ok", [5])] * 3

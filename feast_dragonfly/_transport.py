@@ -1,0 +1,235 @@
+"""Send pre-packed RESP commands on one pooled connection, retrying transient failures.
+
+The read and write hot paths skip redis-py's command machinery (and with it redis-py's own
+retry loop): they write packed bytes with ``send_packed_command`` and read the replies back.
+This module puts the retry back, in one place, for both paths, sync and async.
+
+Resending is safe for everything sent through here: reads are idempotent, and every write is
+an event-time-guarded script call, so a call the server already applied is skipped the second
+time (the stored row is then as new as the resent one).
+
+The policy is the connections' own ``retry`` (set through the pool's connection kwargs), so
+one ``Retry`` object governs our commands and redis-py's (PING, SCAN, HDEL) alike.
+:func:`make_retry` builds it: exponential backoff, and only for *transient* failures — a
+refused password, a certificate that does not verify or a full pool are reported at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio.retry as redis_async_retry
+from redis import exceptions as redis_exceptions
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+logger = logging.getLogger("feast_dragonfly")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again on a fresh connection can help."""
+    if isinstance(error, redis_exceptions.AuthenticationError):
+        return False  # a wrong password stays wrong
+    context = error.__context__ or error.__cause__
+    if isinstance(context, ssl.SSLCertVerificationError):
+        return False  # so does a certificate that does not verify
+    if isinstance(context, ssl.SSLError) and "CERTIFICATE" in str(context):
+        return False  # ... or the server's refusal of ours (or of its absence)
+    if isinstance(error, redis_exceptions.ConnectionError) and "No connection available" in str(
+        error
+    ):
+        return False  # the pool already waited socket_timeout for a free connection
+    return True
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class TransientRetry(Retry):
+    """redis-py's ``Retry`` that gives up at once on non-transient errors (see
+    :func:`is_transient`) and logs each retry. Own loop, so it behaves the same on every
+    supported redis-py (5.x has neither ``is_retryable`` nor ``with_failure_count``)."""
+
+    def call_with_retry(  # type: ignore[override]
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        self._backoff.reset()
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                if not is_transient(error) or (is_retryable and not is_retryable(error)):
+                    raise
+                failures += 1
+                if with_failure_count:
+                    fail(error, failures)
+                else:
+                    fail(error)
+                if 0 <= self._retries < failures:
+                    raise
+                delay = self._backoff.compute(failures)
+                _log_retry(error, failures, self._retries, delay)
+                if delay > 0:
+                    time.sleep(delay)
+
+
+class AsyncTransientRetry(redis_async_retry.Retry):
+    """The asyncio twin of :class:`TransientRetry` (redis-py's asyncio connections take
+    their own ``Retry`` class, whose ``fail`` callback is awaited)."""
+
+    async def call_with_retry(  # type: ignore[override]
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        self._backoff.reset()
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if not is_transient(error) or (is_retryable and not is_retryable(error)):
+                    raise
+                failures += 1
+                if with_failure_count:
+                    await fail(error, failures)
+                else:
+                    await fail(error)
+                if 0 <= self._retries < failures:
+                    raise
+                delay = self._backoff.compute(failures)
+                _log_retry(error, failures, self._retries, delay)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+
+def _log_retry(error: BaseException, failure: int, retries: int, delay: float) -> None:
+    # redis-py's connection errors name host:port, never the password.
+    logger.warning(
+        "transient server error (%s); retry %d of %d in %.3f s",
+        _describe(error),
+        failure,
+        retries,
+        delay,
+    )
+
+
+def make_retry(
+    attempts: int, backoff_base: float, backoff_cap: float, *, for_asyncio: bool
+) -> Retry | redis_async_retry.Retry:
+    """The retry policy of a pool's connections: ``attempts`` retries after the first try,
+    waiting ``min(backoff_cap, backoff_base * 2**n)`` seconds before the n-th. Retried:
+    connection errors (refused, reset, closed by the server, a server still loading its data)
+    — timeouts too when the connection string sets ``retry_on_timeout=true``."""
+    backoff = ExponentialBackoff(cap=backoff_cap, base=backoff_base) if attempts else NoBackoff()
+    errors = (redis_exceptions.ConnectionError,)
+    if for_asyncio:
+        return AsyncTransientRetry(backoff, attempts, errors)
+    return TransientRetry(backoff, attempts, errors)
+
+
+# --------------------------------------------------------------------------- the exchange
+
+
+def _retry_of(connection: Any) -> Any:
+    return getattr(connection, "retry", None) or Retry(NoBackoff(), 0)
+
+
+def _read_one(connection: Any) -> Any:
+    try:
+        return connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc  # keep reading: the other replies are still on the socket
+
+
+async def _read_one_async(connection: Any) -> Any:
+    try:
+        return await connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc
+
+
+def is_protocol_error(reply: Any) -> bool:
+    """The server could not parse a command (e.g. an argument over its size limit). It
+    answers once and closes the connection: the commands after it are never run."""
+    return isinstance(reply, redis_exceptions.ResponseError) and "Protocol error" in str(reply)
+
+
+def _after_protocol_error(connection: Any, out: list[Any], replies: int) -> bool:
+    if out and is_protocol_error(out[-1]):
+        out.extend([out[-1]] * (replies - len(out)))
+        connection.disconnect()
+        return True
+    return False
+
+
+def exchange(
+    pool: Any, payload: Sequence[bytes], replies: int, *, check_health: bool = True
+) -> list[Any]:
+    """Write ``payload`` (packed commands) on one pooled connection and read ``replies``
+    replies; error replies come back as exception objects, in place (after a protocol
+    error, that error stands for every later reply). A transient failure drops the
+    connection and resends everything on a fresh one, per the connection's retry policy."""
+
+    def attempt() -> list[Any]:
+        connection.send_packed_command(payload, check_health=check_health)
+        out: list[Any] = []
+        while len(out) < replies:
+            out.append(_read_one(connection))
+            if _after_protocol_error(connection, out, replies):
+                break
+        return out
+
+    connection = pool.get_connection()
+    try:
+        return _retry_of(connection).call_with_retry(
+            attempt, lambda _error: connection.disconnect()
+        )
+    except BaseException:
+        connection.disconnect()  # replies may still be on the socket: never reuse it
+        raise
+    finally:
+        pool.release(connection)
+
+
+async def exchange_async(
+    pool: Any, payload: Sequence[bytes], replies: int, *, check_health: bool = True
+) -> list[Any]:
+    """The asyncio twin of :func:`exchange`."""
+
+    async def attempt() -> list[Any]:
+        await connection.send_packed_command(payload, check_health=check_health)
+        out: list[Any] = []
+        while len(out) < replies:
+            out.append(await _read_one_async(connection))
+            if out and is_protocol_error(out[-1]):
+                out.extend([out[-1]] * (replies - len(out)))
+                await connection.disconnect()
+                break
+        return out
+
+    async def drop(_error: BaseException) -> None:
+        await connection.disconnect()
+
+    connection = await pool.get_connection()
+    try:
+        # redis-py's asyncio connections always carry a retry policy (no retries by default).
+        return await connection.retry.call_with_retry(attempt, drop)
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
