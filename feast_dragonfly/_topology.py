@@ -247,7 +247,7 @@ class SyncRedisCluster(FastPathLimits, redis_cluster.RedisCluster):
     """redis-py's cluster client with :class:`FastPathLimits`."""
 
 
-class AsyncRedisCluster(FastPathLimits, redis_asyncio_cluster.RedisCluster):
+class AsyncRedisCluster(FastPathLimits, redis_asyncio_cluster.RedisCluster):  # type: ignore[misc]
     """redis-py's asyncio cluster client with :class:`FastPathLimits`."""
 
 
