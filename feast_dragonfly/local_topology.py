@@ -12,8 +12,8 @@ ports, private temporary directories, ``stop()`` ends every process it started):
   processes monitoring it, with short timeouts so a forced failover takes about a second.
   redis-server only: Dragonfly cannot act as a sentinel.
 
-Passwords go to the servers through 0600 config files or ``CONFIG SET``, never on a command
-line, and are never shown.
+Passwords go to the servers through config files in the processes' private (0700) directories
+or ``CONFIG SET``, never on a command line, and are never shown.
 """
 
 from __future__ import annotations
@@ -517,7 +517,7 @@ def _start_sentinel(
     start_timeout: float,
 ) -> LocalServer:
     """One ``redis-server <conf> --sentinel`` (Sentinel needs a config file it may rewrite;
-    passwords live only there, in a 0600 file)."""
+    passwords live only there, inside the private directory)."""
 
     def argv_for(workdir: str, port: int) -> list[str]:
         lines = [
