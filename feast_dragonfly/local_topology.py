@@ -189,10 +189,21 @@ def _resolve(binary: ServerBinary | str | None) -> ServerBinary:
 
 
 class LocalCluster:
-    """Running cluster masters; ``connection_string`` lists them all (Feast's format)."""
+    """Running cluster nodes; ``connection_string`` lists the masters (Feast's format).
 
-    def __init__(self, masters: list[LocalServer], *, emulated: bool) -> None:
+    ``masters`` and ``replicas`` follow :meth:`failover`: a promoted replica moves to
+    ``masters`` (same index as the master it replaced), the old master to ``replicas``.
+    """
+
+    def __init__(
+        self,
+        masters: list[LocalServer],
+        *,
+        emulated: bool,
+        replicas: list[LocalServer] | None = None,
+    ) -> None:
         self.masters = masters
+        self.replicas = replicas or []
         #: True for a single Dragonfly node in ``--cluster_mode=emulated``.
         self.emulated = emulated
         self.kind = masters[0].kind
@@ -300,8 +311,47 @@ class LocalCluster:
             src.close()
             dst.close()
 
+    def failover(self, replica: int = 0, timeout: float = 30.0) -> int:
+        """``CLUSTER FAILOVER`` on ``replicas[replica]`` (a graceful, coordinated switch);
+        waits until every node routes its slots to it. Returns its index in ``masters``."""
+        node = self.replicas[replica]
+        client = node.client(decode_responses=True)
+        try:
+            old_port = int(client.info("replication")["master_port"])
+        finally:
+            client.close()
+        index = next(i for i, m in enumerate(self.masters) if m.port == old_port)
+        last_request = [0.0]
+
+        def request() -> None:
+            # A manual failover the master never hears of (its cluster-bus link was being
+            # re-established) times out after 5 s: ask again.
+            if time.monotonic() - last_request[0] > 6:
+                last_request[0] = time.monotonic()
+                replica_client = node.client()
+                try:
+                    replica_client.execute_command("CLUSTER FAILOVER")
+                finally:
+                    replica_client.close()
+
+        def promoted() -> bool:
+            request()
+            for server in (*self.masters, *self.replicas):
+                other = server.client(decode_responses=False)
+                try:
+                    owners = {int(entry[2][1]) for entry in other.execute_command("CLUSTER SLOTS")}
+                finally:
+                    other.close()
+                if old_port in owners or node.port not in owners:
+                    return False
+            return True
+
+        _wait(promoted, timeout, f"replica {node.address} to take over from master {old_port}")
+        self.masters[index], self.replicas[replica] = node, self.masters[index]
+        return index
+
     def stop(self) -> None:
-        _stop_all(self.masters)
+        _stop_all([*self.replicas, *self.masters])
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -313,6 +363,31 @@ class LocalCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _node_id(server: LocalServer) -> str:
+    client = server.client()
+    try:
+        return _decode(client.execute_command("CLUSTER MYID"))
+    finally:
+        client.close()
+
+
+def _cluster_roles(server: LocalServer) -> dict[str, str]:
+    """Replica node id -> its master's id, as ``server`` sees the cluster (CLUSTER NODES)."""
+    client = server.client()
+    try:
+        # The raw text: redis-py's parsed form differs between versions.
+        client.set_response_callback("CLUSTER NODES", lambda response, **_: response)
+        text = _decode(client.execute_command("CLUSTER NODES"))
+    finally:
+        client.close()
+    roles = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and "slave" in fields[2].split(","):
+            roles[fields[0]] = fields[3]
+    return roles
 
 
 def _decode(value: Any) -> str:
@@ -358,13 +433,17 @@ def start_cluster(
     binary: ServerBinary | str | None = None,
     *,
     masters: int = 3,
+    replicas: int = 0,
     password: str | None = None,
     start_timeout: float = DEFAULT_START_TIMEOUT_S,
 ) -> LocalCluster:
-    """Start a local cluster; see the module docstring. Always ``stop()`` it (or use it as a
-    context manager): it owns every process it started, also when starting fails half-way."""
+    """Start a local cluster; see the module docstring. ``replicas`` replica nodes are
+    attached to the first masters, one each (redis-server only). Always ``stop()`` it (or use
+    it as a context manager): it owns every process it started, also when starting fails."""
     binary = _resolve(binary)
     if binary.kind == "dragonfly":
+        if replicas:
+            raise LocalServerError("Dragonfly's emulated cluster is one node: no replicas")
         node = start_server(
             binary,
             password=password,
@@ -380,31 +459,72 @@ def start_cluster(
         return cluster
 
     started: list[LocalServer] = []
+    replica_nodes: list[LocalServer] = []
     try:
         for _ in range(masters):
             started.append(
                 _start_cluster_node(binary, password=password, start_timeout=start_timeout)
             )
+        for _ in range(replicas):
+            replica_nodes.append(
+                _start_cluster_node(binary, password=password, start_timeout=start_timeout)
+            )
+        everyone = [*started, *replica_nodes]
+        for server in everyone:
+            if password is not None:
+                client = server.client()
+                try:
+                    client.config_set("masterauth", password)
+                finally:
+                    client.close()
         for server, (start, end) in zip(started, _slot_ranges(masters)):
             client = server.client()
             try:
-                if password is not None:
-                    client.config_set("masterauth", password)
                 client.execute_command("CLUSTER ADDSLOTS", *range(start, end + 1))
             finally:
                 client.close()
         first = started[0].client()
         try:
-            for server in started[1:]:
+            for server in everyone[1:]:
                 first.execute_command("CLUSTER MEET", HOST, server.port)
         finally:
             first.close()
         # Redis keeps a fresh master's cluster state "fail" for 2 s after it starts.
-        _wait(lambda: _cluster_ready(started), start_timeout + 5, "cluster_state:ok on every node")
+        _wait(lambda: _cluster_ready(everyone), start_timeout + 5, "cluster_state:ok everywhere")
+        cluster = LocalCluster(started, emulated=False, replicas=replica_nodes)
+        ids = cluster.node_ids()
+        for index, replica in enumerate(replica_nodes):
+            client = replica.client()
+            try:
+                client.execute_command("CLUSTER REPLICATE", ids[index % masters])
+            finally:
+                client.close()
+
+        replica_ids = [_node_id(replica) for replica in replica_nodes]
+
+        def replicating() -> bool:
+            for replica in replica_nodes:
+                client = replica.client(decode_responses=True)
+                try:
+                    if client.info("replication").get("master_link_status") != "up":
+                        return False
+                finally:
+                    client.close()
+            # Every node must know each replica's role: a master ignores a manual failover
+            # request from a node it does not know as its replica, and the others vote only
+            # for a known replica.
+            for server in everyone:
+                roles = _cluster_roles(server)
+                for index, replica_id in enumerate(replica_ids):
+                    if roles.get(replica_id) != ids[index % masters]:
+                        return False
+            return True
+
+        _wait(replicating, start_timeout, "the cluster replicas to sync and be known")
     except BaseException:
-        _stop_all(started)
+        _stop_all([*replica_nodes, *started])
         raise
-    return LocalCluster(started, emulated=False)
+    return cluster
 
 
 # --------------------------------------------------------------------------- sentinel
