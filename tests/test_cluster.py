@@ -16,6 +16,8 @@ and ``ASK`` redirections after the store learned the slot map, and configuration
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -148,6 +150,7 @@ def test_async_writes_and_reads(tmp_path, clean_cluster, store):
     n = 400
 
     async def scenario() -> None:
+        await store.initialize(config)  # what `feast serve` does first: PING the cluster
         reported: list[int] = []
         await store.online_write_batch_async(
             config, view, [row(i, T0, i) for i in range(n)], reported.append
@@ -381,3 +384,96 @@ def test_an_unreachable_cluster_is_reported_without_the_password(tmp_path, store
         store.online_read(config, feature_view(), [entity_key(1)])
     assert address in str(caught.value)
     assert secret not in str(caught.value) and secret not in repr(caught.value)
+
+
+# --------------------------------------------------------------------------- failover
+
+
+@pytest.fixture
+def cluster_with_replica(server_binary: ServerBinary) -> Iterator[LocalCluster]:
+    if server_binary.kind == "dragonfly":
+        pytest.skip(
+            "needs cluster replicas: Dragonfly's emulated cluster is a single node (the "
+            "redis-server pass runs this)"
+        )
+    with start_cluster(server_binary, masters=3, replicas=1) as started:
+        yield started
+
+
+def test_a_master_failover_during_reads_and_writes(tmp_path, cluster_with_replica, store):
+    """``CLUSTER FAILOVER`` promotes a replica while reads and writes loop in threads: the
+    demoted master answers MOVED, the store follows and re-learns the slot map, and no
+    request fails; afterwards the promoted node serves and receives that master's slots."""
+    cluster = cluster_with_replica
+    config = config_for(tmp_path, cluster)
+    view = feature_view("fv", ("a",))
+    n = 300
+    store.online_write_batch(config, view, [row(i, T0, i, ("a",)) for i in range(n)], None)
+    watched = cluster.masters[0].client()  # the master with the replica
+    try:
+        assert watched.execute_command("WAIT", 1, 5000) == 1  # the replica has its keys
+    finally:
+        watched.close()
+    keys = [entity_key(i) for i in range(n)]
+    expected = [{"a": i} for i in range(n)]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    counts = {"reads": 0, "writes": 0}
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                assert values_of(store.online_read(config, view, keys)) == expected
+                counts["reads"] += 1
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+    def writer() -> None:
+        other = feature_view("other", ("b",))
+        step = 0
+        while not stop.is_set():
+            step += 1
+            try:
+                rows = [row(i, T0 + timedelta(seconds=step), step, ("b",)) for i in range(50)]
+                store.online_write_batch(config, other, rows, None)
+                counts["writes"] += 1
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        promoted = cluster.failover(0)
+        after = dict(counts)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            counts["reads"] < after["reads"] + 10 or counts["writes"] < after["writes"] + 5
+        ):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not failures, failures[:3]
+    assert counts["reads"] >= after["reads"] + 10 and counts["writes"] >= after["writes"] + 5
+
+    store.online_write_batch(
+        config, view, [row(i, T0 + timedelta(1), -i, ("a",)) for i in range(n)], None
+    )
+    new_master = cluster.masters[promoted].client()
+    try:
+        assert new_master.info("replication")["role"] == "master"
+        owned = [hash_key(i) for i in range(n) if cluster.master_of_key(hash_key(i)) == promoted]
+        assert owned and all(new_master.exists(key) for key in owned)
+    finally:
+        new_master.close()
+    assert values_of(store.online_read(config, view, keys)) == [{"a": -i} for i in range(n)]
+
+    async def async_reads() -> None:
+        got = await store.online_read_async(config, view, keys)
+        assert values_of(got) == [{"a": -i} for i in range(n)]
+        await store.close()
+
+    asyncio.run(async_reads())

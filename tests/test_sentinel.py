@@ -91,6 +91,7 @@ def test_reads_writes_and_teardown_through_the_sentinels(tmp_path, group, store)
     assert values_of(store.online_read(config, view, keys)) == [{"a": i, "b": i} for i in range(N)]
 
     async def async_path() -> None:
+        await store.initialize(config)  # what `feast serve` does first
         await store.online_write_batch_async(
             config, view, [row(i, T0 + timedelta(1), -i) for i in range(N)], None
         )
