@@ -267,6 +267,14 @@ async def _follow_asks_async(
             replies[i] = answer
 
 
+def _raise_unserved(replies: Sequence[Any]) -> None:
+    """A redirection the cluster client could not resolve either (its retries exhausted):
+    the cluster is not serving that slot, which is not a data problem."""
+    for reply in replies:
+        if isinstance(reply, _REDIRECTS):
+            raise redis_exceptions.ClusterError(f"still redirected after retries: {reply}")
+
+
 def _needs_cluster_client(reply: Any) -> bool:
     """A reply the fast path could not get: no answer (broken connection) or a redirection."""
     return reply is None or isinstance(reply, _REDIRECTS)
@@ -347,6 +355,7 @@ def fetch(
             pipe.execute_command(*_hmget_args(plan, index))
         for index, reply in zip(redo, pipe.execute(raise_on_error=False)):
             replies[index] = reply
+    _raise_unserved(replies)
     _read._raise_on_error(plan, replies)
     return replies
 
@@ -377,6 +386,7 @@ async def fetch_async(cluster: Any, plan: _read.ReadPlan, chunk_size: int) -> li
             pipe.execute_command(*_hmget_args(plan, index))
         for index, reply in zip(redo, await pipe.execute(raise_on_error=False)):
             replies[index] = reply
+    _raise_unserved(replies)
     _read._raise_on_error(plan, replies)
     return replies
 
@@ -444,6 +454,7 @@ def _run_via_cluster(cluster: Any, calls: Sequence[_write.ScriptCall], view_name
             pipe.execute_command(*_command_args(calls[i].command))
         for i, reply in zip(again, pipe.execute(raise_on_error=False)):
             replies[i] = reply
+    _raise_unserved(replies)
     return _write._check_replies(calls, replies, view_name)
 
 
@@ -590,6 +601,7 @@ async def _run_via_cluster_async(
             pipe.execute_command(*_command_args(calls[i].command))
         for i, reply in zip(again, await pipe.execute(raise_on_error=False)):
             replies[i] = reply
+    _raise_unserved(replies)
     return _write._check_replies(calls, replies, view_name)
 
 
