@@ -178,23 +178,27 @@ def test_stored_bytes_and_cross_reads_match_feasts_cluster_store(tmp_path, clean
     and ours: same keys and bytes on every master, and each store reads the other's data."""
     rows = typed_rows()
     keys = [r[0] for r in rows] + [entity_key(999_999)]
+    stores = {kind: new_store(kind) for kind in STORE_TYPES}
+    configs = {kind: typed_config(tmp_path, clean_cluster, kind) for kind in STORE_TYPES}
     dumps = {}
-    for writer in STORE_TYPES:
-        clean_cluster.flushall()
-        new_store(writer).online_write_batch(
-            typed_config(tmp_path, clean_cluster, writer), TYPED_VIEW, rows, None
-        )
-        dumps[writer] = cluster_dump(clean_cluster)
-        reads = {
-            reader: [
-                (when, {n: v.SerializeToString() for n, v in (features or {}).items()})
-                for when, features in new_store(reader).online_read(
-                    typed_config(tmp_path, clean_cluster, reader), TYPED_VIEW, keys
-                )
-            ]
-            for reader in STORE_TYPES
-        }
-        assert reads["ours"] == reads["feast"], f"reads of what {writer} wrote differ"
+    try:
+        for writer in STORE_TYPES:
+            clean_cluster.flushall()
+            stores[writer].online_write_batch(configs[writer], TYPED_VIEW, rows, None)
+            dumps[writer] = cluster_dump(clean_cluster)
+            reads = {
+                reader: [
+                    (when, {n: v.SerializeToString() for n, v in (features or {}).items()})
+                    for when, features in stores[reader].online_read(
+                        configs[reader], TYPED_VIEW, keys
+                    )
+                ]
+                for reader in STORE_TYPES
+            }
+            assert reads["ours"] == reads["feast"], f"reads of what {writer} wrote differ"
+    finally:
+        stores["feast"]._client.close()  # Feast's store never closes its client
+        asyncio.run(stores["ours"].close())
     assert_same_keyspace(dumps["feast"], dumps["ours"])
 
 
