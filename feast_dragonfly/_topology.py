@@ -6,7 +6,8 @@ entries of one ``connection_string``. This module parses that, builds the matchi
 clients (sync and async), and closes them again — so ``online_store.py`` only has to ask "which
 client?" and "is it a cluster?".
 
-* **Standalone** (``redis``): ``redis.Redis`` on a blocking pool, as before.
+* **Standalone** (``redis``): ``redis.Redis`` on a blocking pool, built by the store as before
+  (only the connection string is parsed here).
 * **Cluster** (``redis_cluster``): ``redis.cluster.RedisCluster`` /
   ``redis.asyncio.cluster.RedisCluster``; the fast read/write paths that route by hash slot
   live in ``_cluster.py``.
@@ -49,7 +50,7 @@ REDIS_TYPES: tuple[str, ...] = ("redis", "redis_cluster", "redis_sentinel")
 
 #: Options of the Sentinel connections themselves (our extension; Feast has no way to give
 #: sentinels their own credentials). Everything else in the string applies to the master.
-_SENTINEL_OPTIONS: dict[str, type] = {"sentinel_username": str, "sentinel_password": str}
+_SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 _SECRET = frozenset({"password", "sentinel_password"})
 
 #: A sentinel that does not answer is skipped, not retried with backoff: the next one in the
@@ -354,8 +355,8 @@ async def async_client(store_config: Any) -> Any:
 
 
 def close_sync(client: Any) -> None:
-    """Close a sync client from :func:`sync_client` and every socket it holds (for Sentinel,
-    the connections to the sentinels too)."""
+    """Close a sync client of any topology and every socket it holds (for Sentinel, the
+    connections to the sentinels too)."""
     if isinstance(client, redis_cluster.RedisCluster):
         client.close()
         return
@@ -369,7 +370,7 @@ def close_sync(client: Any) -> None:
 
 
 async def aclose(client: Any) -> None:
-    """Close an asyncio client from :func:`async_client` (on its own loop)."""
+    """Close an asyncio client of any topology (on its own loop), sentinels included."""
     if isinstance(client, redis_asyncio_cluster.RedisCluster):
         await client.aclose()
         return
