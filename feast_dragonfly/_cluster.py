@@ -8,10 +8,13 @@ cluster's 16,384 slots and therefore over every master. Both paths work the same
 2. **Send** each master's commands as pre-encoded RESP on one of that master's pooled
    connections (the same packed ``HMGET`` / ``EVALSHA`` bytes as on a single server), the
    masters' batches concurrently.
-3. **Fall back** for whatever a master did not serve — ``MOVED`` / ``ASK`` (a slot that moved
-   or is moving), ``TRYAGAIN``, ``CLUSTERDOWN``, or a connection that broke — by resending just
-   those commands through redis-py's cluster pipeline, which follows redirections (``ASKING``
-   included), refreshes its slot map and retries. The next request then routes by the new map.
+3. **Follow ASK** (a slot being migrated, the key already moved): resend to the node named,
+   right after ``ASKING`` on the same connection. (redis-py's asyncio cluster client sends its
+   ``ASKING`` on whichever pooled connection is free, so it loops when a node has several.)
+4. **Fall back** for whatever is still unserved — ``MOVED`` (the slot moved: a resharding or a
+   failover), ``TRYAGAIN``, ``CLUSTERDOWN``, or a connection that broke — by resending just
+   those commands through redis-py's cluster pipeline, which follows the redirection,
+   refreshes its slot map and retries. The next request then routes by the new map.
 
 Writes: the event-time script declares the keys it touches, and a cluster runs a script only
 when all its keys hash to one slot, so in cluster mode every script call carries exactly one
