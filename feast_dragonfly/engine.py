@@ -59,7 +59,7 @@ from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
 from feast_dragonfly import _arrow, _layout, _wide, _write
-from feast_dragonfly._connection import translated_errors
+from feast_dragonfly._topology import translated_errors
 from feast_dragonfly.errors import DragonflyConfigError
 from feast_dragonfly.online_store import DragonflyOnlineStore
 
@@ -179,8 +179,8 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
                 store_config.max_connections,
             ),
         )
-        rows_per_call = self.settings.write_rows_per_call or store_config.write_rows_per_call
-        pool = store._get_client(store_config).connection_pool
+        # (one row per call on a Redis Cluster: a script's keys must share a slot)
+        rows_per_call = store._rows_per_call(store_config, self.settings.write_rows_per_call)
         executor = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feast-dragonfly-mat")
             if workers > 1
@@ -188,8 +188,8 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         )
         source = _Source(self, plan, task, registry)
         bar = self._progress_bar(view.name, source)
-        sender = _write.Sender(
-            pool,
+        sender = store._write_sender(
+            store_config,
             plan.view_name,
             executor=executor,
             concurrency=workers,

@@ -28,14 +28,20 @@ from feast.repo_config import FeastConfigBaseModel
 from feast.value_type import ValueType
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
 
-from feast_dragonfly import _layout, _maintenance, _read, _response, _transport, _wide, _write
-from feast_dragonfly._connection import (
-    ConnectionSettings,
-    client_kwargs,
-    parse_connection_string,
-    translated_errors,
+from feast_dragonfly import (
+    _cluster,
+    _layout,
+    _maintenance,
+    _read,
+    _response,
+    _topology,
+    _transport,
+    _wide,
+    _write,
 )
+from feast_dragonfly._connection import ConnectionSettings, client_kwargs
 from feast_dragonfly._online_response import FastOnlineResponse
+from feast_dragonfly._topology import translated_errors
 from feast_dragonfly.errors import DragonflyConfigError
 
 logger = logging.getLogger(__name__)
@@ -57,8 +63,13 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     connection_string: StrictStr = "localhost:6379"
     """Feast's ``host:port,password=...,ssl=true,db=0`` or a ``redis://`` / ``rediss://`` URL."""
 
-    redis_type: Literal["redis"] = "redis"
-    """Deployment kind, named as in Feast's Redis store; only a standalone server for now."""
+    redis_type: _topology.RedisType = "redis"
+    """Deployment kind, named as in Feast's Redis store: ``redis`` (one server),
+    ``redis_cluster`` (connection_string lists startup nodes) or ``redis_sentinel``
+    (connection_string lists the sentinels)."""
+
+    sentinel_master: StrictStr = "mymaster"
+    """Name of the master the sentinels monitor (``redis_type: redis_sentinel``), as in Feast."""
 
     key_ttl_seconds: NonNegativeInt | None = None
     """Expire each entity hash this many seconds after its last write (as Feast's store);
@@ -123,12 +134,14 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
         return self
 
     def connection_settings(self) -> ConnectionSettings:
-        return parse_connection_string(self.connection_string)
+        return _topology.parse_topology(
+            self.connection_string, self.redis_type, self.sentinel_master
+        )
 
     def __repr_args__(self):  # type: ignore[override]
         for name, value in super().__repr_args__():
             if name == "connection_string":
-                value = parse_connection_string(value).redacted()
+                value = self.connection_settings().redacted()
             yield name, value
 
 
@@ -180,8 +193,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         )
         return kwargs
 
-    def _get_client(self, online_store_config: Any) -> redis.Redis:
-        """The sync client (also what Feast's ``feast precompute`` scans through)."""
+    def _get_client(self, online_store_config: Any) -> Any:
+        """The sync client (also what Feast's ``feast precompute`` scans through):
+        ``redis.Redis``, or ``RedisCluster`` with ``redis_type: redis_cluster``."""
         store_config = self._store_config(online_store_config)
         signature = (
             store_config.connection_string,
@@ -191,20 +205,25 @@ class DragonflyOnlineStore(RedisOnlineStore):
             store_config.retry_attempts,
             store_config.retry_backoff_base,
             store_config.retry_backoff_cap,
+            store_config.redis_type,
+            store_config.sentinel_master,
         )
         with self._lock:
             if self._sync_client is None or self._sync_signature != signature:
                 if self._sync_client is not None:
-                    self._sync_client.close()
-                pool = redis.BlockingConnectionPool(
-                    timeout=store_config.socket_timeout,
-                    **self._pool_kwargs(store_config, redis.SSLConnection),
-                )
-                self._sync_client = redis.Redis(connection_pool=pool)
+                    _topology.close_sync(self._sync_client)
+                if store_config.redis_type != "redis":
+                    self._sync_client = _topology.sync_client(store_config)
+                else:
+                    pool = redis.BlockingConnectionPool(
+                        timeout=store_config.socket_timeout,
+                        **self._pool_kwargs(store_config, redis.SSLConnection),
+                    )
+                    self._sync_client = redis.Redis(connection_pool=pool)
                 self._sync_signature = signature
             return self._sync_client
 
-    async def _get_client_async(self, online_store_config: Any) -> redis_asyncio.Redis:
+    async def _get_client_async(self, online_store_config: Any) -> Any:
         """One async client per running event loop: redis-py's asyncio pools are loop-bound."""
         store_config = self._store_config(online_store_config)
         loop = asyncio.get_running_loop()
@@ -212,11 +231,14 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if entry is not None and entry[0] is loop:
             return entry[1]
         self._drop_clients_of_closed_loops()
-        pool = redis_asyncio.BlockingConnectionPool(
-            timeout=store_config.socket_timeout,
-            **self._pool_kwargs(store_config, redis_asyncio.SSLConnection),
-        )
-        client = redis_asyncio.Redis(connection_pool=pool)
+        if store_config.redis_type != "redis":
+            client = await _topology.async_client(store_config)
+        else:
+            pool = redis_asyncio.BlockingConnectionPool(
+                timeout=store_config.socket_timeout,
+                **self._pool_kwargs(store_config, redis_asyncio.SSLConnection),
+            )
+            client = redis_asyncio.Redis(connection_pool=pool)
         self._async_clients[id(loop)] = (loop, client)
         return client
 
@@ -233,19 +255,19 @@ class DragonflyOnlineStore(RedisOnlineStore):
         for key, (owner, client) in list(self._async_clients.items()):
             if owner.is_closed():
                 del self._async_clients[key]
-                _close_sockets_of_dead_loop(client.connection_pool)
+                _close_sockets_of_dead_loop(client)
 
     async def close(self) -> None:
         """Close every pool this store opened (Feast's own store leaks its async client)."""
         loop = asyncio.get_running_loop()
         for key, (owner, client) in list(self._async_clients.items()):
             del self._async_clients[key]
-            closing = client.aclose(close_connection_pool=True)
+            closing = _topology.aclose(client)
             if owner is loop:
                 await closing
             elif owner.is_closed():
                 closing.close()
-                _close_sockets_of_dead_loop(client.connection_pool)
+                _close_sockets_of_dead_loop(client)
             elif owner.is_running():
                 # Pools are bound to their loop: let that loop close its own.
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(closing, owner))
@@ -254,8 +276,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
                 await asyncio.to_thread(owner.run_until_complete, closing)
         with self._lock:
             if self._sync_client is not None:
-                self._sync_client.close()
-                self._sync_client.connection_pool.disconnect()
+                _topology.close_sync(self._sync_client)
                 self._sync_client = None
                 self._sync_signature = None
             if self._read_executor is not None:
@@ -288,6 +309,47 @@ class DragonflyOnlineStore(RedisOnlineStore):
     def _write_workers_for(store_config: DragonflyOnlineStoreConfig) -> int:
         return max(1, min(store_config.write_concurrency, store_config.max_connections))
 
+    @staticmethod
+    def _rows_per_call(
+        store_config: DragonflyOnlineStoreConfig, requested: int | None = None
+    ) -> int:
+        """Rows per script call: a cluster runs a script only if all its keys share one slot,
+        and Feast's keys carry no hash tags, so there every call carries one row."""
+        if store_config.redis_type == "redis_cluster":
+            return 1
+        return requested or store_config.write_rows_per_call
+
+    def _write_sender(
+        self,
+        store_config: DragonflyOnlineStoreConfig,
+        view_name: str,
+        *,
+        executor: ThreadPoolExecutor | None,
+        concurrency: int,
+        progress: Callable[[int], Any] | None,
+        window: int | None = None,
+    ) -> Any:
+        """What carries script calls to the server(s): one pool, or a cluster's masters.
+        ``window``: round trips queued or in flight before ``submit`` waits (see Sender)."""
+        client = self._get_client(store_config)
+        if _topology.is_cluster(client):
+            return _cluster.ClusterSender(
+                client,
+                view_name,
+                executor=executor,
+                concurrency=concurrency,
+                progress=progress,
+                window=window,
+            )
+        return _write.Sender(
+            client.connection_pool,
+            view_name,
+            executor=executor,
+            concurrency=concurrency,
+            progress=progress,
+            window=window,
+        )
+
     def _plan_writes(self, config: RepoConfig, table: FeatureView, data: Sequence[Row]):
         store_config = self._store_config(config)
         view_name = _layout.storage_view_name(table, config)
@@ -297,7 +359,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
             project=config.project,
             key_version=config.entity_key_serialization_version,
             ttl_seconds=store_config.key_ttl_seconds,
-            rows_per_call=store_config.write_rows_per_call,
+            rows_per_call=self._rows_per_call(store_config),
         )
         return store_config, view_name, calls
 
@@ -316,11 +378,38 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if _wide.is_wide_view(len(table.features)):
             self._write_wide(config, table, data, progress)
             return
+        store_config = self._store_config(config)
+        if store_config.redis_type == "redis_sentinel":
+            _topology.retry_after_failover(
+                lambda report: self._write_once(config, table, data, report),
+                progress,
+                self._get_client(store_config),
+            )
+        else:
+            self._write_once(config, table, data, progress)
+
+    def _write_once(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[Row],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
         store_config, view_name, calls = self._plan_writes(config, table, data)
-        pool = self._get_client(store_config).connection_pool
+        client = self._get_client(store_config)
         with translated_errors(store_config.connection_settings()):
+            if _topology.is_cluster(client):
+                _cluster.run_calls(
+                    client,
+                    calls,
+                    view_name,
+                    progress,
+                    executor=self._write_executor(store_config),
+                    concurrency=self._write_workers_for(store_config),
+                )
+                return
             _write.run_calls(
-                pool,
+                client.connection_pool,
                 calls,
                 view_name,
                 progress,
@@ -340,11 +429,37 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if _wide.is_wide_view(len(table.features)):
             await self._write_wide_async(config, table, data, progress)
             return
+        store_config = self._store_config(config)
+        if store_config.redis_type == "redis_sentinel":
+            await _topology.retry_after_failover_async(
+                lambda report: self._write_once_async(config, table, data, report),
+                progress,
+                await self._get_client_async(store_config),
+            )
+        else:
+            await self._write_once_async(config, table, data, progress)
+
+    async def _write_once_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[Row],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
         store_config, view_name, calls = self._plan_writes(config, table, data)
-        pool = (await self._get_client_async(store_config)).connection_pool
+        client = await self._get_client_async(store_config)
         with translated_errors(store_config.connection_settings()):
+            if _topology.is_cluster(client):
+                await _cluster.run_calls_async(
+                    client,
+                    calls,
+                    view_name,
+                    progress,
+                    concurrency=self._write_workers_for(store_config),
+                )
+                return
             await _write.run_calls_async(
-                pool,
+                client.connection_pool,
                 calls,
                 view_name,
                 progress,
@@ -396,10 +511,27 @@ class DragonflyOnlineStore(RedisOnlineStore):
     def _fetch(self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan) -> list:
         if not plan.keys:
             return []
-        pool = self._get_client(store_config).connection_pool
+        if store_config.redis_type == "redis_sentinel":
+            # Reads are idempotent: one broken by a failover is simply read again.
+            return _topology.retry_after_failover(
+                lambda _rows: self._fetch_once(store_config, plan),
+                None,
+                self._get_client(store_config),
+            )
+        return self._fetch_once(store_config, plan)
+
+    def _fetch_once(self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan) -> list:
+        client = self._get_client(store_config)
         with translated_errors(store_config.connection_settings()):
+            if _topology.is_cluster(client):
+                return _cluster.fetch(
+                    client, plan, store_config.read_chunk_size, self._executor(store_config)
+                )
             return _read.fetch(
-                pool, plan, store_config.read_chunk_size, self._executor(store_config)
+                client.connection_pool,
+                plan,
+                store_config.read_chunk_size,
+                self._executor(store_config),
             )
 
     async def _fetch_async(
@@ -407,9 +539,24 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> list:
         if not plan.keys:
             return []
-        pool = (await self._get_client_async(store_config)).connection_pool
+        if store_config.redis_type == "redis_sentinel":
+            return await _topology.retry_after_failover_async(
+                lambda _rows: self._fetch_once_async(store_config, plan),
+                None,
+                await self._get_client_async(store_config),
+            )
+        return await self._fetch_once_async(store_config, plan)
+
+    async def _fetch_once_async(
+        self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan
+    ) -> list:
+        client = await self._get_client_async(store_config)
         with translated_errors(store_config.connection_settings()):
-            return await _read.fetch_async(pool, plan, store_config.read_chunk_size)
+            if _topology.is_cluster(client):
+                return await _cluster.fetch_async(client, plan, store_config.read_chunk_size)
+            return await _read.fetch_async(
+                client.connection_pool, plan, store_config.read_chunk_size
+            )
 
     @staticmethod
     def _single_view_plan(
@@ -568,10 +715,12 @@ class DragonflyOnlineStore(RedisOnlineStore):
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:
         """Remove every hash of this project for entities with these join keys."""
         store_config = self._store_config(config)
+        client = self._get_client(store_config)
         with translated_errors(store_config.connection_settings()):
-            _maintenance.delete_entities(
-                self._get_client(store_config), project=config.project, join_keys=join_keys
-            )
+            if _topology.is_cluster(client):
+                _cluster.delete_entities(client, project=config.project, join_keys=join_keys)
+                return
+            _maintenance.delete_entities(client, project=config.project, join_keys=join_keys)
 
     def teardown(
         self,
@@ -601,13 +750,10 @@ def _value_type_of(dtype: Any) -> ValueType:
     return value_type
 
 
-def _close_sockets_of_dead_loop(pool: Any) -> None:
-    """Close the sockets of an asyncio pool whose event loop is gone (nothing can await them)."""
-    connections = [
-        *getattr(pool, "_available_connections", ()),
-        *getattr(pool, "_in_use_connections", ()),
-    ]
-    for connection in connections:
+def _close_sockets_of_dead_loop(client: Any) -> None:
+    """Close the sockets of an asyncio client whose event loop is gone (nothing can await
+    them)."""
+    for connection in _topology.async_connections(client):
         writer = getattr(connection, "_writer", None)
         sock = getattr(getattr(writer, "transport", None), "_sock", None)
         if sock is not None:
@@ -621,7 +767,6 @@ _MIGRATION_HINTS = {
     "skip_dedup": "writes are always event-time checked on the server in one round trip; "
     "remove skip_dedup",
     "client": "reads use redis-py with hiredis; remove client",
-    "sentinel_master": "Sentinel deployments are not supported yet; remove sentinel_master",
     "password": "put the password in connection_string (host:port,password=...) or a "
     "redis://user:password@host:port URL",
 }

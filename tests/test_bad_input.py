@@ -52,7 +52,7 @@ def assert_no_secret(exc: BaseException, *also: object) -> None:
         ("bogus_option", 1, None),
         ("password", SECRET, "connection_string"),  # a misplaced password key: never echoed
         ("skip_dedup", True, "skip_dedup"),  # Feast's Redis option: migration hint
-        ("sentinel_master", "mymaster", "Sentinel"),
+        ("client", "glide", "hiredis"),  # Feast's Redis option: migration hint
         ("Connection_String", f"localhost:6379,password={SECRET}", None),
     ],
 )
@@ -216,12 +216,12 @@ def test_feature_store_yaml_with_unknown_online_store_key(tmp_path):
         {
             "type": "feast_dragonfly.DragonflyOnlineStore",
             "connection_string": f"localhost:6379,password={SECRET}",
-            "sentinel_master": "mymaster",
+            "skip_dedup": True,
         },
     )
     with pytest.raises((DragonflyConfigError, pydantic.ValidationError)) as caught:
         _ = FeatureStore(repo_path=str(tmp_path)).config.online_store
-    assert "sentinel_master" in str(caught.value)
+    assert "skip_dedup" in str(caught.value)
     assert_no_secret(caught.value)
 
 

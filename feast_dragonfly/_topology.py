@@ -1,0 +1,485 @@
+"""Deployment topologies: one server, a Redis Cluster, or a Sentinel-managed master.
+
+Feast's ``RedisOnlineStore`` names the kind with ``redis_type`` (``redis``, ``redis_cluster``,
+``redis_sentinel``) and lists every node (cluster startup nodes, or sentinels) as ``host:port``
+entries of one ``connection_string``. This module parses that, builds the matching redis-py
+clients (sync and async), and closes them again — so ``online_store.py`` only has to ask "which
+client?" and "is it a cluster?".
+
+* **Standalone** (``redis``): ``redis.Redis`` on a blocking pool, built by the store as before
+  (only the connection string is parsed here).
+* **Cluster** (``redis_cluster``): ``redis.cluster.RedisCluster`` /
+  ``redis.asyncio.cluster.RedisCluster``; the fast read/write paths that route by hash slot
+  live in ``_cluster.py``.
+* **Sentinel** (``redis_sentinel``): ``Sentinel(...).master_for(sentinel_master)`` on a
+  *blocking* sentinel-managed pool, so the raw ``get_connection()`` / ``send_packed_command``
+  fast paths of ``_read.py`` and ``_write.py`` work unchanged: every new connection asks the
+  sentinels where the master is, so after a failover fresh connections reach the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import redis
+import redis.asyncio as redis_asyncio
+import redis.asyncio.cluster as redis_asyncio_cluster
+import redis.asyncio.sentinel as redis_asyncio_sentinel
+import redis.cluster as redis_cluster
+import redis.sentinel as redis_sentinel
+from redis import exceptions as redis_exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from feast_dragonfly import _connection, _transport
+from feast_dragonfly._connection import ConnectionSettings, client_kwargs, parse_connection_string
+from feast_dragonfly.errors import (
+    DragonflyConfigError,
+    DragonflyConnectionError,
+    DragonflyStoreError,
+)
+
+T = TypeVar("T")
+
+RedisType = Literal["redis", "redis_cluster", "redis_sentinel"]
+REDIS_TYPES: tuple[str, ...] = ("redis", "redis_cluster", "redis_sentinel")
+
+#: Options of the Sentinel connections themselves (our extension; Feast has no way to give
+#: sentinels their own credentials). Everything else in the string applies to the master.
+_SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
+_SECRET = frozenset({"password", "sentinel_password"})
+
+#: A sentinel that does not answer is skipped, not retried with backoff: the next one in the
+#: list is asked instead (redis-py's default client retry would add seconds per dead sentinel).
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+@dataclass(frozen=True, repr=False)
+class TopologySettings(ConnectionSettings):
+    """Connection settings of a cluster or Sentinel deployment: every listed node, plus the
+    options of the data connections (``host``/``port`` are the first node). No password in
+    ``repr`` or in :attr:`address`."""
+
+    kind: str = "redis"
+    nodes: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    sentinel_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_list(self) -> str:
+        return ",".join(_format_node(host, port) for host, port in self.nodes)
+
+    @property
+    def address(self) -> str:
+        """What error messages name: every node, and for Sentinel the master's name."""
+        if self.kind == "redis_sentinel":
+            return f"master '{self.sentinel_master}' via sentinels {self.node_list}"
+        return self.node_list
+
+    def redacted(self) -> str:
+        parts = [_format_node(host, port) for host, port in self.nodes]
+        merged = {**self.options, **self.sentinel_options}
+        for key, value in sorted(merged.items()):
+            parts.append(f"{key}={'***' if key in _SECRET else value}")
+        return ",".join(parts)
+
+    def __repr__(self) -> str:
+        return f"TopologySettings({self.kind}: {self.redacted()})"
+
+    __str__ = __repr__
+
+
+def _format_node(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_topology(
+    text: str, redis_type: str = "redis", sentinel_master: str = "mymaster"
+) -> ConnectionSettings:
+    """Parse ``connection_string`` for the given ``redis_type``.
+
+    ``redis``: exactly one server (``_connection.parse_connection_string``). ``redis_cluster``:
+    one or more startup nodes (any reachable one is enough to discover the rest) or one
+    ``redis://`` URL. ``redis_sentinel``: the sentinels, then options for the master.
+    """
+    if redis_type == "redis":
+        return parse_connection_string(text)
+    if redis_type not in REDIS_TYPES:
+        raise DragonflyConfigError(
+            f"redis_type '{redis_type}' is not supported; use one of {', '.join(REDIS_TYPES)}"
+        )
+    text = text.strip()
+    if not text:
+        raise DragonflyConfigError("connection_string is empty; expected e.g. 'localhost:6379'")
+    sentinel_options: dict[str, Any] = {}
+    if "://" in text:
+        if redis_type == "redis_sentinel":
+            raise DragonflyConfigError(
+                "with redis_type: redis_sentinel, connection_string lists the sentinels in "
+                "Feast's format, e.g. 'sentinel1:26379,sentinel2:26379,password=...' "
+                "(password, db, ssl... apply to the master); a URL is not accepted"
+            )
+        base = parse_connection_string(text)
+        nodes = [(base.host, base.port)]
+    else:
+        node_items: list[str] = []
+        option_items: list[str] = []
+        for raw in text.split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            if "=" not in item:
+                node_items.append(item)
+                continue
+            key = item.partition("=")[0].strip()
+            if key in _SENTINEL_OPTIONS:
+                if redis_type != "redis_sentinel":
+                    raise DragonflyConfigError(
+                        f"connection_string option '{key}' only applies to "
+                        "redis_type: redis_sentinel"
+                    )
+                sentinel_options[key] = item.partition("=")[2].strip()
+                continue
+            option_items.append(item)
+        if not node_items:
+            raise DragonflyConfigError(
+                "connection_string names no node; expected 'host:port' entries first, "
+                "e.g. 'node1:6379,node2:6379'"
+            )
+        # Each node through the standalone parser: the same host:port rules and messages.
+        nodes = []
+        for item in node_items:
+            parsed = parse_connection_string(item)
+            if (parsed.host, parsed.port) not in nodes:
+                nodes.append((parsed.host, parsed.port))
+        base = parse_connection_string(",".join([node_items[0], *option_items]))
+    if redis_type == "redis_cluster" and base.options.get("db"):
+        raise DragonflyConfigError(
+            "a Redis Cluster has only database 0; remove db from connection_string"
+        )
+    return TopologySettings(
+        host=base.host,
+        port=base.port,
+        options=dict(base.options),
+        kind=redis_type,
+        nodes=tuple(nodes),
+        sentinel_master=sentinel_master,
+        sentinel_options=sentinel_options,
+    )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def translated_errors(settings: ConnectionSettings) -> Iterator[None]:
+    """``_connection.translated_errors`` plus what only clusters and sentinels raise: a node
+    that is not in cluster mode, slots nobody serves, a cluster that is down, sentinels that
+    name no master."""
+    with _connection.translated_errors(settings):
+        try:
+            yield
+        except (
+            redis_sentinel.MasterNotFoundError,
+            redis_asyncio_sentinel.MasterNotFoundError,
+        ):
+            assert isinstance(settings, TopologySettings)
+            raise DragonflyConnectionError(
+                f"no sentinel of {settings.node_list} names a healthy master "
+                f"'{settings.sentinel_master}' (are the sentinels running and reachable, do "
+                "they monitor that name (sentinel_master), is sentinel_password right?)"
+            ) from None
+        except redis_exceptions.RedisClusterException as exc:
+            text = _connection._scrub(str(exc), settings)
+            hint = ""
+            if "cluster mode is not enabled" in text.lower():
+                hint = " (the server is not a cluster node: use redis_type: redis)"
+            raise DragonflyConnectionError(
+                f"cannot use the Redis Cluster at {settings.address}: {text}{hint}"
+            ) from None
+        except redis_exceptions.ClusterError as exc:
+            text = _connection._scrub(str(exc), settings)
+            raise DragonflyConnectionError(
+                f"the Redis Cluster at {settings.address} is not serving: {text}"
+            ) from None
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, (redis_cluster.RedisCluster, redis_asyncio_cluster.RedisCluster))
+
+
+class BlockingSentinelConnectionPool(
+    redis_sentinel.SentinelConnectionPool, redis.BlockingConnectionPool
+):
+    """A sentinel-managed pool that makes callers wait for a free connection (up to
+    ``timeout``) instead of failing, like the standalone pool (redis-py has no such class)."""
+
+
+class AsyncBlockingSentinelConnectionPool(
+    redis_asyncio_sentinel.SentinelConnectionPool, redis_asyncio.BlockingConnectionPool
+):
+    """The asyncio twin of :class:`BlockingSentinelConnectionPool`."""
+
+
+class FastPathLimits:
+    """How many connections per node the fast paths of ``_cluster.py`` may hold at once, and
+    how long they wait for one (``max_connections`` and ``socket_timeout``). redis-py's own
+    commands (redirections, retries, SCAN) take their connections outside this limit, so a
+    busy fast path never starves them."""
+
+    fast_path_connections: int = 16
+    fast_path_timeout: float = 10.0
+
+    def set_fast_path_limits(self, connections: int, timeout: float) -> None:
+        self.fast_path_connections = connections
+        self.fast_path_timeout = timeout
+        self.node_semaphores: dict[str, Any] = {}
+        self.node_semaphores_lock = threading.Lock()
+
+
+class SyncRedisCluster(FastPathLimits, redis_cluster.RedisCluster):
+    """redis-py's cluster client with :class:`FastPathLimits`."""
+
+
+class AsyncRedisCluster(FastPathLimits, redis_asyncio_cluster.RedisCluster):  # type: ignore[misc]
+    """redis-py's asyncio cluster client with :class:`FastPathLimits`."""
+
+
+def _data_kwargs(
+    settings: ConnectionSettings, store_config: Any, *, ssl_class: type
+) -> dict[str, Any]:
+    kwargs = client_kwargs(
+        settings,
+        socket_timeout=store_config.socket_timeout,
+        socket_connect_timeout=store_config.socket_connect_timeout,
+        ssl_connection_class=ssl_class,
+    )
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    return kwargs
+
+
+def _tls_as_flag(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Cluster and Sentinel clients choose their own (node- or sentinel-managed) connection
+    classes: ask them for TLS with ``ssl=True`` instead of naming a class."""
+    if kwargs.pop("connection_class", None) is not None:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _sentinel_kwargs(settings: TopologySettings, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: redis-py's default (the socket options of the
+    data connections), no retry, plus our ``sentinel_username`` / ``sentinel_password``."""
+    out = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+    out["retry"] = _NO_RETRY
+    if "sentinel_username" in settings.sentinel_options:
+        out["username"] = settings.sentinel_options["sentinel_username"]
+    if "sentinel_password" in settings.sentinel_options:
+        out["password"] = settings.sentinel_options["sentinel_password"]
+    return out
+
+
+def _master_retry(store_config: Any, *, for_asyncio: bool) -> Any:
+    """The master's connections retry transient failures as a standalone server's do (the
+    fast paths read the policy off the connection); each reconnect asks the sentinels."""
+    return _transport.make_retry(
+        store_config.retry_attempts,
+        store_config.retry_backoff_base,
+        store_config.retry_backoff_cap,
+        for_asyncio=for_asyncio,
+    )
+
+
+def sync_client(store_config: Any) -> Any:
+    """The sync client of a cluster (``RedisCluster``) or Sentinel (``redis.Redis`` on the
+    master's sentinel-managed pool). A cluster client connects (to learn the slots) here."""
+    settings = store_config.connection_settings()
+    kind = store_config.redis_type
+    assert isinstance(settings, TopologySettings), "standalone clients are built by the store"
+    kwargs = _tls_as_flag(_data_kwargs(settings, store_config, ssl_class=redis.SSLConnection))
+    if kind == "redis_sentinel":
+        sentinel = redis_sentinel.Sentinel(
+            list(settings.nodes),
+            sentinel_kwargs=_sentinel_kwargs(settings, kwargs),
+            **kwargs,
+            retry=_master_retry(store_config, for_asyncio=False),
+        )
+        return sentinel.master_for(
+            store_config.sentinel_master,
+            connection_pool_class=BlockingSentinelConnectionPool,
+            max_connections=store_config.max_connections,
+            timeout=store_config.socket_timeout,
+        )
+    with translated_errors(settings):
+        # redis-py's node pools fail rather than wait when full, so they are left unbounded
+        # and the fast paths bound themselves (FastPathLimits).
+        cluster = SyncRedisCluster(
+            startup_nodes=[redis_cluster.ClusterNode(host, port) for host, port in settings.nodes],
+            **kwargs,
+        )
+    cluster.set_fast_path_limits(store_config.max_connections, store_config.socket_timeout)
+    return cluster
+
+
+async def async_client(store_config: Any) -> Any:
+    """The asyncio client of a cluster or Sentinel deployment, bound to the running loop; a
+    cluster client has learned the slots when this returns."""
+    settings = store_config.connection_settings()
+    kind = store_config.redis_type
+    assert isinstance(settings, TopologySettings), "standalone clients are built by the store"
+    kwargs = _tls_as_flag(
+        _data_kwargs(settings, store_config, ssl_class=redis_asyncio.SSLConnection)
+    )
+    if kind == "redis_sentinel":
+        sentinel = redis_asyncio_sentinel.Sentinel(
+            list(settings.nodes),
+            sentinel_kwargs=_sentinel_kwargs(settings, kwargs),
+            **kwargs,
+            retry=_master_retry(store_config, for_asyncio=True),
+        )
+        return sentinel.master_for(
+            store_config.sentinel_master,
+            connection_pool_class=AsyncBlockingSentinelConnectionPool,
+            max_connections=store_config.max_connections,
+            timeout=store_config.socket_timeout,
+        )
+    # The asyncio cluster client has its own retry policy and takes no retry_on_timeout.
+    kwargs.pop("retry_on_timeout", None)
+    cluster = AsyncRedisCluster(
+        startup_nodes=[
+            redis_asyncio_cluster.ClusterNode(host, port) for host, port in settings.nodes
+        ],
+        # Its nodes fail (rather than wait) when every connection is taken; the fast paths
+        # wait on their own per-node limit of max_connections, below this one.
+        max_connections=2 * store_config.max_connections,
+        **kwargs,
+    )
+    cluster.set_fast_path_limits(store_config.max_connections, store_config.socket_timeout)
+    try:
+        with translated_errors(settings):
+            await cluster.initialize()
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return cluster
+
+
+def close_sync(client: Any) -> None:
+    """Close a sync client of any topology and every socket it holds (for Sentinel, the
+    connections to the sentinels too)."""
+    if isinstance(client, redis_cluster.RedisCluster):
+        client.close()
+        return
+    client.close()
+    pool = client.connection_pool
+    pool.disconnect()
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is not None:
+        for sentinel in manager.sentinels:
+            sentinel.close()
+
+
+async def aclose(client: Any) -> None:
+    """Close an asyncio client of any topology (on its own loop), sentinels included."""
+    if isinstance(client, redis_asyncio_cluster.RedisCluster):
+        await client.aclose()
+        return
+    pool = client.connection_pool
+    await client.aclose(close_connection_pool=True)
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is not None:
+        for sentinel in manager.sentinels:
+            await sentinel.aclose(close_connection_pool=True)
+
+
+def async_connections(client: Any) -> list[Any]:
+    """Every connection object an asyncio client holds: what is left to close by hand when
+    its event loop is gone."""
+    if isinstance(client, redis_asyncio_cluster.RedisCluster):
+        nodes = list(client.nodes_manager.nodes_cache.values())
+        return [c for node in nodes for c in getattr(node, "_connections", ())]
+    pools = [client.connection_pool]
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is not None:
+        pools += [sentinel.connection_pool for sentinel in manager.sentinels]
+    return [
+        connection
+        for pool in pools
+        for connection in (
+            *getattr(pool, "_available_connections", ()),
+            *getattr(pool, "_in_use_connections", ()),
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- Sentinel failover
+
+
+def _failover_symptom(exc: BaseException) -> bool:
+    """A write broken by a master switch: the connection dropped (the sentinels disconnect
+    every client of a reconfigured server) or the server has become a read-only replica."""
+    if isinstance(exc, DragonflyConnectionError):
+        return True
+    return isinstance(exc, DragonflyStoreError) and "READONLY" in str(exc)
+
+
+class _Progress:
+    """Counts the rows reported by a first attempt, then hides that many from the second, so
+    the caller's ``progress`` still sees every input row exactly once."""
+
+    def __init__(self, progress: Callable[[int], Any] | None) -> None:
+        self._progress = progress
+        self.reported = 0
+        self.hidden = 0
+
+    def first(self, rows: int) -> None:
+        self.reported += rows
+        if self._progress:
+            self._progress(rows)
+
+    def second(self, rows: int) -> None:
+        hide = min(rows, self.reported - self.hidden)
+        self.hidden += hide
+        if self._progress and rows > hide:
+            self._progress(rows - hide)
+
+
+def retry_after_failover(
+    write: Callable[[Callable[[int], Any]], T],
+    progress: Callable[[int], Any] | None,
+    client: Any,
+) -> T:
+    """Run ``write`` and, if a Sentinel failover broke it, once more on fresh connections
+    (which ask the sentinels for the current master). Safe because every script call is
+    event-time guarded: rows the first attempt wrote are skipped by the second."""
+    counter = _Progress(progress)
+    try:
+        return write(counter.first)
+    except DragonflyStoreError as exc:
+        if not _failover_symptom(exc):
+            raise
+    client.connection_pool.disconnect(inuse_connections=False)
+    return write(counter.second)
+
+
+async def retry_after_failover_async(
+    write: Callable[[Callable[[int], Any]], Awaitable[T]],
+    progress: Callable[[int], Any] | None,
+    client: Any,
+) -> T:
+    """The asyncio twin of :func:`retry_after_failover`."""
+    counter = _Progress(progress)
+    try:
+        return await write(counter.first)
+    except DragonflyStoreError as exc:
+        if not _failover_symptom(exc):
+            raise
+    await client.connection_pool.disconnect(inuse_connections=False)
+    return await write(counter.second)

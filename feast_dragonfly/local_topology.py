@@ -1,0 +1,771 @@
+"""Throw-away local Redis Cluster and Sentinel deployments, for the topology tests.
+
+Built on :mod:`feast_dragonfly.local_server` (same binary discovery, 127.0.0.1 only, free
+ports, private temporary directories, ``stop()`` ends every process it started):
+
+* :func:`start_cluster` — ``masters`` × ``redis-server --cluster-enabled yes``, slots split
+  evenly with ``CLUSTER ADDSLOTS``, joined with ``CLUSTER MEET``, ready when every node reports
+  ``cluster_state:ok`` and knows every slot. With a Dragonfly binary it starts one
+  ``dragonfly --cluster_mode=emulated`` node instead (a single node that speaks the CLUSTER
+  protocol and owns all slots); Dragonfly cannot form a multi-node Redis Cluster.
+* :func:`start_sentinel_group` — a master, its replicas and ``redis-server --sentinel``
+  processes monitoring it, with short timeouts so a forced failover takes about a second.
+  redis-server only: Dragonfly cannot act as a sentinel.
+
+Passwords go to the servers through config files in the processes' private (0700) directories
+or ``CONFIG SET``, never on a command line, and are never shown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+from redis.crc import key_slot
+
+from feast_dragonfly.local_server import (
+    _BIND_RACE,
+    DEFAULT_START_TIMEOUT_S,
+    HOST,
+    LocalServer,
+    LocalServerError,
+    ServerBinary,
+    _command,
+    _free_port,
+    _redis_conf_string,
+    _wait_ready,
+    detect_binary,
+    find_server_binary,
+    start_server,
+)
+
+__all__ = [
+    "LocalCluster",
+    "LocalSentinelGroup",
+    "start_cluster",
+    "start_sentinel_group",
+]
+
+SLOTS = 16384
+DEFAULT_MASTER_NAME = "mymaster"
+
+
+def _stop_all(servers: Sequence[LocalServer]) -> None:
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - stop the others anyway
+            pass
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    """Poll ``condition()`` until true; a ``LocalServerError`` naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except redis.RedisError as exc:
+            last = exc
+        time.sleep(0.05)
+    detail = f" (last error: {type(last).__name__}: {last})" if last else ""
+    raise LocalServerError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+
+
+#: A cluster node also listens on its port + 10000 (the cluster bus), so its port must be at
+#: most 55535 and both ports free.
+_MAX_CLUSTER_PORT = 65535 - 10000
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_port() -> int:
+    for _ in range(1000):
+        port = _free_port()
+        if port <= _MAX_CLUSTER_PORT and _port_is_free(port + 10000):
+            return port
+    raise LocalServerError("found no free port pair (port, port + 10000) for a cluster node")
+
+
+def _spawn(
+    binary: ServerBinary,
+    argv_for: Any,
+    *,
+    port: int,
+    password: str | None,
+    start_timeout: float,
+    prefix: str,
+) -> LocalServer:
+    """Start one redis-server process on ``port`` (``argv_for(workdir)`` gives its argv) in a
+    private directory; a ready :class:`LocalServer`, or ``LocalServerError`` with its log."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    log_path = os.path.join(workdir, "server.log")
+    try:
+        argv = argv_for(workdir)
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+            )
+    except OSError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise LocalServerError(f"cannot start {binary.path}: {exc}") from None
+    server = LocalServer(
+        host=HOST,
+        port=port,
+        kind=binary.kind,
+        version=binary.version,
+        binary=binary.path,
+        password=password,
+        process=process,
+        workdir=workdir,
+        log_path=log_path,
+    )
+    problem = _wait_ready(process, port, password, time.monotonic() + start_timeout)
+    if problem is not None:
+        tail = server.log_tail()
+        server.stop()
+        error = LocalServerError(
+            f"{binary.describe()} on {HOST}:{port} {problem}; last lines of its log:\n"
+            f"{tail or '(empty)'}"
+        )
+        error.bind_race = bool(_BIND_RACE.search(tail))  # type: ignore[attr-defined]
+        raise error
+    return server
+
+
+def _start_cluster_node(
+    binary: ServerBinary, *, password: str | None, start_timeout: float
+) -> LocalServer:
+    extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+    for attempt in range(5):
+        port = _cluster_port()
+        try:
+            return _spawn(
+                binary,
+                # nodes.conf goes to the node's private --dir.
+                lambda workdir, port=port: _command(binary, port, workdir, password, extra, 2)[0],
+                port=port,
+                password=password,
+                start_timeout=start_timeout,
+                prefix="feast-dragonfly-cluster-",
+            )
+        except LocalServerError as exc:
+            if not getattr(exc, "bind_race", False) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _resolve(binary: ServerBinary | str | None) -> ServerBinary:
+    if binary is None:
+        return find_server_binary()
+    if isinstance(binary, str):
+        return detect_binary(os.path.abspath(binary))
+    return binary
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+class LocalCluster:
+    """Running cluster nodes; ``connection_string`` lists the masters (Feast's format).
+
+    ``masters`` and ``replicas`` follow :meth:`failover`: a promoted replica moves to
+    ``masters`` (same index as the master it replaced), the old master to ``replicas``.
+    """
+
+    def __init__(
+        self,
+        masters: list[LocalServer],
+        *,
+        emulated: bool,
+        replicas: list[LocalServer] | None = None,
+    ) -> None:
+        self.masters = masters
+        self.replicas = replicas or []
+        #: True for a single Dragonfly node in ``--cluster_mode=emulated``.
+        self.emulated = emulated
+        self.kind = masters[0].kind
+
+    @property
+    def connection_string(self) -> str:
+        """``127.0.0.1:P1,127.0.0.1:P2,...`` plus the password option when there is one:
+        do not print it (print :attr:`addresses`)."""
+        parts = [server.address for server in self.masters]
+        if self.masters[0].password is not None:
+            parts.append(f"password={self.masters[0].password}")
+        return ",".join(parts)
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(server.address for server in self.masters)
+
+    def clients(self) -> list[redis.Redis]:
+        """One plain client per master (close them)."""
+        return [server.client(decode_responses=False) for server in self.masters]
+
+    def flushall(self) -> None:
+        for client in self.clients():
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def node_ids(self) -> list[str]:
+        ids = []
+        for client in self.clients():
+            try:
+                ids.append(_decode(client.execute_command("CLUSTER MYID")))
+            finally:
+                client.close()
+        return ids
+
+    def master_of_slot(self, slot: int) -> int:
+        """Index in :attr:`masters` of the master that owns ``slot`` (as it says itself)."""
+        client = self.masters[0].client(decode_responses=False)
+        try:
+            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                if int(start) <= slot <= int(end):
+                    port = int(primary[1])
+                    return next(i for i, s in enumerate(self.masters) if s.port == port)
+        finally:
+            client.close()
+        raise LocalServerError(f"slot {slot} is not served")
+
+    def master_of_key(self, key: bytes) -> int:
+        return self.master_of_slot(key_slot(key))
+
+    def keys_per_master(self) -> list[list[bytes]]:
+        """Every key each master holds (SCAN on each)."""
+        out = []
+        for client in self.clients():
+            try:
+                out.append(sorted(client.scan_iter(count=1000)))
+            finally:
+                client.close()
+        return out
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: int,
+        *,
+        keys: Sequence[bytes] | None = None,
+        finish: bool = True,
+    ) -> None:
+        """Move ``slot`` (and its keys) to master ``target``, the way ``redis-cli --cluster
+        reshard`` does. ``finish=False`` stops half-way — ``keys`` (default: all) moved, slot
+        still MIGRATING/IMPORTING — so clients get ``ASK`` for the moved keys."""
+        if self.emulated:
+            raise LocalServerError("an emulated cluster has one node: nothing to migrate to")
+        source = self.master_of_slot(slot)
+        if source == target:
+            raise LocalServerError(f"slot {slot} is already on master {target}")
+        ids = self.node_ids()
+        src = self.masters[source].client(decode_responses=False)
+        dst = self.masters[target].client(decode_responses=False)
+        try:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])
+            if keys is None:
+                keys = list(src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000))
+            if keys:
+                auth: list[Any] = []
+                if self.masters[target].password is not None:
+                    auth = ["AUTH", self.masters[target].password]
+                src.execute_command(
+                    "MIGRATE", HOST, self.masters[target].port, "", 0, 5000, *auth, "KEYS", *keys
+                )
+            if finish:
+                for client in (dst, src):
+                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
+                for index, server in enumerate(self.masters):
+                    if index not in (source, target):
+                        other = server.client(decode_responses=False)
+                        try:
+                            other.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
+                        finally:
+                            other.close()
+        finally:
+            src.close()
+            dst.close()
+
+    def failover(self, replica: int = 0, timeout: float = 30.0) -> int:
+        """``CLUSTER FAILOVER`` on ``replicas[replica]`` (a graceful, coordinated switch);
+        waits until every node routes its slots to it. Returns its index in ``masters``."""
+        node = self.replicas[replica]
+        client = node.client(decode_responses=True)
+        try:
+            old_port = int(client.info("replication")["master_port"])
+        finally:
+            client.close()
+        index = next(i for i, m in enumerate(self.masters) if m.port == old_port)
+        last_request = [0.0]
+
+        def request() -> None:
+            # A manual failover the master never hears of (its cluster-bus link was being
+            # re-established) times out after 5 s: ask again.
+            if time.monotonic() - last_request[0] > 6:
+                last_request[0] = time.monotonic()
+                replica_client = node.client()
+                try:
+                    replica_client.execute_command("CLUSTER FAILOVER")
+                finally:
+                    replica_client.close()
+
+        def promoted() -> bool:
+            request()
+            for server in (*self.masters, *self.replicas):
+                other = server.client(decode_responses=False)
+                try:
+                    owners = {int(entry[2][1]) for entry in other.execute_command("CLUSTER SLOTS")}
+                finally:
+                    other.close()
+                if old_port in owners or node.port not in owners:
+                    return False
+            return True
+
+        _wait(promoted, timeout, f"replica {node.address} to take over from master {old_port}")
+        self.masters[index], self.replicas[replica] = node, self.masters[index]
+        return index
+
+    def stop(self) -> None:
+        _stop_all([*self.replicas, *self.masters])
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _node_id(server: LocalServer) -> str:
+    client = server.client()
+    try:
+        return _decode(client.execute_command("CLUSTER MYID"))
+    finally:
+        client.close()
+
+
+def _cluster_roles(server: LocalServer) -> dict[str, str]:
+    """Replica node id -> its master's id, as ``server`` sees the cluster (CLUSTER NODES)."""
+    client = server.client()
+    try:
+        # The raw text: redis-py's parsed form differs between versions.
+        client.set_response_callback("CLUSTER NODES", lambda response, **_: response)
+        text = _decode(client.execute_command("CLUSTER NODES"))
+    finally:
+        client.close()
+    roles = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and "slave" in fields[2].split(","):
+            roles[fields[0]] = fields[3]
+    return roles
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _slot_ranges(masters: int) -> list[tuple[int, int]]:
+    size = SLOTS // masters
+    ranges = []
+    for index in range(masters):
+        start = index * size
+        end = SLOTS - 1 if index == masters - 1 else start + size - 1
+        ranges.append((start, end))
+    return ranges
+
+
+def _cluster_ready(servers: Sequence[LocalServer]) -> bool:
+    for server in servers:
+        client = server.client(decode_responses=True)
+        try:
+            info = client.execute_command("CLUSTER INFO")
+            if isinstance(info, bytes | str):
+                text = _decode(info)
+                fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            else:
+                fields = {k: str(v) for k, v in info.items()}
+            if fields.get("cluster_state") != "ok":
+                return False
+            if int(fields.get("cluster_known_nodes", 0)) != len(servers):
+                return False
+            served = sum(
+                int(end) - int(start) + 1
+                for start, end, *_ in client.execute_command("CLUSTER SLOTS")
+            )
+            if served != SLOTS:
+                return False
+        finally:
+            client.close()
+    return True
+
+
+def start_cluster(
+    binary: ServerBinary | str | None = None,
+    *,
+    masters: int = 3,
+    replicas: int = 0,
+    password: str | None = None,
+    start_timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> LocalCluster:
+    """Start a local cluster; see the module docstring. ``replicas`` replica nodes are
+    attached to the first masters, one each (redis-server only). Always ``stop()`` it (or use
+    it as a context manager): it owns every process it started, also when starting fails."""
+    binary = _resolve(binary)
+    if binary.kind == "dragonfly":
+        if replicas:
+            raise LocalServerError("Dragonfly's emulated cluster is one node: no replicas")
+        node = start_server(
+            binary,
+            password=password,
+            extra_args=["--cluster_mode=emulated"],
+            start_timeout=start_timeout,
+        )
+        cluster = LocalCluster([node], emulated=True)
+        try:
+            _wait(lambda: _cluster_ready([node]), start_timeout, "the emulated cluster")
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    started: list[LocalServer] = []
+    replica_nodes: list[LocalServer] = []
+    try:
+        for _ in range(masters):
+            started.append(
+                _start_cluster_node(binary, password=password, start_timeout=start_timeout)
+            )
+        for _ in range(replicas):
+            replica_nodes.append(
+                _start_cluster_node(binary, password=password, start_timeout=start_timeout)
+            )
+        everyone = [*started, *replica_nodes]
+        for server in everyone:
+            if password is not None:
+                client = server.client()
+                try:
+                    client.config_set("masterauth", password)
+                finally:
+                    client.close()
+        for server, (start, end) in zip(started, _slot_ranges(masters)):
+            client = server.client()
+            try:
+                client.execute_command("CLUSTER ADDSLOTS", *range(start, end + 1))
+            finally:
+                client.close()
+        first = started[0].client()
+        try:
+            for server in everyone[1:]:
+                first.execute_command("CLUSTER MEET", HOST, server.port)
+        finally:
+            first.close()
+        # Redis keeps a fresh master's cluster state "fail" for 2 s after it starts.
+        _wait(lambda: _cluster_ready(everyone), start_timeout + 5, "cluster_state:ok everywhere")
+        cluster = LocalCluster(started, emulated=False, replicas=replica_nodes)
+        ids = cluster.node_ids()
+        for index, replica in enumerate(replica_nodes):
+            client = replica.client()
+            try:
+                client.execute_command("CLUSTER REPLICATE", ids[index % masters])
+            finally:
+                client.close()
+
+        replica_ids = [_node_id(replica) for replica in replica_nodes]
+
+        def replicating() -> bool:
+            for replica in replica_nodes:
+                client = replica.client(decode_responses=True)
+                try:
+                    if client.info("replication").get("master_link_status") != "up":
+                        return False
+                finally:
+                    client.close()
+            # Every node must know each replica's role: a master ignores a manual failover
+            # request from a node it does not know as its replica, and the others vote only
+            # for a known replica.
+            for server in everyone:
+                roles = _cluster_roles(server)
+                for index, replica_id in enumerate(replica_ids):
+                    if roles.get(replica_id) != ids[index % masters]:
+                        return False
+            return True
+
+        _wait(replicating, start_timeout, "the cluster replicas to sync and be known")
+    except BaseException:
+        _stop_all([*replica_nodes, *started])
+        raise
+    return cluster
+
+
+# --------------------------------------------------------------------------- sentinel
+
+
+class LocalSentinelGroup:
+    """A master, its replicas and the sentinels that watch them."""
+
+    def __init__(
+        self,
+        *,
+        data_nodes: list[LocalServer],
+        sentinels: list[LocalServer],
+        master_name: str,
+        sentinel_password: str | None,
+    ) -> None:
+        #: Every data node; which one is the master changes with failovers (see ``master()``).
+        self.data_nodes = data_nodes
+        self.sentinels = sentinels
+        self.master_name = master_name
+        self.sentinel_password = sentinel_password
+
+    def connection_string(self, *, extra_sentinels: Sequence[str] = ()) -> str:
+        """Feast's format for ``redis_type: redis_sentinel``: the sentinels (after
+        ``extra_sentinels``, e.g. a dead address), then the master's password and the
+        sentinels' one. Holds passwords: do not print it."""
+        parts = [*extra_sentinels, *(s.address for s in self.sentinels)]
+        password = self.data_nodes[0].password
+        if password is not None:
+            parts.append(f"password={password}")
+        if self.sentinel_password is not None:
+            parts.append(f"sentinel_password={self.sentinel_password}")
+        return ",".join(parts)
+
+    def sentinel_client(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host=HOST,
+            port=self.sentinels[index].port,
+            password=self.sentinel_password,
+            decode_responses=True,
+            socket_timeout=5,
+        )
+
+    def master_address(self) -> tuple[str, int]:
+        client = self.sentinel_client()
+        try:
+            address: Any = client.sentinel_get_master_addr_by_name(self.master_name)
+            return str(address[0]), int(address[1])
+        finally:
+            client.close()
+
+    def master(self) -> LocalServer:
+        """The data node the sentinels currently name as master."""
+        _host, port = self.master_address()
+        return next(node for node in self.data_nodes if node.port == port)
+
+    def failover(self, timeout: float = 30.0) -> LocalServer:
+        """``SENTINEL FAILOVER``, then wait until every sentinel has finished it (names a new
+        master, no failover in progress) and that node says it is a master. Returns it."""
+        old = self.master_address()
+        client = self.sentinel_client()
+        try:
+            client.sentinel_failover(self.master_name)
+        finally:
+            client.close()
+
+        def switched() -> bool:
+            # SENTINEL MASTER (what clients' discovery reads), not GET-MASTER-ADDR-BY-NAME,
+            # which names the promoted replica already while the failover is still running.
+            for index in range(len(self.sentinels)):
+                sentinel = self.sentinel_client(index)
+                try:
+                    state: Any = sentinel.sentinel_master(self.master_name)
+                finally:
+                    sentinel.close()
+                if (str(state["ip"]), int(state["port"])) == old:
+                    return False
+                if not state.get("is_master") or "failover_in_progress" in str(state.get("flags")):
+                    return False
+            node = self.master().client(decode_responses=True)
+            try:
+                return node.info("replication").get("role") == "master"
+            finally:
+                node.close()
+
+        _wait(switched, timeout, f"the sentinels to switch master '{self.master_name}'")
+        return self.master()
+
+    def stop(self) -> None:
+        _stop_all([*self.sentinels, *self.data_nodes])
+
+    def __enter__(self) -> LocalSentinelGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _start_sentinel(
+    binary: ServerBinary,
+    *,
+    master: LocalServer,
+    master_name: str,
+    password: str | None,
+    start_timeout: float,
+) -> LocalServer:
+    """One ``redis-server <conf> --sentinel`` (Sentinel needs a config file it may rewrite;
+    passwords live only there, inside the private directory)."""
+
+    def argv_for(workdir: str, port: int) -> list[str]:
+        lines = [
+            f"bind {HOST}",
+            f"port {port}",
+            f"dir {_redis_conf_string(workdir)}",
+            'logfile ""',
+            f"sentinel monitor {master_name} {HOST} {master.port} 1",
+            f"sentinel down-after-milliseconds {master_name} 5000",
+            f"sentinel failover-timeout {master_name} 10000",
+            f"sentinel parallel-syncs {master_name} 1",
+        ]
+        if master.password is not None:
+            secret = _redis_conf_string(master.password)
+            lines.append(f"sentinel auth-pass {master_name} {secret}")
+        if password is not None:
+            lines.append(f"requirepass {_redis_conf_string(password)}")
+        conf = Path(workdir) / "sentinel.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return [binary.path, str(conf), "--sentinel"]
+
+    for attempt in range(5):
+        port = _free_port()
+        try:
+            return _spawn(
+                binary,
+                lambda workdir, port=port: argv_for(workdir, port),
+                port=port,
+                password=password,
+                start_timeout=start_timeout,
+                prefix="feast-dragonfly-sentinel-",
+            )
+        except LocalServerError as exc:
+            if not getattr(exc, "bind_race", False) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def start_sentinel_group(
+    binary: ServerBinary | str | None = None,
+    *,
+    replicas: int = 1,
+    sentinels: int = 1,
+    master_name: str = DEFAULT_MASTER_NAME,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+    start_timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> LocalSentinelGroup:
+    """Start a master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 1, so one
+    sentinel can fail over on its own); ready when replication is up and every sentinel knows
+    every replica. ``password`` protects the data nodes, ``sentinel_password`` the sentinels."""
+    binary = _resolve(binary)
+    if binary.kind == "dragonfly":
+        raise LocalServerError(
+            "Dragonfly cannot act as a Redis Sentinel; use a redis-server binary"
+        )
+    data_nodes: list[LocalServer] = []
+    sentinel_nodes: list[LocalServer] = []
+    try:
+        for _ in range(1 + replicas):
+            node = start_server(binary, password=password, start_timeout=start_timeout)
+            data_nodes.append(node)
+            if password is not None:
+                client = node.client()
+                try:
+                    # Every node may become a replica after a failover: it needs masterauth.
+                    client.config_set("masterauth", password)
+                finally:
+                    client.close()
+        master = data_nodes[0]
+        for replica in data_nodes[1:]:
+            client = replica.client()
+            try:
+                client.replicaof(HOST, master.port)
+            finally:
+                client.close()
+
+        def replicating() -> bool:
+            for replica in data_nodes[1:]:
+                client = replica.client(decode_responses=True)
+                try:
+                    if client.info("replication").get("master_link_status") != "up":
+                        return False
+                finally:
+                    client.close()
+            return True
+
+        _wait(replicating, start_timeout, "the replicas to sync with the master")
+        for _ in range(sentinels):
+            sentinel_nodes.append(
+                _start_sentinel(
+                    binary,
+                    master=master,
+                    master_name=master_name,
+                    password=sentinel_password,
+                    start_timeout=start_timeout,
+                )
+            )
+        group = LocalSentinelGroup(
+            data_nodes=data_nodes,
+            sentinels=sentinel_nodes,
+            master_name=master_name,
+            sentinel_password=sentinel_password,
+        )
+
+        def watching() -> bool:
+            for index in range(len(sentinel_nodes)):
+                client = group.sentinel_client(index)
+                try:
+                    known = client.sentinel_slaves(master_name)
+                finally:
+                    client.close()
+                healthy = [
+                    r
+                    for r in known
+                    if r.get("is_slave")
+                    and not r.get("is_sdown")
+                    and not r.get("is_disconnected")
+                    and r.get("master-link-status", "ok") == "ok"
+                ]
+                if len(healthy) < replicas:
+                    return False
+            return True
+
+        _wait(watching, start_timeout, "the sentinels to see every replica")
+    except BaseException:
+        _stop_all([*sentinel_nodes, *data_nodes])
+        raise
+    return group
