@@ -4,7 +4,7 @@ Enable it in ``feature_store.yaml``::
 
     batch_engine:
       type: feast_dragonfly.DragonflyMaterializationEngine
-      batch_size: 100000        # rows per Arrow record batch (bounds memory)
+      batch_size: 50000         # rows per Arrow record batch (bounds memory)
       show_progress: true       # tqdm bar with rows/s on a terminal
 
 Feast's ``local`` engine reads the whole window into one Arrow table, converts every value
@@ -76,7 +76,7 @@ class DragonflyMaterializationEngineConfig(FeastConfigBaseModel):
     type: Literal["feast_dragonfly.DragonflyMaterializationEngine"] = ENGINE_TYPE
     """Engine type selector."""
 
-    batch_size: PositiveInt = 100_000
+    batch_size: PositiveInt = 50_000
     """Rows per Arrow record batch read, converted and written at a time: peak memory grows
     with this, not with the size of the table."""
 
@@ -435,12 +435,16 @@ class _Source:
 
     def _stream(self) -> Iterator[pa.Table]:
         assert self._dataset is not None
+        # No pre-buffering, no decoding threads racing ahead: with them the scanner held most
+        # of a large file in memory at the start (2M rows: 1.1 GB peak RSS instead of ~0.5).
         scanner = self._dataset.scanner(
             columns=self.plan.source_columns,
             filter=self._filter,
             batch_size=self.batch_size,
             batch_readahead=1,
             fragment_readahead=1,
+            fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
+            use_threads=False,
         )
         pending: list[pa.RecordBatch] = []
         rows = 0
