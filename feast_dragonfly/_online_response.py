@@ -50,7 +50,7 @@ def python_values(values: Any, feature_type: ValueType | None) -> list[Any]:
     convert = feast_value_type_to_python_type
     if id(feature_type) in _TYPE_HINTED_IDS:
         return [convert(v, feature_type) for v in values]
-    out = []
+    out: list[Any] = []
     append = out.append
     for value in values:
         kind = value.WhichOneof("val")

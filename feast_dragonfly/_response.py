@@ -102,9 +102,9 @@ def fill_response(
         # For every output row: the reply list and offset it reads from (None: no entity).
         sources: list[tuple[Any, int] | None] = [None] * output_len
         for (command, offset), destinations in zip(view.slots, indexes):
-            source = (replies[command], offset)
+            reply_at = (replies[command], offset)
             for position in destinations:
-                sources[position] = source
+                sources[position] = reply_at
 
         statuses = bytearray()
         ts_entries = []

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -65,7 +65,9 @@ from feast_dragonfly.online_store import DragonflyOnlineStore
 
 logger = logging.getLogger(__name__)
 
-ENGINE_TYPE = "feast_dragonfly.DragonflyMaterializationEngine"
+ENGINE_TYPE: Literal["feast_dragonfly.DragonflyMaterializationEngine"] = (
+    "feast_dragonfly.DragonflyMaterializationEngine"
+)
 
 
 class DragonflyMaterializationEngineConfig(FeastConfigBaseModel):
@@ -168,7 +170,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         """Materialize one feature view's window; returns the number of source rows read."""
         config = self.repo_config
         view = task.feature_view
-        store: DragonflyOnlineStore = self.online_store
+        store = cast(DragonflyOnlineStore, self.online_store)  # checked by delegation_reason
         store_config = store._store_config(config)
         plan = _ViewPlan(registry, task, config)
 
@@ -262,6 +264,7 @@ class _ViewPlan:
         self.dedup_ts = mapped(ts_col, ts_col)
         self.dedup_created = mapped(created_col, created_col) if created_col else None
         # ...and its converter reads the event time by the batch source's field name.
+        assert view.batch_source is not None  # views without one are delegated to Feast
         self.event_ts = view.batch_source.timestamp_field
         self.join_key_types = {
             column.name: column.dtype.to_value_type() for column in view.entity_columns
@@ -467,6 +470,7 @@ class _Source:
         join_keys, feature_cols, ts_col, created_col = _get_column_names(
             plan.view, context.entity_defs
         )
+        assert plan.view.batch_source is not None
         job = create_offline_store_retrieval_job(
             data_source=plan.view.batch_source,
             context=context,
