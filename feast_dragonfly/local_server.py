@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -537,13 +537,41 @@ def start_server(
     if password is not None and not password:
         raise LocalServerError("password must be non-empty (or None for no password)")
 
+    return _spawn(
+        binary,
+        lambda workdir, port: _command(
+            binary, port, workdir, password, extra_args, proactor_threads
+        ),
+        password=password,
+        start_timeout=start_timeout,
+        prefix=f"feast-dragonfly-{binary.kind}-",
+    )
+
+
+def _spawn(
+    binary: ServerBinary,
+    command_for: Callable[[str, int], tuple[list[str], dict[str, str] | None]],
+    *,
+    password: str | None,
+    start_timeout: float,
+    prefix: str,
+    pick_port: Callable[[], int] | None = None,
+) -> LocalServer:
+    """Start one server in a fresh private directory and wait until it answers PING.
+
+    ``command_for(workdir, port)`` gives its argv and environment (None: this process's);
+    ``pick_port`` a free port (default :func:`_free_port`). A start that loses its port to
+    another process between the check and the bind is retried on another port; any other
+    failure raises ``LocalServerError`` with the last lines of the server's log. Shared by
+    :func:`start_server` and the cluster / Sentinel deployments of ``local_topology``.
+    """
     failure = ""
     for _attempt in range(_BIND_ATTEMPTS):
-        port = _free_port()
-        workdir = tempfile.mkdtemp(prefix=f"feast-dragonfly-{binary.kind}-")
+        port = (pick_port or _free_port)()
+        workdir = tempfile.mkdtemp(prefix=prefix)
         log_path = os.path.join(workdir, "server.log")
         try:
-            argv, env = _command(binary, port, workdir, password, extra_args, proactor_threads)
+            argv, env = command_for(workdir, port)
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
                     argv,

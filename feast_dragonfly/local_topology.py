@@ -19,10 +19,7 @@ or ``CONFIG SET``, never on a command line, and are never shown.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +30,6 @@ import redis
 from redis.crc import key_slot
 
 from feast_dragonfly.local_server import (
-    _BIND_RACE,
     DEFAULT_START_TIMEOUT_S,
     HOST,
     LocalServer,
@@ -42,7 +38,7 @@ from feast_dragonfly.local_server import (
     _command,
     _free_port,
     _redis_conf_string,
-    _wait_ready,
+    _spawn,
     detect_binary,
     find_server_binary,
     start_server,
@@ -104,77 +100,19 @@ def _cluster_port() -> int:
     raise LocalServerError("found no free port pair (port, port + 10000) for a cluster node")
 
 
-def _spawn(
-    binary: ServerBinary,
-    argv_for: Any,
-    *,
-    port: int,
-    password: str | None,
-    start_timeout: float,
-    prefix: str,
-) -> LocalServer:
-    """Start one redis-server process on ``port`` (``argv_for(workdir)`` gives its argv) in a
-    private directory; a ready :class:`LocalServer`, or ``LocalServerError`` with its log."""
-    workdir = tempfile.mkdtemp(prefix=prefix)
-    log_path = os.path.join(workdir, "server.log")
-    try:
-        argv = argv_for(workdir)
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                start_new_session=True,
-            )
-    except OSError as exc:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise LocalServerError(f"cannot start {binary.path}: {exc}") from None
-    server = LocalServer(
-        host=HOST,
-        port=port,
-        kind=binary.kind,
-        version=binary.version,
-        binary=binary.path,
-        password=password,
-        process=process,
-        workdir=workdir,
-        log_path=log_path,
-    )
-    problem = _wait_ready(process, port, password, time.monotonic() + start_timeout)
-    if problem is not None:
-        tail = server.log_tail()
-        server.stop()
-        error = LocalServerError(
-            f"{binary.describe()} on {HOST}:{port} {problem}; last lines of its log:\n"
-            f"{tail or '(empty)'}"
-        )
-        error.bind_race = bool(_BIND_RACE.search(tail))  # type: ignore[attr-defined]
-        raise error
-    return server
-
-
 def _start_cluster_node(
     binary: ServerBinary, *, password: str | None, start_timeout: float
 ) -> LocalServer:
     extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-    for attempt in range(5):
-        port = _cluster_port()
-        try:
-            return _spawn(
-                binary,
-                # nodes.conf goes to the node's private --dir.
-                lambda workdir, port=port: _command(binary, port, workdir, password, extra, 2)[0],
-                port=port,
-                password=password,
-                start_timeout=start_timeout,
-                prefix="feast-dragonfly-cluster-",
-            )
-        except LocalServerError as exc:
-            if not getattr(exc, "bind_race", False) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+    return _spawn(
+        binary,
+        # nodes.conf goes to the node's private --dir.
+        lambda workdir, port: _command(binary, port, workdir, password, extra, 2),
+        password=password,
+        start_timeout=start_timeout,
+        prefix="feast-dragonfly-cluster-",
+        pick_port=_cluster_port,
+    )
 
 
 def _resolve(binary: ServerBinary | str | None) -> ServerBinary:
@@ -661,21 +599,13 @@ def _start_sentinel(
             handle.write("\n".join(lines) + "\n")
         return [binary.path, str(conf), "--sentinel"]
 
-    for attempt in range(5):
-        port = _free_port()
-        try:
-            return _spawn(
-                binary,
-                lambda workdir, port=port: argv_for(workdir, port),
-                port=port,
-                password=password,
-                start_timeout=start_timeout,
-                prefix="feast-dragonfly-sentinel-",
-            )
-        except LocalServerError as exc:
-            if not getattr(exc, "bind_race", False) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+    return _spawn(
+        binary,
+        lambda workdir, port: (argv_for(workdir, port), None),
+        password=password,
+        start_timeout=start_timeout,
+        prefix="feast-dragonfly-sentinel-",
+    )
 
 
 def start_sentinel_group(
