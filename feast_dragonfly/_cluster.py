@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from typing import Any
 
 from redis import exceptions as redis_exceptions
@@ -461,7 +460,7 @@ def _run_via_cluster(cluster: Any, calls: Sequence[_write.ScriptCall], view_name
     return _write._check_replies(calls, replies, view_name)
 
 
-class ClusterSender:
+class ClusterSender(_write.RoundTrips):
     """Routes single-slot script calls to their masters (sync API), ``calls_per_round_trip``
     calls per round trip, up to ``concurrency`` round trips in flight on the executor.
 
@@ -480,15 +479,13 @@ class ClusterSender:
         calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
         window: int | None = None,
     ) -> None:
+        super().__init__(
+            executor=executor, concurrency=concurrency, progress=progress, window=window
+        )
         self._cluster = cluster
         self._view_name = view_name
-        self._executor = executor if concurrency > 1 else None
-        self._concurrency = max(1, concurrency, window or 0)  # round trips queued or in flight
-        self._progress = progress
         self._per_round_trip = max(1, calls_per_round_trip)
         self._buffers: dict[str, tuple[Any, list[_write.ScriptCall]]] = {}
-        self._in_flight: deque[tuple[Future, int]] = deque()
-        self.written = 0
 
     def submit(self, group: Iterable[_write.ScriptCall]) -> None:
         nodes_manager = self._cluster.nodes_manager
@@ -504,47 +501,17 @@ class ClusterSender:
 
     def _dispatch(self, node: Any, calls: list[_write.ScriptCall]) -> None:
         rows = sum(call.progress_rows for call in calls)
-        if self._executor is None:
-            self.written += run_on_node(self._cluster, node, calls, self._view_name)
-            self._report(rows)
-            return
-        while len(self._in_flight) >= self._concurrency:
-            self._collect_oldest()
-        future = self._executor.submit(run_on_node, self._cluster, node, calls, self._view_name)
-        self._in_flight.append((future, rows))
+        self._start(rows, run_on_node, self._cluster, node, calls, self._view_name)
 
-    def _collect_oldest(self) -> None:
-        future, rows = self._in_flight.popleft()
-        self.written += future.result()
-        self._report(rows)
-
-    def _report(self, rows: int) -> None:
-        if self._progress and rows:
-            self._progress(rows)
-
-    def finish(self) -> int:
-        try:
-            for node, calls in list(self._buffers.values()):
-                self._dispatch(node, calls)
-            self._buffers.clear()
-            while self._in_flight:
-                self._collect_oldest()
-        except BaseException:
-            self.abort()
-            raise
-        return self.written
+    def _flush(self) -> None:
+        for node, calls in list(self._buffers.values()):
+            self._dispatch(node, calls)
+        self._buffers.clear()
 
     def abort(self) -> None:
         """Drop what is buffered and wait for what is in flight, without reporting."""
         self._buffers.clear()
-        for future, _ in self._in_flight:
-            future.cancel()
-        for future, _ in self._in_flight:
-            try:
-                future.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one raised
-                pass
-        self._in_flight.clear()
+        super().abort()
 
 
 def run_calls(

@@ -332,17 +332,81 @@ async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str
     return _check_replies(group, replies, view_name)
 
 
-class Sender:
-    """Runs groups of calls over up to ``concurrency`` connections at once (sync API).
+class RoundTrips:
+    """Runs round trips (a function returning the rows it wrote) on ``executor``, up to
+    ``concurrency`` at once, each on its own pooled connection; shared by the single-server
+    :class:`Sender` and the cluster's per-master sender.
 
-    ``submit`` returns as soon as the group is queued, unless ``window`` groups (default:
+    Starting one returns as soon as it is queued, unless ``window`` round trips (default:
     ``concurrency``) are already queued or in flight, in which case it first waits for the
     oldest — so the caller encodes the next chunk while the server executes the previous ones,
     and memory stays bounded. A window larger than ``concurrency`` lets a caller that encodes
     in large batches (materialization) queue a whole batch and convert the next one while the
     server works through it, instead of leaving the server idle during each conversion.
-    Progress is reported from the calling thread, in submission order.
+    Progress is reported from the calling thread, in rows, in submission order.
     """
+
+    def __init__(
+        self,
+        *,
+        executor: Executor | None,
+        concurrency: int,
+        progress: Callable[[int], Any] | None,
+        window: int | None = None,
+    ) -> None:
+        self._executor = executor if concurrency > 1 else None
+        self._window = max(1, concurrency, window or 0)
+        self._progress = progress
+        self._in_flight: deque[tuple[Future, int]] = deque()
+        self.written = 0
+
+    def _start(self, rows: int, run: Callable[..., int], *args: Any) -> None:
+        if self._executor is None:
+            self.written += run(*args)
+            self._report(rows)
+            return
+        while len(self._in_flight) >= self._window:
+            self._collect_oldest()
+        self._in_flight.append((self._executor.submit(run, *args), rows))
+
+    def _collect_oldest(self) -> None:
+        future, rows = self._in_flight.popleft()
+        self.written += future.result()
+        self._report(rows)
+
+    def _report(self, rows: int) -> None:
+        if self._progress and rows:
+            self._progress(rows)
+
+    def _flush(self) -> None:
+        """Start whatever a subclass still buffers (called by :meth:`finish`)."""
+
+    def finish(self) -> int:
+        """Wait for every round trip; returns the rows written. On an error, waits for the
+        others (without reporting them) and raises the first."""
+        try:
+            self._flush()
+            while self._in_flight:
+                self._collect_oldest()
+        except BaseException:
+            self.abort()
+            raise
+        return self.written
+
+    def abort(self) -> None:
+        """Wait for what is in flight without reporting (after an error elsewhere)."""
+        for future, _ in self._in_flight:
+            future.cancel()
+        for future, _ in self._in_flight:
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one raised
+                pass
+        self._in_flight.clear()
+
+
+class Sender(RoundTrips):
+    """Sends groups of calls (one group: one round trip on one connection) to one server."""
 
     def __init__(
         self,
@@ -354,60 +418,15 @@ class Sender:
         progress: Callable[[int], Any] | None,
         window: int | None = None,
     ) -> None:
+        super().__init__(
+            executor=executor, concurrency=concurrency, progress=progress, window=window
+        )
         self._pool = pool
         self._view_name = view_name
-        self._executor = executor if concurrency > 1 else None
-        self._window = max(concurrency, window or 0)
-        self._progress = progress
-        self._in_flight: deque[tuple[Future, int]] = deque()
-        self.written = 0
 
     def submit(self, group: Sequence[ScriptCall]) -> None:
         rows = sum(call.progress_rows for call in group)
-        if self._executor is None:
-            self.written += run_group(self._pool, group, self._view_name)
-            self._report(rows)
-            return
-        while len(self._in_flight) >= self._window:
-            self._collect_oldest()
-        future = self._executor.submit(run_group, self._pool, group, self._view_name)
-        self._in_flight.append((future, rows))
-
-    def _collect_oldest(self) -> None:
-        future, rows = self._in_flight.popleft()
-        self.written += future.result()
-        self._report(rows)
-
-    def _report(self, rows: int) -> None:
-        if self._progress and rows:
-            self._progress(rows)
-
-    def finish(self) -> int:
-        try:
-            while self._in_flight:
-                self._collect_oldest()
-        except BaseException:
-            for future, _ in self._in_flight:
-                future.cancel()
-            for future, _ in self._in_flight:
-                try:
-                    future.result()
-                except BaseException:  # noqa: BLE001 - the first error is the one raised
-                    pass
-            self._in_flight.clear()
-            raise
-        return self.written
-
-    def abort(self) -> None:
-        """Wait for what is in flight without reporting (after an error elsewhere)."""
-        for future, _ in self._in_flight:
-            future.cancel()
-        for future, _ in self._in_flight:
-            try:
-                future.result()
-            except BaseException:  # noqa: BLE001
-                pass
-        self._in_flight.clear()
+        self._start(rows, run_group, self._pool, group, self._view_name)
 
 
 def run_calls(
