@@ -36,7 +36,7 @@ from typing import Any
 from redis import exceptions as redis_exceptions
 from redis.crc import key_slot
 
-from feast_dragonfly import _maintenance, _read, _write
+from feast_dragonfly import _maintenance, _read, _transport, _write
 
 #: Replies a master sends for a key it does not (or not yet, or no longer) serve: the command
 #: did not run, and redis-py's cluster client knows how to get it served.
@@ -71,20 +71,6 @@ def _route(cluster: Any, keys: Sequence[bytes]) -> dict[str, tuple[Any, list[int
             entry = groups[node.name] = (node, [])
         entry[1].append(index)
     return groups
-
-
-def _read_reply(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc  # keep reading: the other replies are still on the socket
-
-
-async def _read_reply_async(connection: Any) -> Any:
-    try:
-        return await connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc
 
 
 class NoFreeConnection(redis_exceptions.ConnectionError):
@@ -122,7 +108,7 @@ def _roundtrip(cluster: Any, node: Any, payloads: list[bytes], count: int) -> li
         connection = pool.get_connection()
         try:
             connection.send_packed_command(payloads, check_health=False)
-            return [_read_reply(connection) for _ in range(count)]
+            return [_transport.read_reply(connection) for _ in range(count)]
         except BaseException:
             connection.disconnect()
             raise
@@ -144,7 +130,7 @@ async def _roundtrip_async(cluster: Any, node: Any, payloads: list[bytes], count
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(payloads, check_health=False)
-            return [await _read_reply_async(connection) for _ in range(count)]
+            return [await _transport.read_reply_async(connection) for _ in range(count)]
         except BaseException:
             await connection.disconnect()
             raise

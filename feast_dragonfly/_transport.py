@@ -148,14 +148,15 @@ def _retry_of(connection: Any) -> Any:
     return getattr(connection, "retry", None) or Retry(NoBackoff(), 0)
 
 
-def _read_one(connection: Any) -> Any:
+def read_reply(connection: Any) -> Any:
+    """One reply; an error reply is returned (as its exception), not raised."""
     try:
         return connection.read_response()
     except redis_exceptions.ResponseError as exc:
         return exc  # keep reading: the other replies are still on the socket
 
 
-async def _read_one_async(connection: Any) -> Any:
+async def read_reply_async(connection: Any) -> Any:
     try:
         return await connection.read_response()
     except redis_exceptions.ResponseError as exc:
@@ -188,7 +189,7 @@ def exchange(
         connection.send_packed_command(payload, check_health=check_health)
         out: list[Any] = []
         while len(out) < replies:
-            out.append(_read_one(connection))
+            out.append(read_reply(connection))
             if _after_protocol_error(connection, out, replies):
                 break
         return out
@@ -214,7 +215,7 @@ async def exchange_async(
         await connection.send_packed_command(payload, check_health=check_health)
         out: list[Any] = []
         while len(out) < replies:
-            out.append(await _read_one_async(connection))
+            out.append(await read_reply_async(connection))
             if out and is_protocol_error(out[-1]):
                 out.extend([out[-1]] * (replies - len(out)))
                 await connection.disconnect()
