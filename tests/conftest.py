@@ -18,12 +18,14 @@ is marked ``server``: ``make test`` re-runs exactly those (``pytest -m server``)
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from feast_dragonfly import DragonflyOnlineStore
 from feast_dragonfly.local_server import (
     LocalServer,
     LocalServerError,
@@ -126,3 +128,13 @@ def redis_client(_flushed_server: LocalServer) -> Iterator[redis.Redis]:
 def server_connection_string(_flushed_server: LocalServer) -> str:
     """Feast's ``host:port[,password=...]`` for the (emptied) session server."""
     return _flushed_server.connection_string
+
+
+@pytest.fixture
+def store() -> Iterator[DragonflyOnlineStore]:
+    """A fresh store whose pools are closed after the test (no sockets left to the GC)."""
+    store = DragonflyOnlineStore()
+    try:
+        yield store
+    finally:
+        asyncio.run(store.close())

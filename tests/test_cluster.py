@@ -66,15 +66,6 @@ def multi_master(clean_cluster: LocalCluster) -> LocalCluster:
     return clean_cluster
 
 
-@pytest.fixture
-def store() -> Iterator[DragonflyOnlineStore]:
-    store = DragonflyOnlineStore()
-    try:
-        yield store
-    finally:
-        asyncio.run(store.close())
-
-
 def cluster_dump(cluster: LocalCluster) -> dict:
     dump: dict = {}
     for client in cluster.clients():

@@ -44,11 +44,6 @@ def small_calls_config(tmp_path, server_connection_string):
 
 
 @pytest.fixture
-def store():
-    return DragonflyOnlineStore()
-
-
-@pytest.fixture
 def fv():
     return feature_view()
 

@@ -45,15 +45,6 @@ def group(server_binary: ServerBinary) -> Iterator[LocalSentinelGroup]:
         yield started
 
 
-@pytest.fixture
-def store() -> Iterator[DragonflyOnlineStore]:
-    store = DragonflyOnlineStore()
-    try:
-        yield store
-    finally:
-        asyncio.run(store.close())
-
-
 def sentinel_config(tmp_path, group: LocalSentinelGroup, **options):
     dead = f"127.0.0.1:{free_port()}"  # discovery must skip a sentinel that is down
     return repo_config(
