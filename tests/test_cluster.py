@@ -1,6 +1,6 @@
 """``redis_type: redis_cluster`` against a real local cluster.
 
-The cluster comes from ``feast_dragonfly.local_topology.start_cluster`` with the suite's server
+The cluster comes from ``start_cluster`` (``tests/local_topology.py``) with the suite's server
 binary: three ``redis-server --cluster-enabled yes`` masters on the redis-server pass, one
 ``dragonfly --cluster_mode=emulated`` node on the Dragonfly pass (Dragonfly cannot form a
 multi-node Redis Cluster; the emulated mode is how Dragonfly users point cluster clients at
@@ -26,13 +26,13 @@ import pytest
 import redis
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast_repo import assert_same_keyspace, dump_keyspace
+from local_topology import LocalCluster, start_cluster
 from store_kit import entity, entity_key, feature_view, free_port, hash_key, repo_config, row
 from test_differential import TYPED_VIEW, assert_same_response, typed_rows
 from test_engine import Repo, typed_frame, window
 
 from feast_dragonfly import DragonflyConnectionError, DragonflyOnlineStore
 from feast_dragonfly.local_server import LocalServer, ServerBinary
-from feast_dragonfly.local_topology import LocalCluster, start_cluster
 
 UTC = timezone.utc
 T0 = datetime(2024, 6, 1, 12, tzinfo=UTC)

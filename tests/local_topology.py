@@ -1,7 +1,10 @@
 """Throw-away local Redis Cluster and Sentinel deployments, for the topology tests.
 
-Built on :mod:`feast_dragonfly.local_server` (same binary discovery, 127.0.0.1 only, free
-ports, private temporary directories, ``stop()`` ends every process it started):
+Test-only code: it lives in ``tests/`` and is not shipped in the package; the topology tests
+import it as a sibling module (``from local_topology import LocalCluster, start_cluster``).
+Built on the public helpers of :mod:`feast_dragonfly.local_server` (same binary discovery,
+127.0.0.1 only, free ports, private temporary directories, ``stop()`` ends every process it
+started):
 
 * :func:`start_cluster` — ``masters`` × ``redis-server --cluster-enabled yes``, slots split
   evenly with ``CLUSTER ADDSLOTS``, joined with ``CLUSTER MEET``, ready when every node reports
@@ -35,12 +38,12 @@ from feast_dragonfly.local_server import (
     LocalServer,
     LocalServerError,
     ServerBinary,
-    _command,
-    _free_port,
-    _redis_conf_string,
-    _spawn,
     detect_binary,
     find_server_binary,
+    free_port,
+    redis_conf_string,
+    server_command,
+    spawn_server,
     start_server,
 )
 
@@ -94,7 +97,7 @@ def _port_is_free(port: int) -> bool:
 
 def _cluster_port() -> int:
     for _ in range(1000):
-        port = _free_port()
+        port = free_port()
         if port <= _MAX_CLUSTER_PORT and _port_is_free(port + 10000):
             return port
     raise LocalServerError("found no free port pair (port, port + 10000) for a cluster node")
@@ -104,10 +107,10 @@ def _start_cluster_node(
     binary: ServerBinary, *, password: str | None, start_timeout: float
 ) -> LocalServer:
     extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-    return _spawn(
+    return spawn_server(
         binary,
         # nodes.conf goes to the node's private --dir.
-        lambda workdir, port: _command(binary, port, workdir, password, extra, 2),
+        lambda workdir, port: server_command(binary, port, workdir, password, extra, 2),
         password=password,
         start_timeout=start_timeout,
         prefix="feast-dragonfly-cluster-",
@@ -581,7 +584,7 @@ def _start_sentinel(
         lines = [
             f"bind {HOST}",
             f"port {port}",
-            f"dir {_redis_conf_string(workdir)}",
+            f"dir {redis_conf_string(workdir)}",
             'logfile ""',
             f"sentinel monitor {master_name} {HOST} {master.port} 1",
             f"sentinel down-after-milliseconds {master_name} 5000",
@@ -589,17 +592,17 @@ def _start_sentinel(
             f"sentinel parallel-syncs {master_name} 1",
         ]
         if master.password is not None:
-            secret = _redis_conf_string(master.password)
+            secret = redis_conf_string(master.password)
             lines.append(f"sentinel auth-pass {master_name} {secret}")
         if password is not None:
-            lines.append(f"requirepass {_redis_conf_string(password)}")
+            lines.append(f"requirepass {redis_conf_string(password)}")
         conf = Path(workdir) / "sentinel.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write("\n".join(lines) + "\n")
         return [binary.path, str(conf), "--sentinel"]
 
-    return _spawn(
+    return spawn_server(
         binary,
         lambda workdir, port: (argv_for(workdir, port), None),
         password=password,
