@@ -4,6 +4,7 @@ from feast_dragonfly.engine import (
     DragonflyMaterializationEngine,
     DragonflyMaterializationEngineConfig,
 )
+from feast_dragonfly._view_writer import ViewWriter
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,
@@ -25,5 +26,6 @@ __all__ = [
     "DragonflyOnlineStoreConfig",
     "DragonflyScriptingError",
     "DragonflyStoreError",
+    "ViewWriter",
     "__version__",
 ]

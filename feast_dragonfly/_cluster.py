@@ -22,7 +22,6 @@ row (``rows_per_call`` 1); calls are still pipelined, many per round trip per ma
 that lacks the script (``NOSCRIPT``) gets it loaded and the calls resent; every call is
 event-time guarded, so sending one twice never changes the result.
 
-``update`` / ``teardown`` scan every master (redis-py's cluster ``SCAN`` visits all primaries).
 """
 
 from __future__ import annotations
@@ -31,12 +30,23 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, cast
 
 from redis import exceptions as redis_exceptions
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.cluster import ClusterNode
 from redis.crc import key_slot
 
-from feast_dragonfly import _maintenance, _read, _transport, _write
+from feast_dragonfly import _flow, _read, _script, _wire, _write
+from feast_dragonfly._flow import Flow
+from feast_dragonfly._script import ScriptCall
+from feast_dragonfly._topology import AsyncRedisCluster, SyncRedisCluster
+
+#: The cluster clients (with their fast-path limits) and their nodes, sync or asyncio.
+Cluster = SyncRedisCluster | AsyncRedisCluster
+Node = ClusterNode | AsyncClusterNode
 
 #: Replies a master sends for a key it does not (or not yet, or no longer) serve: the command
 #: did not run, and redis-py's cluster client knows how to get it served.
@@ -56,9 +66,9 @@ CALLS_PER_NODE_ROUND_TRIP = 64
 # --------------------------------------------------------------------------- routing
 
 
-def _route(cluster: Any, keys: Sequence[bytes]) -> dict[str, tuple[Any, list[int]]]:
+def _route(cluster: Cluster, keys: Sequence[bytes]) -> dict[str, tuple[Node, list[int]]]:
     """Indices of ``keys`` per master (by node name), in key order."""
-    groups: dict[str, tuple[Any, list[int]]] = {}
+    groups: dict[str, tuple[Node, list[int]]] = {}
     node_of_slot: dict[int, Any] = {}
     nodes_manager = cluster.nodes_manager
     for index, key in enumerate(keys):
@@ -78,7 +88,7 @@ class NoFreeConnection(redis_exceptions.ConnectionError):
     overload, reported like the standalone pool's "No connection available", not retried."""
 
 
-def _node_semaphore(cluster: Any, node: Any, factory: Callable[[int], Any]) -> Any:
+def _node_semaphore(cluster: Cluster, node: Node, factory: Callable[[int], Any]) -> Any:
     semaphore = cluster.node_semaphores.get(node.name)
     if semaphore is None:
         with cluster.node_semaphores_lock:
@@ -89,14 +99,16 @@ def _node_semaphore(cluster: Any, node: Any, factory: Callable[[int], Any]) -> A
     return semaphore
 
 
-def _no_free_connection(cluster: Any, node: Any) -> NoFreeConnection:
+def _no_free_connection(cluster: Cluster, node: Node) -> NoFreeConnection:
     return NoFreeConnection(
         f"no free connection to cluster node {node.name} within "
         f"{cluster.fast_path_timeout:g} s (max_connections={cluster.fast_path_connections})"
     )
 
 
-def _roundtrip(cluster: Any, node: Any, payloads: list[bytes], count: int) -> list[Any]:
+def _roundtrip(
+    cluster: SyncRedisCluster, node: ClusterNode, payloads: list[bytes], count: int
+) -> list[Any]:
     """Send pre-encoded commands on one of ``node``'s pooled connections; read ``count``
     replies (error replies as exception objects). At most ``max_connections`` at once per
     node (``_topology.FastPathLimits``)."""
@@ -108,7 +120,7 @@ def _roundtrip(cluster: Any, node: Any, payloads: list[bytes], count: int) -> li
         connection = pool.get_connection()
         try:
             connection.send_packed_command(payloads, check_health=False)
-            return [_transport.read_reply(connection) for _ in range(count)]
+            return [_wire.read_reply(connection) for _ in range(count)]
         except BaseException:
             connection.disconnect()
             raise
@@ -118,7 +130,9 @@ def _roundtrip(cluster: Any, node: Any, payloads: list[bytes], count: int) -> li
         semaphore.release()
 
 
-async def _roundtrip_async(cluster: Any, node: Any, payloads: list[bytes], count: int) -> list[Any]:
+async def _roundtrip_async(
+    cluster: AsyncRedisCluster, node: AsyncClusterNode, payloads: list[bytes], count: int
+) -> list[Any]:
     """The asyncio twin of :func:`_roundtrip` (the client, and so its semaphores, belong to
     one event loop)."""
     semaphore = _node_semaphore(cluster, node, asyncio.BoundedSemaphore)
@@ -130,7 +144,7 @@ async def _roundtrip_async(cluster: Any, node: Any, payloads: list[bytes], count
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(payloads, check_health=False)
-            return [await _transport.read_reply_async(connection) for _ in range(count)]
+            return [await _wire.read_reply_async(connection) for _ in range(count)]
         except BaseException:
             await connection.disconnect()
             raise
@@ -142,19 +156,59 @@ async def _roundtrip_async(cluster: Any, node: Any, payloads: list[bytes], count
 
 def _command_args(packed: bytes) -> list[Any]:
     """A packed RESP command back into its arguments (for the cluster client's fallback)."""
-    end = packed.index(b"\r\n")
-    count = int(packed[1:end])
-    position = end + 2
-    args: list[Any] = []
-    for _ in range(count):
-        end = packed.index(b"\r\n", position)
-        length = int(packed[position + 1 : end])
-        start = end + 2
-        args.append(packed[start : start + length])
-        position = start + length + 2
+    args: list[Any] = _wire.arguments(packed)
     # redis-py routes EVALSHA by its key count only when the command name is a str.
     args[0] = args[0].decode()
     return args
+
+
+# --------------------------------------------------------------------------- requests
+
+# What the flows below ask their driver to send (see ``_flow``): pre-encoded commands to one
+# node's fast-path connection, commands through redis-py's cluster pipeline (which follows
+# MOVED / ASK, refreshes the slot map and retries), or the script to every primary.
+
+
+@dataclass(frozen=True)
+class _RoundTrip:
+    node: Node
+    payloads: list[bytes]
+    replies: int
+
+
+@dataclass(frozen=True)
+class _ViaClusterClient:
+    commands: list[list[Any]]
+
+
+class _LoadScriptEverywhere:
+    pass
+
+
+def _send(cluster: SyncRedisCluster, request: Any) -> Any:
+    if isinstance(request, _RoundTrip):
+        return _roundtrip(
+            cluster, cast(ClusterNode, request.node), request.payloads, request.replies
+        )
+    if isinstance(request, _ViaClusterClient):
+        pipe = cluster.pipeline()
+        for args in request.commands:
+            pipe.execute_command(*args)
+        return pipe.execute(raise_on_error=False)
+    return cluster.script_load(_script.SOURCE)
+
+
+async def _send_async(cluster: AsyncRedisCluster, request: Any) -> Any:
+    if isinstance(request, _RoundTrip):
+        return await _roundtrip_async(
+            cluster, cast(AsyncClusterNode, request.node), request.payloads, request.replies
+        )
+    if isinstance(request, _ViaClusterClient):
+        pipe = cluster.pipeline()
+        for args in request.commands:
+            pipe.execute_command(*args)
+        return await pipe.execute(raise_on_error=False)
+    return await cluster.script_load(_script.SOURCE)
 
 
 # --------------------------------------------------------------------------- ASK
@@ -168,10 +222,10 @@ def _is_ask(reply: Any) -> bool:
     )
 
 
-def _ask_groups(cluster: Any, replies: Sequence[Any]) -> dict[str, tuple[Any, list[int]]]:
+def _ask_groups(cluster: Cluster, replies: Sequence[Any]) -> dict[str, tuple[Node, list[int]]]:
     """Indices of the replies that are ASK, by the (known) node each names; an unknown node
     is left to the cluster client."""
-    groups: dict[str, tuple[Any, list[int]]] = {}
+    groups: dict[str, tuple[Node, list[int]]] = {}
     for index, reply in enumerate(replies):
         if _is_ask(reply):
             node = cluster.nodes_manager.get_node(host=reply.host, port=reply.port)
@@ -180,72 +234,35 @@ def _ask_groups(cluster: Any, replies: Sequence[Any]) -> dict[str, tuple[Any, li
     return groups
 
 
-def _last_of_each(answers: list[Any], per: int) -> list[Any]:
-    return answers[per - 1 :: per]
-
-
 def _exchange(
-    cluster: Any, node: Any, payloads: list[bytes], *, asking: bool = False, scripts: bool = False
-) -> list[Any]:
+    node: Node, payloads: list[bytes], *, asking: bool = False, scripts: bool = False
+) -> Flow[list[Any]]:
     """One reply per payload (one command each). ``asking``: each command goes right after an
     ``ASKING`` on the same connection, as an ASK redirection requires (redis-py's asyncio
     cluster client sends ``ASKING`` on whichever pooled connection is free, so redirections
     are followed here). ``scripts``: on ``NOSCRIPT``, load the script on that node, resend."""
     sent = [_ASKING + payload for payload in payloads] if asking else payloads
     per = 2 if asking else 1
-    replies = _last_of_each(_roundtrip(cluster, node, sent, per * len(sent)), per)
-    missing = [i for i, reply in enumerate(replies) if scripts and _write._is_noscript(reply)]
+    replies = _wire.last_of_each((yield _RoundTrip(node, sent, per * len(sent))), per)
+    missing = _script.needs_load(replies) if scripts else []
     if missing:
-        _load_failed(_roundtrip(cluster, node, [_write._script_load_command()], 1)[0])
-        again = _roundtrip(cluster, node, [sent[i] for i in missing], per * len(missing))
-        for i, reply in zip(missing, _last_of_each(again, per)):
-            replies[i] = reply
-    return replies
-
-
-async def _exchange_async(
-    cluster: Any, node: Any, payloads: list[bytes], *, asking: bool = False, scripts: bool = False
-) -> list[Any]:
-    sent = [_ASKING + payload for payload in payloads] if asking else payloads
-    per = 2 if asking else 1
-    replies = _last_of_each(await _roundtrip_async(cluster, node, sent, per * len(sent)), per)
-    missing = [i for i, reply in enumerate(replies) if scripts and _write._is_noscript(reply)]
-    if missing:
-        load = await _roundtrip_async(cluster, node, [_write._script_load_command()], 1)
-        _load_failed(load[0])
-        again = await _roundtrip_async(
-            cluster, node, [sent[i] for i in missing], per * len(missing)
-        )
-        for i, reply in zip(missing, _last_of_each(again, per)):
+        [loaded] = yield _RoundTrip(node, [_script.LOAD_COMMAND], 1)
+        _script.check_loaded(loaded)
+        again = yield _RoundTrip(node, [sent[i] for i in missing], per * len(missing))
+        for i, reply in zip(missing, _wire.last_of_each(again, per)):
             replies[i] = reply
     return replies
 
 
 def _follow_asks(
-    cluster: Any, payload_of: Callable[[int], bytes], replies: list[Any], *, scripts: bool
-) -> None:
+    cluster: Cluster, payload_of: Callable[[int], bytes], replies: list[Any], *, scripts: bool
+) -> Flow[None]:
     """Resend each command answered ``ASK`` to the node named, after ``ASKING``; replies are
     replaced in place (if that node cannot be reached, the ASK is left to the cluster client)."""
     for node, indices in _ask_groups(cluster, replies).values():
         try:
-            answers = _exchange(
-                cluster, node, [payload_of(i) for i in indices], asking=True, scripts=scripts
-            )
-        except NoFreeConnection:
-            raise
-        except _TRANSPORT:
-            continue
-        for i, answer in zip(indices, answers):
-            replies[i] = answer
-
-
-async def _follow_asks_async(
-    cluster: Any, payload_of: Callable[[int], bytes], replies: list[Any], *, scripts: bool
-) -> None:
-    for node, indices in _ask_groups(cluster, replies).values():
-        try:
-            answers = await _exchange_async(
-                cluster, node, [payload_of(i) for i in indices], asking=True, scripts=scripts
+            answers = yield from _exchange(
+                node, [payload_of(i) for i in indices], asking=True, scripts=scripts
             )
         except NoFreeConnection:
             raise
@@ -289,7 +306,9 @@ def _hmget_args(plan: _read.ReadPlan, index: int) -> list[Any]:
     return ["HMGET", plan.keys[index], *fields]
 
 
-def _read_tasks(cluster: Any, plan: _read.ReadPlan, chunk_size: int) -> list[tuple[Any, list[int]]]:
+def _read_tasks(
+    cluster: Cluster, plan: _read.ReadPlan, chunk_size: int
+) -> list[tuple[Node, list[int]]]:
     tasks = []
     for node, indices in _route(cluster, plan.keys).values():
         for start in range(0, len(indices), chunk_size):
@@ -298,7 +317,7 @@ def _read_tasks(cluster: Any, plan: _read.ReadPlan, chunk_size: int) -> list[tup
 
 
 def _merge(
-    tasks: Sequence[tuple[Any, list[int]]], results: Sequence[list[Any] | None], total: int
+    tasks: Sequence[tuple[Node, list[int]]], results: Sequence[list[Any] | None], total: int
 ) -> list[Any]:
     """Replies in plan order; ``None`` where a master could not be reached."""
     replies: list[Any] = [None] * total
@@ -309,80 +328,65 @@ def _merge(
     return replies
 
 
-def _read_on_node(
-    cluster: Any, plan: _read.ReadPlan, node: Any, indices: list[int]
-) -> list[Any] | None:
+def _read_on_node(plan: _read.ReadPlan, node: Node, indices: list[int]) -> Flow[list[Any] | None]:
     sub = _sub_plan(plan, indices)
     try:
-        return _roundtrip(cluster, node, [sub.commands(0, len(indices))], len(indices))
+        return (yield _RoundTrip(node, [sub.commands(0, len(indices))], len(indices)))
     except NoFreeConnection:
         raise
     except _TRANSPORT:
         return None  # redone through the cluster client, which retries and re-learns slots
 
 
+def _complete_read(cluster: Cluster, plan: _read.ReadPlan, replies: list[Any]) -> Flow[list[Any]]:
+    """ASK redirections followed, whatever is left redone through the cluster client."""
+    yield from _follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=False)
+    redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
+    if redo:
+        answers = yield _ViaClusterClient([_hmget_args(plan, index) for index in redo])
+        for index, reply in zip(redo, answers):
+            replies[index] = reply
+    _raise_unserved(replies)
+    _read.raise_on_error(plan, replies)
+    return replies
+
+
 def fetch(
-    cluster: Any, plan: _read.ReadPlan, chunk_size: int, executor: Executor | None
+    cluster: SyncRedisCluster, plan: _read.ReadPlan, chunk_size: int, executor: Executor | None
 ) -> list[Any]:
     """Every HMGET reply in plan order: per-master chunks sent concurrently (``executor``),
     ASK redirections followed, whatever is left redone through redis-py's cluster pipeline."""
     tasks = _read_tasks(cluster, plan, chunk_size)
+    send = partial(_send, cluster)
+
+    def read(node: Node, indices: list[int]) -> list[Any] | None:
+        return _flow.run(_read_on_node(plan, node, indices), send)
+
     if executor is None or len(tasks) <= 1:
-        results = [_read_on_node(cluster, plan, node, indices) for node, indices in tasks]
+        results = [read(node, indices) for node, indices in tasks]
     else:
-        futures = [
-            executor.submit(_read_on_node, cluster, plan, node, indices) for node, indices in tasks
-        ]
+        futures = [executor.submit(read, node, indices) for node, indices in tasks]
         results = [future.result() for future in futures]
     replies = _merge(tasks, results, len(plan.keys))
-    _follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=False)
-    redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
-    if redo:
-        pipe = cluster.pipeline()
-        for index in redo:
-            pipe.execute_command(*_hmget_args(plan, index))
-        for index, reply in zip(redo, pipe.execute(raise_on_error=False)):
-            replies[index] = reply
-    _raise_unserved(replies)
-    _read._raise_on_error(plan, replies)
-    return replies
+    return _flow.run(_complete_read(cluster, plan, replies), send)
 
 
-async def _read_on_node_async(
-    cluster: Any, plan: _read.ReadPlan, node: Any, indices: list[int]
-) -> list[Any] | None:
-    sub = _sub_plan(plan, indices)
-    try:
-        return await _roundtrip_async(cluster, node, [sub.commands(0, len(indices))], len(indices))
-    except NoFreeConnection:
-        raise
-    except _TRANSPORT:
-        return None
-
-
-async def fetch_async(cluster: Any, plan: _read.ReadPlan, chunk_size: int) -> list[Any]:
+async def fetch_async(
+    cluster: AsyncRedisCluster, plan: _read.ReadPlan, chunk_size: int
+) -> list[Any]:
     tasks = _read_tasks(cluster, plan, chunk_size)
+    send = partial(_send_async, cluster)
     results = await asyncio.gather(
-        *(_read_on_node_async(cluster, plan, node, indices) for node, indices in tasks)
+        *(_flow.run_async(_read_on_node(plan, node, indices), send) for node, indices in tasks)
     )
     replies = _merge(tasks, results, len(plan.keys))
-    await _follow_asks_async(cluster, lambda i: _hmget_command(plan, i), replies, scripts=False)
-    redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
-    if redo:
-        pipe = cluster.pipeline()
-        for index in redo:
-            pipe.execute_command(*_hmget_args(plan, index))
-        for index, reply in zip(redo, await pipe.execute(raise_on_error=False)):
-            replies[index] = reply
-    _raise_unserved(replies)
-    _read._raise_on_error(plan, replies)
-    return replies
+    return await _flow.run_async(_complete_read(cluster, plan, replies), send)
 
 
 # --------------------------------------------------------------------------- writes
 
 
-def _slot_of_call(call: _write.ScriptCall) -> int:
+def _slot_of_call(call: ScriptCall) -> int:
     slot = key_slot(call.key(0))
     for index in range(1, call.rows):
         if key_slot(call.key(index)) != slot:
@@ -391,8 +395,8 @@ def _slot_of_call(call: _write.ScriptCall) -> int:
 
 
 def _split_replies(
-    calls: Sequence[_write.ScriptCall], replies: Sequence[Any]
-) -> tuple[list[_write.ScriptCall], list[Any], list[_write.ScriptCall]]:
+    calls: Sequence[ScriptCall], replies: Sequence[Any]
+) -> tuple[list[ScriptCall], list[Any], list[ScriptCall]]:
     done_calls, done_replies, redo = [], [], []
     for call, reply in zip(calls, replies):
         if isinstance(reply, _REDIRECTS):
@@ -403,47 +407,88 @@ def _split_replies(
     return done_calls, done_replies, redo
 
 
-def _load_failed(reply: Any) -> None:
-    if isinstance(reply, Exception):
-        raise _write._scripting_refused(reply)
-
-
-def run_on_node(cluster: Any, node: Any, calls: Sequence[_write.ScriptCall], view_name: str) -> int:
-    """Send script calls to the master serving their slots; returns the rows written."""
+def _write_on_node(
+    cluster: Cluster, node: Node, calls: Sequence[ScriptCall], view_name: str
+) -> Flow[int]:
+    """Script calls to the master serving their slots (ASK followed); what that master will
+    not serve goes through the cluster client. Returns the rows written."""
     commands = [call.command for call in calls]
     try:
-        replies = _exchange(cluster, node, commands, scripts=True)
-        _follow_asks(cluster, commands.__getitem__, replies, scripts=True)
+        replies = yield from _exchange(node, commands, scripts=True)
+        yield from _follow_asks(cluster, commands.__getitem__, replies, scripts=True)
     except NoFreeConnection:
         raise
     except _TRANSPORT:
-        return _run_via_cluster(cluster, calls, view_name)
+        return (yield from _write_via_cluster_client(calls, view_name))
     done_calls, done_replies, redo = _split_replies(calls, replies)
-    written = _write._check_replies(done_calls, done_replies, view_name)
+    written = _script.rows_written(done_calls, done_replies, view_name)
     if redo:
-        written += _run_via_cluster(cluster, redo, view_name)
+        written += yield from _write_via_cluster_client(redo, view_name)
     return written
 
 
-def _run_via_cluster(cluster: Any, calls: Sequence[_write.ScriptCall], view_name: str) -> int:
+def _write_via_cluster_client(calls: Sequence[ScriptCall], view_name: str) -> Flow[int]:
     """The slow path: redis-py's cluster pipeline follows MOVED / ASK and retries."""
-    pipe = cluster.pipeline()
-    for call in calls:
-        pipe.execute_command(*_command_args(call.command))
-    replies = pipe.execute(raise_on_error=False)
-    if any(_write._is_noscript(reply) for reply in replies):
+    replies = yield _ViaClusterClient([_command_args(call.command) for call in calls])
+    again = _script.needs_load(replies)
+    if again:
         try:
-            cluster.script_load(_write.SCRIPT_SOURCE)  # on every primary
+            yield _LoadScriptEverywhere()
         except redis_exceptions.ResponseError as exc:
-            raise _write._scripting_refused(exc) from None
-        again = [i for i, reply in enumerate(replies) if _write._is_noscript(reply)]
-        pipe = cluster.pipeline()
-        for i in again:
-            pipe.execute_command(*_command_args(calls[i].command))
-        for i, reply in zip(again, pipe.execute(raise_on_error=False)):
+            raise _script.scripting_refused(exc) from None
+        answers = yield _ViaClusterClient([_command_args(calls[i].command) for i in again])
+        for i, reply in zip(again, answers):
             replies[i] = reply
     _raise_unserved(replies)
-    return _write._check_replies(calls, replies, view_name)
+    return _script.rows_written(calls, replies, view_name)
+
+
+def run_on_node(
+    cluster: SyncRedisCluster, node: Node, calls: Sequence[ScriptCall], view_name: str
+) -> int:
+    """Send script calls to the master serving their slots; returns the rows written."""
+    return _flow.run(_write_on_node(cluster, node, calls, view_name), partial(_send, cluster))
+
+
+async def run_on_node_async(
+    cluster: AsyncRedisCluster, node: Node, calls: Sequence[ScriptCall], view_name: str
+) -> int:
+    return await _flow.run_async(
+        _write_on_node(cluster, node, calls, view_name), partial(_send_async, cluster)
+    )
+
+
+class _NodeBatches:
+    """Routes single-slot script calls to the master serving their slot and hands back a
+    master's calls once it has ``per_round_trip`` of them: the batching both the sync and the
+    async sender use (no I/O here)."""
+
+    def __init__(self, cluster: Cluster, per_round_trip: int) -> None:
+        self._nodes = cluster.nodes_manager
+        self._per_round_trip = max(1, per_round_trip)
+        self._open: dict[str, tuple[Node, list[ScriptCall]]] = {}
+
+    def add(self, call: ScriptCall) -> tuple[Node, list[ScriptCall]] | None:
+        """Buffer ``call``; a full batch ``(node, calls)`` to send now, or None."""
+        node = self._nodes.get_node_from_slot(_slot_of_call(call))
+        entry = self._open.get(node.name)
+        if entry is None:
+            entry = self._open[node.name] = (node, [])
+        entry[1].append(call)
+        if len(entry[1]) < self._per_round_trip:
+            return None
+        del self._open[node.name]
+        return entry
+
+    def drain(self) -> list[tuple[Node, list[ScriptCall]]]:
+        """Every partly filled batch, emptied out."""
+        batches = list(self._open.values())
+        self._open.clear()
+        return batches
+
+
+def _rows(calls: Sequence[ScriptCall]) -> int:
+    return sum(call.progress_rows for call in calls)
 
 
 class ClusterSender(_write.RoundTrips):
@@ -456,7 +501,7 @@ class ClusterSender(_write.RoundTrips):
 
     def __init__(
         self,
-        cluster: Any,
+        cluster: Cluster,
         view_name: str,
         *,
         executor: Executor | None,
@@ -470,149 +515,60 @@ class ClusterSender(_write.RoundTrips):
         )
         self._cluster = cluster
         self._view_name = view_name
-        self._per_round_trip = max(1, calls_per_round_trip)
-        self._buffers: dict[str, tuple[Any, list[_write.ScriptCall]]] = {}
+        self._batches = _NodeBatches(cluster, calls_per_round_trip)
 
-    def submit(self, group: Iterable[_write.ScriptCall]) -> None:
-        nodes_manager = self._cluster.nodes_manager
+    def submit(self, group: Iterable[ScriptCall]) -> None:
         for call in group:
-            node = nodes_manager.get_node_from_slot(_slot_of_call(call))
-            entry = self._buffers.get(node.name)
-            if entry is None:
-                entry = self._buffers[node.name] = (node, [])
-            entry[1].append(call)
-            if len(entry[1]) >= self._per_round_trip:
-                del self._buffers[node.name]
-                self._dispatch(*entry)
+            batch = self._batches.add(call)
+            if batch is not None:
+                self._dispatch(*batch)
 
-    def _dispatch(self, node: Any, calls: list[_write.ScriptCall]) -> None:
-        rows = sum(call.progress_rows for call in calls)
-        self._start(rows, run_on_node, self._cluster, node, calls, self._view_name)
+    def _dispatch(self, node: Node, calls: list[ScriptCall]) -> None:
+        self._start(_rows(calls), run_on_node, self._cluster, node, calls, self._view_name)
 
     def _flush(self) -> None:
-        for node, calls in list(self._buffers.values()):
+        for node, calls in self._batches.drain():
             self._dispatch(node, calls)
-        self._buffers.clear()
 
     def abort(self) -> None:
         """Drop what is buffered and wait for what is in flight, without reporting."""
-        self._buffers.clear()
+        self._batches.drain()
         super().abort()
 
 
-def run_calls(
-    cluster: Any,
-    calls: Iterable[_write.ScriptCall],
-    view_name: str,
-    progress: Callable[[int], Any] | None,
-    *,
-    executor: Executor | None = None,
-    concurrency: int = 1,
-) -> int:
-    """Send every (single-slot) call to its master; returns the number of rows written."""
-    sender = ClusterSender(
-        cluster, view_name, executor=executor, concurrency=concurrency, progress=progress
-    )
-    try:
-        for call in calls:
-            sender.submit((call,))
-    except BaseException:
-        sender.abort()
-        raise
-    return sender.finish()
+class AsyncClusterSender(_write.AsyncRoundTrips):
+    """:class:`ClusterSender` for the asyncio cluster client."""
 
+    def __init__(
+        self,
+        cluster: Cluster,
+        view_name: str,
+        *,
+        concurrency: int,
+        progress: Callable[[int], Any] | None,
+        calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
+        window: int | None = None,
+    ) -> None:
+        super().__init__(concurrency=concurrency, progress=progress, window=window)
+        self._cluster = cluster
+        self._view_name = view_name
+        self._batches = _NodeBatches(cluster, calls_per_round_trip)
 
-async def run_on_node_async(
-    cluster: Any, node: Any, calls: Sequence[_write.ScriptCall], view_name: str
-) -> int:
-    commands = [call.command for call in calls]
-    try:
-        replies = await _exchange_async(cluster, node, commands, scripts=True)
-        await _follow_asks_async(cluster, commands.__getitem__, replies, scripts=True)
-    except NoFreeConnection:
-        raise
-    except _TRANSPORT:
-        return await _run_via_cluster_async(cluster, calls, view_name)
-    done_calls, done_replies, redo = _split_replies(calls, replies)
-    written = _write._check_replies(done_calls, done_replies, view_name)
-    if redo:
-        written += await _run_via_cluster_async(cluster, redo, view_name)
-    return written
+    async def submit(self, group: Iterable[ScriptCall]) -> None:
+        for call in group:
+            batch = self._batches.add(call)
+            if batch is not None:
+                await self._dispatch(*batch)
 
+    async def _dispatch(self, node: Node, calls: list[ScriptCall]) -> None:
+        await self._start(
+            _rows(calls), run_on_node_async, self._cluster, node, calls, self._view_name
+        )
 
-async def _run_via_cluster_async(
-    cluster: Any, calls: Sequence[_write.ScriptCall], view_name: str
-) -> int:
-    pipe = cluster.pipeline()
-    for call in calls:
-        pipe.execute_command(*_command_args(call.command))
-    replies = await pipe.execute(raise_on_error=False)
-    if any(_write._is_noscript(reply) for reply in replies):
-        try:
-            await cluster.script_load(_write.SCRIPT_SOURCE)
-        except redis_exceptions.ResponseError as exc:
-            raise _write._scripting_refused(exc) from None
-        again = [i for i, reply in enumerate(replies) if _write._is_noscript(reply)]
-        pipe = cluster.pipeline()
-        for i in again:
-            pipe.execute_command(*_command_args(calls[i].command))
-        for i, reply in zip(again, await pipe.execute(raise_on_error=False)):
-            replies[i] = reply
-    _raise_unserved(replies)
-    return _write._check_replies(calls, replies, view_name)
+    async def _flush(self) -> None:
+        for node, calls in self._batches.drain():
+            await self._dispatch(node, calls)
 
-
-async def run_calls_async(
-    cluster: Any,
-    calls: Iterable[_write.ScriptCall],
-    view_name: str,
-    progress: Callable[[int], Any] | None,
-    *,
-    concurrency: int = 1,
-) -> int:
-    """Send every call to its master, up to ``concurrency`` round trips at once."""
-    nodes_manager = cluster.nodes_manager
-    batches: list[tuple[Any, list[_write.ScriptCall]]] = []
-    open_batches: dict[str, tuple[Any, list[_write.ScriptCall]]] = {}
-    for call in calls:
-        node = nodes_manager.get_node_from_slot(_slot_of_call(call))
-        entry = open_batches.get(node.name)
-        if entry is None:
-            entry = open_batches[node.name] = (node, [])
-            batches.append(entry)
-        entry[1].append(call)
-        if len(entry[1]) >= CALLS_PER_NODE_ROUND_TRIP:
-            del open_batches[node.name]
-    if not batches:
-        return 0
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(node: Any, batch: list[_write.ScriptCall]) -> int:
-        async with semaphore:
-            written = await run_on_node_async(cluster, node, batch, view_name)
-        if progress:
-            progress(sum(call.progress_rows for call in batch))
-        return written
-
-    results = await asyncio.gather(*(one(*entry) for entry in batches), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return sum(results)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- maintenance
-
-
-def delete_entities(cluster: Any, *, project: str, join_keys: Sequence[str]) -> int:
-    """``_maintenance.delete_entities`` for a cluster: the keys of every master (cluster
-    ``SCAN``), removed with pipelined single-key ``UNLINK``s (a multi-key ``UNLINK`` would
-    cost one round trip per slot)."""
-    keys = list(_maintenance.project_keys(cluster, project=project, join_keys=join_keys))
-    removed = 0
-    for start in range(0, len(keys), _maintenance._BATCH):
-        pipe = cluster.pipeline()
-        for key in keys[start : start + _maintenance._BATCH]:
-            pipe.unlink(key)
-        removed += sum(int(reply) for reply in pipe.execute())
-    return removed
+    async def abort(self) -> None:
+        self._batches.drain()
+        await super().abort()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis.asyncio.sentinel as redis_asyncio_sentinel
+import redis.sentinel as redis_sentinel
 from redis import exceptions as redis_exceptions
 from redis.connection import parse_url
 
@@ -275,39 +277,60 @@ def _cert_reqs(value: str) -> Any:
 
 @contextmanager
 def translated_errors(settings: ConnectionSettings) -> Iterator[None]:
-    """Turn redis-py's connection failures into errors that name the server and a next step."""
+    """Turn redis-py's failures into errors that name the server (every node, for a cluster
+    or Sentinel) and a next step, never the password."""
     try:
         yield
     except DragonflyStoreError:
         raise
+    # Topology errors first: some subclass the generic ones below (a missing master is a
+    # ConnectionError, CLUSTERDOWN a ResponseError).
+    except (redis_sentinel.MasterNotFoundError, redis_asyncio_sentinel.MasterNotFoundError):
+        raise DragonflyConnectionError(
+            f"cannot find the {settings.address}: no sentinel names a healthy master (are the "
+            "sentinels running and reachable, do they monitor that name (sentinel_master), is "
+            "sentinel_password right?)"
+        ) from None
+    except redis_exceptions.RedisClusterException as exc:
+        text = scrub(str(exc), settings)
+        advice = ""
+        if "cluster mode is not enabled" in text.lower():
+            advice = " (the server is not a cluster node: use redis_type: redis)"
+        raise DragonflyConnectionError(
+            f"cannot use the Redis Cluster at {settings.address}: {text}{advice}"
+        ) from None
+    except redis_exceptions.ClusterError as exc:
+        raise DragonflyConnectionError(
+            f"the Redis Cluster at {settings.address} is not serving: {scrub(str(exc), settings)}"
+        ) from None
     except redis_exceptions.AuthenticationError as exc:
         raise DragonflyConnectionError(
-            f"authentication failed at {settings.address}: {_scrub(str(exc), settings)} "
+            f"authentication failed at {settings.address}: {scrub(str(exc), settings)} "
             "(check password / username in connection_string)"
         ) from None
     except redis_exceptions.NoPermissionError as exc:
         raise DragonflyConnectionError(
             f"the user connected to {settings.address} lacks a permission: "
-            f"{_scrub(str(exc), settings)} (grant it with ACL SETUSER, or use another user)"
+            f"{scrub(str(exc), settings)} (grant it with ACL SETUSER, or use another user)"
         ) from None
     except redis_exceptions.ResponseError as exc:
         text = str(exc)
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             raise DragonflyConnectionError(
-                f"server at {settings.address} refused the credentials: {_scrub(text, settings)} "
+                f"server at {settings.address} refused the credentials: {scrub(text, settings)} "
                 "(check password / username in connection_string)"
             ) from None
         if "TLS" in text and not settings.use_ssl:
             raise DragonflyConnectionError(
                 f"the server at {settings.address} only accepts TLS connections: "
-                f"{_scrub(text, settings)} (use a rediss:// URL or add ssl=true)"
+                f"{scrub(text, settings)} (use a rediss:// URL or add ssl=true)"
             ) from None
         raise
     except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError) as exc:
         hint = _tls_hint(exc) if settings.use_ssl else None
         raise DragonflyConnectionError(
             f"cannot reach the Redis-protocol server at {settings.address}: "
-            f"{_scrub(str(exc), settings)} "
+            f"{scrub(str(exc), settings)} "
             f"({hint or 'is it running, and is connection_string right?'})"
         ) from None
 
@@ -328,7 +351,8 @@ def _tls_hint(exc: BaseException) -> str:
     )
 
 
-def _scrub(text: str, settings: ConnectionSettings) -> str:
+def scrub(text: str, settings: ConnectionSettings) -> str:
+    """``text`` with the password masked."""
     password = settings.password
     if password:
         text = text.replace(str(password), "***")

@@ -16,11 +16,16 @@ from functools import lru_cache
 from typing import Any
 
 import mmh3
-from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
 from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+
+#: One row as Feast's ``online_write_batch`` hands it over: entity key, feature values, event
+#: time, created time.
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 _UINT32_LE = struct.Struct("<I")
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
@@ -202,3 +207,23 @@ def glob_escape(raw: bytes) -> bytes:
             out.append(0x5C)  # backslash
         out.append(byte)
     return bytes(out)
+
+
+def describe_entity(entity_key: EntityKeyProto) -> str:
+    """``entity driver_id=1001`` style text for error messages."""
+    parts = []
+    for name, value in zip(entity_key.join_keys, entity_key.entity_values):
+        kind = value.WhichOneof("val")
+        parts.append(f"{name}={getattr(value, kind) if kind else None!r}")
+    return "entity " + ", ".join(parts)
+
+
+def describe_key(key: bytes) -> str:
+    """``entity driver_id=1001`` for a hash key (serialized entity key + project)."""
+    length = entity_part_length(key)
+    if length is None:
+        return f"key {key!r}"
+    try:
+        return describe_entity(deserialize_entity_key(key[:length], 3))
+    except Exception:  # noqa: BLE001 - best effort, for a message only
+        return f"key {key!r}"

@@ -37,13 +37,23 @@ def _batches(keys: Iterator[bytes]) -> Iterator[list[bytes]]:
         yield batch
 
 
-def delete_entities(client: Any, *, project: str, join_keys: Sequence[str]) -> int:
-    """Remove whole hashes; returns how many were removed."""
+def delete_entities(
+    client: Any, *, project: str, join_keys: Sequence[str], key_by_key: bool = False
+) -> int:
+    """Remove whole hashes; returns how many were removed. ``key_by_key``: pipelined
+    single-key ``UNLINK``s, for a cluster (a multi-key ``UNLINK`` there would cost one round
+    trip per slot; redis-py's cluster ``SCAN`` already visits every master)."""
     removed = 0
     # Collect first: deleting while a SCAN cursor is open may make it skip keys.
     keys = list(project_keys(client, project=project, join_keys=join_keys))
     for batch in _batches(iter(keys)):
-        removed += int(client.unlink(*batch))
+        if key_by_key:
+            pipe = client.pipeline()
+            for key in batch:
+                pipe.unlink(key)
+            removed += sum(int(reply) for reply in pipe.execute())
+        else:
+            removed += int(client.unlink(*batch))
     return removed
 
 

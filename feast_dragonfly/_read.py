@@ -23,15 +23,11 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout, _transport, _wide
-from feast_dragonfly._write import describe_entity
+from feast_dragonfly import _layout, _transport, _wide, _wire
+from feast_dragonfly._layout import describe_entity
 from feast_dragonfly.errors import DragonflyDataError
 
 ReadRow = tuple[datetime | None, dict[str, ValueProto] | None]
-
-
-def _bulk(item: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(item), item)
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ def field_set(view_name: str, feature_names: tuple[str, ...]) -> FieldSet:
     """Cached by view storage name and features: a changed view (renamed, new version, other
     features) has a different key, so an entry can never go stale."""
     fields = (*_layout.feature_fields(view_name, feature_names), _layout.timestamp_field(view_name))
-    return FieldSet(view_name, feature_names, fields, b"".join(_bulk(f) for f in fields))
+    return FieldSet(view_name, feature_names, fields, b"".join(_wire.bulk(f) for f in fields))
 
 
 @dataclass
@@ -63,7 +59,7 @@ class ViewRequest:
     fieldset: FieldSet
     entity_keys: list[EntityKeyProto]
     # For each entity of this view: (index of its HMGET, offset of this view's fields in it).
-    slots: list[tuple[int, int]] = field(default_factory=list)
+    positions: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def view_name(self) -> str:
@@ -89,7 +85,7 @@ class ReadPlan:
         for key, fieldsets in zip(self.keys[start:stop], self.key_fieldsets[start:stop]):
             count = 2 + sum(len(fs.fields) for fs in fieldsets)
             out.append(b"*%d\r\n$5\r\nHMGET\r\n" % count)
-            out.append(_bulk(key))
+            out.append(_wire.bulk(key))
             out.extend(fs.wire for fs in fieldsets)
         return b"".join(out)
 
@@ -116,7 +112,7 @@ def plan_read(views: Sequence[ViewRequest], *, project: str, key_version: int) -
                 plan.key_fieldsets.append([])
                 plan.key_entities.append(entity_key)
                 offsets.append(0)
-            view.slots.append((command, offsets[command]))
+            view.positions.append((command, offsets[command]))
             plan.key_fieldsets[command].append(fieldset)
             offsets[command] += len(fieldset.fields)
     return plan
@@ -142,7 +138,7 @@ def fetch(pool: Any, plan: ReadPlan, chunk_size: int, executor: Executor | None)
     else:
         futures = [executor.submit(_read_chunk, pool, plan, start, stop) for start, stop in bounds]
         replies = [r for future in futures for r in future.result()]
-    _raise_on_error(plan, replies)
+    raise_on_error(plan, replies)
     return replies
 
 
@@ -161,11 +157,12 @@ async def fetch_async(pool: Any, plan: ReadPlan, chunk_size: int) -> list[Any]:
             *(_read_chunk_async(pool, plan, start, stop) for start, stop in bounds)
         )
         replies = [r for part in parts for r in part]
-    _raise_on_error(plan, replies)
+    raise_on_error(plan, replies)
     return replies
 
 
-def _raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
+def raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
+    """The first error reply of a read, as an error naming the entity."""
     for index, reply in enumerate(replies):
         if not isinstance(reply, Exception):
             continue
@@ -184,10 +181,10 @@ def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) ->
     names = view.feature_names
     width = len(names)
     if width == 0:
-        return [(None, None) for _ in view.slots]
+        return [(None, None) for _ in view.positions]
     rows: list[ReadRow] = []
     parse = ValueProto.FromString
-    for command, offset in view.slots:
+    for command, offset in view.positions:
         reply = replies[command]
         values = reply[offset : offset + width]
         features = {name: parse(raw) if raw else ValueProto() for name, raw in zip(names, values)}

@@ -19,11 +19,10 @@ client?" and "is it a cluster?".
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import redis
 import redis.asyncio as redis_asyncio
@@ -31,17 +30,19 @@ import redis.asyncio.cluster as redis_asyncio_cluster
 import redis.asyncio.sentinel as redis_asyncio_sentinel
 import redis.cluster as redis_cluster
 import redis.sentinel as redis_sentinel
-from redis import exceptions as redis_exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feast_dragonfly import _connection, _transport
-from feast_dragonfly._connection import ConnectionSettings, client_kwargs, parse_connection_string
+from feast_dragonfly._connection import ConnectionSettings, parse_connection_string
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,
     DragonflyStoreError,
 )
+
+if TYPE_CHECKING:
+    from feast_dragonfly._settings import ClientSettings
 
 T = TypeVar("T")
 
@@ -172,47 +173,7 @@ def parse_topology(
     )
 
 
-# --------------------------------------------------------------------------- errors
-
-
-@contextlib.contextmanager
-def translated_errors(settings: ConnectionSettings) -> Iterator[None]:
-    """``_connection.translated_errors`` plus what only clusters and sentinels raise: a node
-    that is not in cluster mode, slots nobody serves, a cluster that is down, sentinels that
-    name no master."""
-    with _connection.translated_errors(settings):
-        try:
-            yield
-        except (
-            redis_sentinel.MasterNotFoundError,
-            redis_asyncio_sentinel.MasterNotFoundError,
-        ):
-            assert isinstance(settings, TopologySettings)
-            raise DragonflyConnectionError(
-                f"no sentinel of {settings.node_list} names a healthy master "
-                f"'{settings.sentinel_master}' (are the sentinels running and reachable, do "
-                "they monitor that name (sentinel_master), is sentinel_password right?)"
-            ) from None
-        except redis_exceptions.RedisClusterException as exc:
-            text = _connection._scrub(str(exc), settings)
-            hint = ""
-            if "cluster mode is not enabled" in text.lower():
-                hint = " (the server is not a cluster node: use redis_type: redis)"
-            raise DragonflyConnectionError(
-                f"cannot use the Redis Cluster at {settings.address}: {text}{hint}"
-            ) from None
-        except redis_exceptions.ClusterError as exc:
-            text = _connection._scrub(str(exc), settings)
-            raise DragonflyConnectionError(
-                f"the Redis Cluster at {settings.address} is not serving: {text}"
-            ) from None
-
-
 # --------------------------------------------------------------------------- clients
-
-
-def is_cluster(client: Any) -> bool:
-    return isinstance(client, (redis_cluster.RedisCluster, redis_asyncio_cluster.RedisCluster))
 
 
 class BlockingSentinelConnectionPool(
@@ -252,28 +213,6 @@ class AsyncRedisCluster(FastPathLimits, redis_asyncio_cluster.RedisCluster):  # 
     """redis-py's asyncio cluster client with :class:`FastPathLimits`."""
 
 
-def _data_kwargs(
-    settings: ConnectionSettings, store_config: Any, *, ssl_class: type
-) -> dict[str, Any]:
-    kwargs = client_kwargs(
-        settings,
-        socket_timeout=store_config.socket_timeout,
-        socket_connect_timeout=store_config.socket_connect_timeout,
-        ssl_connection_class=ssl_class,
-    )
-    kwargs.pop("host", None)
-    kwargs.pop("port", None)
-    return kwargs
-
-
-def _tls_as_flag(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Cluster and Sentinel clients choose their own (node- or sentinel-managed) connection
-    classes: ask them for TLS with ``ssl=True`` instead of naming a class."""
-    if kwargs.pop("connection_class", None) is not None:
-        kwargs["ssl"] = True
-    return kwargs
-
-
 def _sentinel_kwargs(settings: TopologySettings, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """How to talk to the sentinels themselves: redis-py's default (the socket options of the
     data connections), no retry, plus our ``sentinel_username`` / ``sentinel_password``."""
@@ -286,84 +225,138 @@ def _sentinel_kwargs(settings: TopologySettings, kwargs: Mapping[str, Any]) -> d
     return out
 
 
-def _master_retry(store_config: Any, *, for_asyncio: bool) -> Any:
-    """The master's connections retry transient failures as a standalone server's do (the
-    fast paths read the policy off the connection); each reconnect asks the sentinels."""
+def make_retry(settings: ClientSettings, *, for_asyncio: bool) -> Any:
+    """The retry policy of the data connections (the fast paths read it off the connection;
+    redis-py's own commands use it too); for Sentinel, each reconnect asks the sentinels."""
     return _transport.make_retry(
-        store_config.retry_attempts,
-        store_config.retry_backoff_base,
-        store_config.retry_backoff_cap,
+        settings.retry_attempts,
+        settings.retry_backoff_base,
+        settings.retry_backoff_cap,
         for_asyncio=for_asyncio,
     )
 
 
-def sync_client(store_config: Any) -> Any:
-    """The sync client of a cluster (``RedisCluster``) or Sentinel (``redis.Redis`` on the
-    master's sentinel-managed pool). A cluster client connects (to learn the slots) here."""
-    settings = store_config.connection_settings()
-    kind = store_config.redis_type
-    assert isinstance(settings, TopologySettings), "standalone clients are built by the store"
-    kwargs = _tls_as_flag(_data_kwargs(settings, store_config, ssl_class=redis.SSLConnection))
-    if kind == "redis_sentinel":
-        sentinel = redis_sentinel.Sentinel(
-            list(settings.nodes),
-            sentinel_kwargs=_sentinel_kwargs(settings, kwargs),
-            **kwargs,
-            retry=_master_retry(store_config, for_asyncio=False),
+def standalone_client(settings: ClientSettings) -> redis.Redis:
+    """One server: ``redis.Redis`` on a blocking pool (callers wait for a free connection up
+    to ``socket_timeout`` instead of failing)."""
+    pool = redis.BlockingConnectionPool(
+        timeout=settings.socket_timeout,
+        max_connections=settings.max_connections,
+        retry=make_retry(settings, for_asyncio=False),
+        **settings.pool_kwargs(redis.SSLConnection),
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def standalone_client_async(settings: ClientSettings) -> redis_asyncio.Redis:
+    """:func:`standalone_client` for asyncio (bound to the loop that first uses it)."""
+    pool = redis_asyncio.BlockingConnectionPool(
+        timeout=settings.socket_timeout,
+        max_connections=settings.max_connections,
+        retry=make_retry(settings, for_asyncio=True),
+        **settings.pool_kwargs(redis_asyncio.SSLConnection),
+    )
+    return redis_asyncio.Redis(connection_pool=pool)
+
+
+def _topology_kwargs(settings: ClientSettings, ssl_class: type) -> dict[str, Any]:
+    """Data-connection kwargs for cluster and Sentinel clients, which choose their own
+    (node- or sentinel-managed) connection classes: TLS as ``ssl=True``, no host/port."""
+    kwargs = settings.pool_kwargs(ssl_class)
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if kwargs.pop("connection_class", None) is not None:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _topology_of(settings: ClientSettings) -> TopologySettings:
+    connection = settings.connection
+    assert isinstance(connection, TopologySettings), "a cluster or Sentinel needs its nodes"
+    return connection
+
+
+def _sentinel_master(settings: ClientSettings, *, for_asyncio: bool) -> Any:
+    connection = _topology_of(settings)
+    sentinel_class: Any
+    pool_class: Any
+    ssl_class: Any
+    if for_asyncio:
+        sentinel_class, pool_class, ssl_class = (
+            redis_asyncio_sentinel.Sentinel,
+            AsyncBlockingSentinelConnectionPool,
+            redis_asyncio.SSLConnection,
         )
-        return sentinel.master_for(
-            store_config.sentinel_master,
-            connection_pool_class=BlockingSentinelConnectionPool,
-            max_connections=store_config.max_connections,
-            timeout=store_config.socket_timeout,
+    else:
+        sentinel_class, pool_class, ssl_class = (
+            redis_sentinel.Sentinel,
+            BlockingSentinelConnectionPool,
+            redis.SSLConnection,
         )
-    with translated_errors(settings):
+    kwargs = _topology_kwargs(settings, ssl_class)
+    sentinel = sentinel_class(
+        list(connection.nodes),
+        sentinel_kwargs=_sentinel_kwargs(connection, kwargs),
+        **kwargs,
+        retry=make_retry(settings, for_asyncio=for_asyncio),
+    )
+    return sentinel.master_for(
+        settings.sentinel_master,
+        connection_pool_class=pool_class,
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,
+    )
+
+
+def sentinel_client(settings: ClientSettings) -> redis.Redis:
+    """``redis.Redis`` on the master's sentinel-managed *blocking* pool: the raw
+    ``get_connection()`` fast paths work unchanged, and every new connection asks the
+    sentinels where the master is."""
+    return _sentinel_master(settings, for_asyncio=False)
+
+
+def sentinel_client_async(settings: ClientSettings) -> redis_asyncio.Redis:
+    """:func:`sentinel_client` for asyncio."""
+    return _sentinel_master(settings, for_asyncio=True)
+
+
+def cluster_client(settings: ClientSettings) -> SyncRedisCluster:
+    """redis-py's cluster client with :class:`FastPathLimits`; it connects (to learn the
+    slots) here."""
+    connection = _topology_of(settings)
+    kwargs = _topology_kwargs(settings, redis.SSLConnection)
+    with _connection.translated_errors(connection):
         # redis-py's node pools fail rather than wait when full, so they are left unbounded
         # and the fast paths bound themselves (FastPathLimits).
         cluster = SyncRedisCluster(
-            startup_nodes=[redis_cluster.ClusterNode(host, port) for host, port in settings.nodes],
+            startup_nodes=[
+                redis_cluster.ClusterNode(host, port) for host, port in connection.nodes
+            ],
             **kwargs,
         )
-    cluster.set_fast_path_limits(store_config.max_connections, store_config.socket_timeout)
+    cluster.set_fast_path_limits(settings.max_connections, settings.socket_timeout)
     return cluster
 
 
-async def async_client(store_config: Any) -> Any:
-    """The asyncio client of a cluster or Sentinel deployment, bound to the running loop; a
-    cluster client has learned the slots when this returns."""
-    settings = store_config.connection_settings()
-    kind = store_config.redis_type
-    assert isinstance(settings, TopologySettings), "standalone clients are built by the store"
-    kwargs = _tls_as_flag(
-        _data_kwargs(settings, store_config, ssl_class=redis_asyncio.SSLConnection)
-    )
-    if kind == "redis_sentinel":
-        sentinel = redis_asyncio_sentinel.Sentinel(
-            list(settings.nodes),
-            sentinel_kwargs=_sentinel_kwargs(settings, kwargs),
-            **kwargs,
-            retry=_master_retry(store_config, for_asyncio=True),
-        )
-        return sentinel.master_for(
-            store_config.sentinel_master,
-            connection_pool_class=AsyncBlockingSentinelConnectionPool,
-            max_connections=store_config.max_connections,
-            timeout=store_config.socket_timeout,
-        )
+async def cluster_client_async(settings: ClientSettings) -> AsyncRedisCluster:
+    """:func:`cluster_client` for asyncio, bound to the running loop; it has learned the
+    slots when this returns."""
+    connection = _topology_of(settings)
+    kwargs = _topology_kwargs(settings, redis_asyncio.SSLConnection)
     # The asyncio cluster client has its own retry policy and takes no retry_on_timeout.
     kwargs.pop("retry_on_timeout", None)
     cluster = AsyncRedisCluster(
         startup_nodes=[
-            redis_asyncio_cluster.ClusterNode(host, port) for host, port in settings.nodes
+            redis_asyncio_cluster.ClusterNode(host, port) for host, port in connection.nodes
         ],
         # Its nodes fail (rather than wait) when every connection is taken; the fast paths
         # wait on their own per-node limit of max_connections, below this one.
-        max_connections=2 * store_config.max_connections,
+        max_connections=2 * settings.max_connections,
         **kwargs,
     )
-    cluster.set_fast_path_limits(store_config.max_connections, store_config.socket_timeout)
+    cluster.set_fast_path_limits(settings.max_connections, settings.socket_timeout)
     try:
-        with translated_errors(settings):
+        with _connection.translated_errors(connection):
             await cluster.initialize()
     except BaseException:
         await cluster.aclose()
@@ -439,12 +432,12 @@ class _Progress:
         self.reported = 0
         self.hidden = 0
 
-    def first(self, rows: int) -> None:
+    def report_first_attempt(self, rows: int) -> None:
         self.reported += rows
         if self._progress:
             self._progress(rows)
 
-    def second(self, rows: int) -> None:
+    def report_second_attempt(self, rows: int) -> None:
         hide = min(rows, self.reported - self.hidden)
         self.hidden += hide
         if self._progress and rows > hide:
@@ -461,12 +454,12 @@ def retry_after_failover(
     event-time guarded: rows the first attempt wrote are skipped by the second."""
     counter = _Progress(progress)
     try:
-        return write(counter.first)
+        return write(counter.report_first_attempt)
     except DragonflyStoreError as exc:
         if not _failover_symptom(exc):
             raise
     client.connection_pool.disconnect(inuse_connections=False)
-    return write(counter.second)
+    return write(counter.report_second_attempt)
 
 
 async def retry_after_failover_async(
@@ -477,9 +470,9 @@ async def retry_after_failover_async(
     """The asyncio twin of :func:`retry_after_failover`."""
     counter = _Progress(progress)
     try:
-        return await write(counter.first)
+        return await write(counter.report_first_attempt)
     except DragonflyStoreError as exc:
         if not _failover_symptom(exc):
             raise
     await client.connection_pool.disconnect(inuse_connections=False)
-    return await write(counter.second)
+    return await write(counter.report_second_attempt)

@@ -28,6 +28,9 @@ from redis import exceptions as redis_exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from feast_dragonfly import _flow, _wire
+from feast_dragonfly._flow import Flow
+
 logger = logging.getLogger("feast_dragonfly")
 
 
@@ -51,6 +54,36 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+_DO = "do"
+_FAIL = "fail"
+_SLEEP = "sleep"
+
+
+def _retry_flow(
+    retry: Any,
+    is_retryable: Callable[[Exception], bool] | None,
+    with_failure_count: bool,
+) -> Flow[Any]:
+    """redis-py's retry loop, minus its I/O: yields ``_DO`` (run the operation), ``(_FAIL,
+    args)`` (redis-py's ``fail`` callback: drop the connection) and ``(_SLEEP, seconds)``."""
+    retry._backoff.reset()
+    failures = 0
+    while True:
+        try:
+            return (yield _DO)
+        except retry._supported_errors as error:
+            if not is_transient(error) or (is_retryable and not is_retryable(error)):
+                raise
+            failures += 1
+            yield (_FAIL, (error, failures) if with_failure_count else (error,))
+            if 0 <= retry._retries < failures:
+                raise
+            delay = retry._backoff.compute(failures)
+            _log_retry(error, failures, retry._retries, delay)
+            if delay > 0:
+                yield (_SLEEP, delay)
+
+
 class TransientRetry(Retry):
     """redis-py's ``Retry`` that gives up at once on non-transient errors (see
     :func:`is_transient`) and logs each retry. Own loop, so it behaves the same on every
@@ -63,30 +96,19 @@ class TransientRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> Any:
-        self._backoff.reset()
-        failures = 0
-        while True:
-            try:
+        def send(request: Any) -> Any:
+            if request == _DO:
                 return do()
-            except self._supported_errors as error:
-                if not is_transient(error) or (is_retryable and not is_retryable(error)):
-                    raise
-                failures += 1
-                if with_failure_count:
-                    fail(error, failures)
-                else:
-                    fail(error)
-                if 0 <= self._retries < failures:
-                    raise
-                delay = self._backoff.compute(failures)
-                _log_retry(error, failures, self._retries, delay)
-                if delay > 0:
-                    time.sleep(delay)
+            if request[0] == _FAIL:
+                return fail(*request[1])
+            time.sleep(request[1])
+
+        return _flow.run(_retry_flow(self, is_retryable, with_failure_count), send)
 
 
 class AsyncTransientRetry(redis_async_retry.Retry):
-    """The asyncio twin of :class:`TransientRetry` (redis-py's asyncio connections take
-    their own ``Retry`` class, whose ``fail`` callback is awaited)."""
+    """:class:`TransientRetry` for redis-py's asyncio connections (which take their own
+    ``Retry`` class, whose ``do`` and ``fail`` are awaited)."""
 
     async def call_with_retry(  # type: ignore[override]
         self,
@@ -95,25 +117,14 @@ class AsyncTransientRetry(redis_async_retry.Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> Any:
-        self._backoff.reset()
-        failures = 0
-        while True:
-            try:
+        async def send(request: Any) -> Any:
+            if request == _DO:
                 return await do()
-            except self._supported_errors as error:
-                if not is_transient(error) or (is_retryable and not is_retryable(error)):
-                    raise
-                failures += 1
-                if with_failure_count:
-                    await fail(error, failures)
-                else:
-                    await fail(error)
-                if 0 <= self._retries < failures:
-                    raise
-                delay = self._backoff.compute(failures)
-                _log_retry(error, failures, self._retries, delay)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            if request[0] == _FAIL:
+                return await fail(*request[1])
+            await asyncio.sleep(request[1])
+
+        return await _flow.run_async(_retry_flow(self, is_retryable, with_failure_count), send)
 
 
 def _log_retry(error: BaseException, failure: int, retries: int, delay: float) -> None:
@@ -148,35 +159,6 @@ def _retry_of(connection: Any) -> Any:
     return getattr(connection, "retry", None) or Retry(NoBackoff(), 0)
 
 
-def read_reply(connection: Any) -> Any:
-    """One reply; an error reply is returned (as its exception), not raised."""
-    try:
-        return connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc  # keep reading: the other replies are still on the socket
-
-
-async def read_reply_async(connection: Any) -> Any:
-    try:
-        return await connection.read_response()
-    except redis_exceptions.ResponseError as exc:
-        return exc
-
-
-def is_protocol_error(reply: Any) -> bool:
-    """The server could not parse a command (e.g. an argument over its size limit). It
-    answers once and closes the connection: the commands after it are never run."""
-    return isinstance(reply, redis_exceptions.ResponseError) and "Protocol error" in str(reply)
-
-
-def _after_protocol_error(connection: Any, out: list[Any], replies: int) -> bool:
-    if out and is_protocol_error(out[-1]):
-        out.extend([out[-1]] * (replies - len(out)))
-        connection.disconnect()
-        return True
-    return False
-
-
 def exchange(
     pool: Any, payload: Sequence[bytes], replies: int, *, check_health: bool = True
 ) -> list[Any]:
@@ -189,8 +171,9 @@ def exchange(
         connection.send_packed_command(payload, check_health=check_health)
         out: list[Any] = []
         while len(out) < replies:
-            out.append(read_reply(connection))
-            if _after_protocol_error(connection, out, replies):
+            out.append(_wire.read_reply(connection))
+            if _wire.ends_in_protocol_error(out, replies):
+                connection.disconnect()
                 break
         return out
 
@@ -215,9 +198,8 @@ async def exchange_async(
         await connection.send_packed_command(payload, check_health=check_health)
         out: list[Any] = []
         while len(out) < replies:
-            out.append(await read_reply_async(connection))
-            if out and is_protocol_error(out[-1]):
-                out.extend([out[-1]] * (replies - len(out)))
+            out.append(await _wire.read_reply_async(connection))
+            if _wire.ends_in_protocol_error(out, replies):
                 await connection.disconnect()
                 break
         return out

@@ -17,20 +17,18 @@ about 16,000 features (32,000 field/value arguments) takes these paths instead:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout, _transport
-from feast_dragonfly._write import MAX_ARGS_PER_CALL, describe_entity
+from feast_dragonfly import _flow, _layout, _transport, _wire
+from feast_dragonfly._flow import Call, Flow
+from feast_dragonfly._layout import Row, describe_entity
+from feast_dragonfly._write import MAX_ARGS_PER_CALL
 from feast_dragonfly.errors import DragonflyDataError
-
-Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 #: Arguments per command on these paths: well below Dragonfly's 65,536 (the same budget as a
 #: script call of the normal write path).
@@ -64,8 +62,8 @@ def _split_hmgets(plan: Any, start: int, stop: int) -> tuple[list[bytes], list[i
         count = 0
         for first in range(0, len(fields), per_command):
             part = fields[first : first + per_command]
-            out = [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(part)), _bulk(key)]
-            out.extend(_bulk(f) for f in part)
+            out = [b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(part)), _wire.bulk(key)]
+            out.extend(_wire.bulk(f) for f in part)
             commands.append(b"".join(out))
             count += 1
         pieces.append(count)
@@ -92,10 +90,6 @@ def read_chunk(pool: Any, plan: Any, start: int, stop: int) -> list[Any]:
 async def read_chunk_async(pool: Any, plan: Any, start: int, stop: int) -> list[Any]:
     commands, pieces = _split_hmgets(plan, start, stop)
     return _stitch(await _transport.exchange_async(pool, commands, len(commands)), pieces)
-
-
-def _bulk(item: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(item), item)
 
 
 # --------------------------------------------------------------------------- writes
@@ -184,12 +178,32 @@ def _contention_error(row: _WideRow, view_name: str) -> DragonflyDataError:
     )
 
 
-def _ttl_seconds(ttl_seconds: int | None) -> int:
-    return int(ttl_seconds or 0)
+def _row_flow(row: _WideRow, ts_field: bytes, view_name: str, ttl: int) -> Flow[int]:
+    """One row's ``WATCH`` / ``MULTI`` / ``EXEC`` on a transaction pipeline: 1 if written, 0 if
+    the stored row is as new or newer; tried again while other clients change the hash."""
+    for _ in range(MAX_CONTENTION_RETRIES):
+        try:
+            yield Call("watch", row.key)
+            try:
+                stored = yield Call("hget", row.key, ts_field)
+            except redis_exceptions.ResponseError as exc:
+                raise _data_error(row, view_name, exc) from None
+            if not _is_fresh(stored, row, view_name):
+                yield Call("reset")  # UNWATCH, and the connection back to the pool
+                return 0
+            yield Call("multi")
+            for chunk in row.chunks:
+                yield Call("execute_command", "HSET", row.key, *chunk)
+            if ttl:
+                yield Call("expire", row.key, ttl)
+            yield Call("execute")
+            return 1
+        except redis_exceptions.WatchError:
+            yield Call("reset")  # someone changed the hash (or the connection dropped): again
+    raise _contention_error(row, view_name)
 
 
-def write_rows(
-    client: Any,
+def writing(
     rows: Sequence[Row],
     *,
     view_name: str,
@@ -197,13 +211,14 @@ def write_rows(
     key_version: int,
     ttl_seconds: int | None,
     progress: Callable[[int], Any] | None,
-) -> int:
-    """Write rows of a wide view, one transaction per row; returns the rows written."""
+) -> Flow[int]:
+    """The flow that writes rows of a wide view, one transaction per row (run it with
+    :func:`write_rows` or :func:`write_rows_async`); its result is the rows written."""
     planned = _plan_rows(rows, view_name, project, key_version)
     ts_field = _layout.timestamp_field(view_name)
     written = 0
     for row in planned:
-        written += _write_one(client, row, ts_field, view_name, _ttl_seconds(ttl_seconds))
+        written += yield from _row_flow(row, ts_field, view_name, int(ttl_seconds or 0))
         if progress:
             progress(1)
     if progress and len(rows) > len(planned):
@@ -211,75 +226,12 @@ def write_rows(
     return written
 
 
-def _write_one(client: Any, row: _WideRow, ts_field: bytes, view_name: str, ttl: int) -> int:
+def write_rows(client: Any, flow: Flow[int]) -> int:
+    """Run a :func:`writing` flow on a transaction pipeline of ``client``."""
     with client.pipeline(transaction=True) as pipe:
-        for _ in range(MAX_CONTENTION_RETRIES):
-            try:
-                pipe.watch(row.key)
-                try:
-                    stored = pipe.hget(row.key, ts_field)
-                except redis_exceptions.ResponseError as exc:
-                    raise _data_error(row, view_name, exc) from None
-                if not _is_fresh(stored, row, view_name):
-                    pipe.unwatch()
-                    return 0
-                pipe.multi()
-                for chunk in row.chunks:
-                    pipe.execute_command("HSET", row.key, *chunk)
-                if ttl:
-                    pipe.expire(row.key, ttl)
-                pipe.execute()
-                return 1
-            except redis_exceptions.WatchError:
-                pipe.reset()  # someone changed the hash (or the connection dropped): again
-    raise _contention_error(row, view_name)
+        return _flow.run(flow, lambda call: call.on(pipe))
 
 
-async def write_rows_async(
-    client: Any,
-    rows: Sequence[Row],
-    *,
-    view_name: str,
-    project: str,
-    key_version: int,
-    ttl_seconds: int | None,
-    progress: Callable[[int], Any] | None,
-) -> int:
-    planned = _plan_rows(rows, view_name, project, key_version)
-    ts_field = _layout.timestamp_field(view_name)
-    written = 0
-    for row in planned:
-        written += await _write_one_async(
-            client, row, ts_field, view_name, _ttl_seconds(ttl_seconds)
-        )
-        if progress:
-            progress(1)
-    if progress and len(rows) > len(planned):
-        progress(len(rows) - len(planned))
-    return written
-
-
-async def _write_one_async(
-    client: Any, row: _WideRow, ts_field: bytes, view_name: str, ttl: int
-) -> int:
+async def write_rows_async(client: Any, flow: Flow[int]) -> int:
     async with client.pipeline(transaction=True) as pipe:
-        for _ in range(MAX_CONTENTION_RETRIES):
-            try:
-                await pipe.watch(row.key)
-                try:
-                    stored = await pipe.hget(row.key, ts_field)
-                except redis_exceptions.ResponseError as exc:
-                    raise _data_error(row, view_name, exc) from None
-                if not _is_fresh(stored, row, view_name):
-                    await pipe.unwatch()
-                    return 0
-                pipe.multi()
-                for chunk in row.chunks:
-                    pipe.execute_command("HSET", row.key, *chunk)
-                if ttl:
-                    pipe.expire(row.key, ttl)
-                await pipe.execute()
-                return 1
-            except redis_exceptions.WatchError:
-                await pipe.reset()
-    raise _contention_error(row, view_name)
+        return await _flow.run_async(flow, lambda call: call.on_async(pipe))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Literal, cast
 from urllib.parse import urlparse
@@ -59,7 +58,6 @@ from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
 from feast_dragonfly import _arrow, _latest, _layout, _wide, _write
-from feast_dragonfly._topology import translated_errors
 from feast_dragonfly.errors import DragonflyConfigError, DragonflyDataError
 from feast_dragonfly.online_store import DragonflyOnlineStore
 
@@ -171,54 +169,27 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         config = self.repo_config
         view = task.feature_view
         store = cast(DragonflyOnlineStore, self.online_store)  # checked by delegation_reason
-        store_config = store._store_config(config)
         plan = _ViewPlan(registry, task, config)
-
-        workers = max(
-            1,
-            min(
-                self.settings.write_concurrency or store_config.write_concurrency,
-                store_config.max_connections,
-            ),
-        )
-        # (one row per call on a Redis Cluster: a script's keys must share a slot)
-        rows_per_call = store._rows_per_call(store_config, self.settings.write_rows_per_call)
-        executor = (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feast-dragonfly-mat")
-            if workers > 1
-            else None
-        )
         source = _Source(self, plan, task, registry)
         bar = self._progress_bar(view.name, source)
-        sender = store._write_sender(
-            store_config,
-            plan.view_name,
-            executor=executor,
-            concurrency=workers,
-            progress=bar.update,
-            # Room for a whole batch: the next batch converts while this one is written.
-            window=workers
-            + -(-self.settings.batch_size // (rows_per_call * _write.CALLS_PER_ROUND_TRIP)),
-        )
         read = 0
         try:
-            with translated_errors(store_config.connection_settings()):
+            with store.view_writer(
+                config,
+                plan.view_name,
+                concurrency=self.settings.write_concurrency,
+                rows_per_call=self.settings.write_rows_per_call,
+                progress=bar.update,
+                # Room for a whole batch: the next batch converts while this one is written.
+                ahead_rows=self.settings.batch_size,
+            ) as writer:
                 for table, rows_read in source.batches():
                     read += rows_read
                     if rows_read > table.num_rows:
                         bar.update(rows_read - table.num_rows)  # superseded or no event time
-                    for group in _write.group_calls(
-                        plan.calls(table, store_config.key_ttl_seconds, rows_per_call)
-                    ):
-                        sender.submit(group)
-                sender.finish()
-        except BaseException:
-            sender.abort()
-            raise
+                    writer.send(plan.calls(table, writer.ttl_seconds, writer.rows_per_call))
         finally:
             bar.close()
-            if executor is not None:
-                executor.shutdown(wait=True)
         return read
 
     def _progress_bar(self, name: str, source: _Source) -> tqdm:

@@ -8,53 +8,50 @@ keep working. Every method that touches the server is our own; nothing of the pa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any, Literal
 
-import redis
-import redis.asyncio as redis_asyncio
 from feast import Entity, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.supported_async_methods import SupportedAsyncMethods
 from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
 from feast.value_type import ValueType
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, StrictStr, model_validator
-
-from feast_dragonfly import (
-    _cluster,
-    _layout,
-    _maintenance,
-    _read,
-    _response,
-    _topology,
-    _transport,
-    _wide,
-    _write,
+from pydantic import (
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    PrivateAttr,
+    StrictStr,
+    model_validator,
 )
-from feast_dragonfly._connection import ConnectionSettings, client_kwargs
+
+from feast_dragonfly import _layout, _read, _response_builder, _topology, _wide, _write
+from feast_dragonfly._backends import Backend, open_backend
+from feast_dragonfly._connection import ConnectionSettings
+from feast_dragonfly._layout import Row
 from feast_dragonfly._online_response import FastOnlineResponse
-from feast_dragonfly._topology import translated_errors
+from feast_dragonfly._settings import StoreSettings, settings_from
+from feast_dragonfly._view_writer import ViewWriter
 from feast_dragonfly.errors import DragonflyConfigError
 
 logger = logging.getLogger(__name__)
-
-Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 
 class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     """``online_store:`` settings for DragonflyDB or any Redis-protocol server."""
 
     # Validation errors must not echo input values: connection_string may hold a password.
+    # validate_assignment: a field assigned later is checked, and the parsed settings follow.
     model_config = ConfigDict(
-        arbitrary_types_allowed=True, extra="forbid", hide_input_in_errors=True
+        arbitrary_types_allowed=True,
+        extra="forbid",
+        hide_input_in_errors=True,
+        validate_assignment=True,
     )
 
     type: Literal["feast_dragonfly.DragonflyOnlineStore"] = "feast_dragonfly.DragonflyOnlineStore"
@@ -121,22 +118,23 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
                     raise DragonflyConfigError(_unknown_key_message(key, cls.model_fields))
         return values
 
+    _settings: StoreSettings | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _check_connection_string(self) -> DragonflyOnlineStoreConfig:
-        # Parse eagerly so a bad string (or a TLS option without TLS) fails when the config
-        # loads, not at the first read.
-        client_kwargs(
-            self.connection_settings(),
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.socket_connect_timeout,
-            ssl_connection_class=redis.SSLConnection,
-        )
+    def _parse_settings(self) -> DragonflyOnlineStoreConfig:
+        # Parsed once, here: a bad string (or a TLS option without TLS) fails when the config
+        # loads, not at the first read, and no read or write parses it again.
+        self._settings = settings_from(self)
         return self
 
+    def settings(self) -> StoreSettings:
+        """This config as frozen, parsed settings (what the store works from)."""
+        if self._settings is None:  # a config built without validation (model_construct)
+            self._settings = settings_from(self)
+        return self._settings
+
     def connection_settings(self) -> ConnectionSettings:
-        return _topology.parse_topology(
-            self.connection_string, self.redis_type, self.sentinel_master
-        )
+        return self.settings().client.connection
 
     def __repr_args__(self):  # type: ignore[override]
         for name, value in super().__repr_args__():
@@ -146,222 +144,124 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
 
 
 class DragonflyOnlineStore(RedisOnlineStore):
-    """Feast online store for DragonflyDB and Redis, byte-compatible with ``type: redis``."""
+    """Feast online store for DragonflyDB and Redis, byte-compatible with ``type: redis``.
+
+    Feast's hooks live here; everything that touches a server goes through the backend of
+    the configured deployment (``_backends``), built once per connection settings."""
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._sync_client: redis.Redis | None = None
-        self._sync_signature: tuple | None = None
-        self._read_executor: ThreadPoolExecutor | None = None
-        self._read_workers = 0
-        self._write_pool_executor: ThreadPoolExecutor | None = None
-        self._write_pool_workers = 0
-        self._async_clients: dict[int, tuple[asyncio.AbstractEventLoop, redis_asyncio.Redis]] = {}
+        self._backend: Backend | None = None
+        # Backends replaced after a config change: their async clients close with the store.
+        self._retired: list[Backend] = []
 
     @property
     def async_supported(self) -> SupportedAsyncMethods:
         return SupportedAsyncMethods(read=True, write=True)
 
-    # ------------------------------------------------------------------ clients
+    # ------------------------------------------------------------------ settings and backend
 
     @staticmethod
-    def _store_config(config: Any) -> DragonflyOnlineStoreConfig:
+    def _settings(config: Any) -> StoreSettings:
+        """The parsed settings of a ``RepoConfig`` or of its ``online_store`` section."""
         store_config = getattr(config, "online_store", config)
         if not isinstance(store_config, DragonflyOnlineStoreConfig):
             raise DragonflyConfigError(
                 "DragonflyOnlineStore needs online_store.type: feast_dragonfly.DragonflyOnlineStore, "
                 f"got {type(store_config).__name__}"
             )
-        return store_config
+        return store_config.settings()
 
-    @staticmethod
-    def _pool_kwargs(store_config: DragonflyOnlineStoreConfig, ssl_class: type) -> dict:
-        kwargs = client_kwargs(
-            store_config.connection_settings(),
-            socket_timeout=store_config.socket_timeout,
-            socket_connect_timeout=store_config.socket_connect_timeout,
-            ssl_connection_class=ssl_class,
-        )
-        kwargs["max_connections"] = store_config.max_connections
-        # The connections' retry policy: redis-py's own commands and our hot paths use it.
-        kwargs["retry"] = _transport.make_retry(
-            store_config.retry_attempts,
-            store_config.retry_backoff_base,
-            store_config.retry_backoff_cap,
-            for_asyncio=issubclass(ssl_class, redis_asyncio.Connection),
-        )
-        return kwargs
+    def _backend_for(self, settings: StoreSettings) -> Backend:
+        backend = self._backend
+        if backend is not None and backend.settings == settings.client:
+            return backend
+        with self._lock:
+            backend = self._backend
+            if backend is None or backend.settings != settings.client:
+                if backend is not None:
+                    backend.close()
+                    self._retired.append(backend)
+                backend = self._backend = open_backend(settings.client)
+            return backend
 
     def _get_client(self, online_store_config: Any) -> Any:
         """The sync client (also what Feast's ``feast precompute`` scans through):
         ``redis.Redis``, or ``RedisCluster`` with ``redis_type: redis_cluster``."""
-        store_config = self._store_config(online_store_config)
-        signature = (
-            store_config.connection_string,
-            store_config.max_connections,
-            store_config.socket_timeout,
-            store_config.socket_connect_timeout,
-            store_config.retry_attempts,
-            store_config.retry_backoff_base,
-            store_config.retry_backoff_cap,
-            store_config.redis_type,
-            store_config.sentinel_master,
-        )
-        with self._lock:
-            if self._sync_client is None or self._sync_signature != signature:
-                if self._sync_client is not None:
-                    _topology.close_sync(self._sync_client)
-                if store_config.redis_type != "redis":
-                    self._sync_client = _topology.sync_client(store_config)
-                else:
-                    pool = redis.BlockingConnectionPool(
-                        timeout=store_config.socket_timeout,
-                        **self._pool_kwargs(store_config, redis.SSLConnection),
-                    )
-                    self._sync_client = redis.Redis(connection_pool=pool)
-                self._sync_signature = signature
-            return self._sync_client
+        settings = self._settings(online_store_config)
+        backend = self._backend_for(settings)
+        with backend.errors():
+            return backend.client()
 
     async def _get_client_async(self, online_store_config: Any) -> Any:
-        """One async client per running event loop: redis-py's asyncio pools are loop-bound."""
-        store_config = self._store_config(online_store_config)
-        loop = asyncio.get_running_loop()
-        entry = self._async_clients.get(id(loop))
-        if entry is not None and entry[0] is loop:
-            return entry[1]
-        self._drop_clients_of_closed_loops()
-        if store_config.redis_type != "redis":
-            client = await _topology.async_client(store_config)
-        else:
-            pool = redis_asyncio.BlockingConnectionPool(
-                timeout=store_config.socket_timeout,
-                **self._pool_kwargs(store_config, redis_asyncio.SSLConnection),
-            )
-            client = redis_asyncio.Redis(connection_pool=pool)
-        self._async_clients[id(loop)] = (loop, client)
-        return client
+        """The asyncio client of the running event loop."""
+        backend = self._backend_for(self._settings(online_store_config))
+        with backend.errors():
+            return await backend.client_async()
 
     async def initialize(self, config: RepoConfig) -> None:
         """Open the async pool and check the server answers, so `feast serve` fails fast."""
-        settings = self._store_config(config).connection_settings()
-        client = await self._get_client_async(config.online_store)
-        with translated_errors(settings):
+        backend = self._backend_for(self._settings(config))
+        with backend.errors():
+            client = await backend.client_async()
             await client.ping()
 
-    def _drop_clients_of_closed_loops(self) -> None:
-        """Callers doing ``asyncio.run`` per request leave a pool behind per loop: close their
-        sockets now rather than when the garbage collector gets to them."""
-        for key, (owner, client) in list(self._async_clients.items()):
-            if owner.is_closed():
-                del self._async_clients[key]
-                _close_sockets_of_dead_loop(client)
-
     async def close(self) -> None:
-        """Close every pool this store opened (Feast's own store leaks its async client)."""
-        loop = asyncio.get_running_loop()
-        for key, (owner, client) in list(self._async_clients.items()):
-            del self._async_clients[key]
-            closing = _topology.aclose(client)
-            if owner is loop:
-                await closing
-            elif owner.is_closed():
-                closing.close()
-                _close_sockets_of_dead_loop(client)
-            elif owner.is_running():
-                # Pools are bound to their loop: let that loop close its own.
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(closing, owner))
-            else:
-                # An idle loop (run_until_complete style) runs nothing by itself.
-                await asyncio.to_thread(owner.run_until_complete, closing)
+        """Close every pool and thread this store opened (Feast's own store leaks its async
+        client)."""
         with self._lock:
-            if self._sync_client is not None:
-                _topology.close_sync(self._sync_client)
-                self._sync_client = None
-                self._sync_signature = None
-            if self._read_executor is not None:
-                self._read_executor.shutdown(wait=False)
-                self._read_executor = None
-                self._read_workers = 0
+            backends = [*self._retired, *([self._backend] if self._backend else [])]
+            self._retired.clear()
+            self._backend = None
+        for backend in backends:
+            await backend.aclose()
 
     # ------------------------------------------------------------------ writes
 
-    def _write_executor(
-        self, store_config: DragonflyOnlineStoreConfig
-    ) -> ThreadPoolExecutor | None:
-        """Threads that carry the script calls of one write over separate connections."""
-        workers = self._write_workers_for(store_config)
-        if workers <= 1:
-            return None
-        with self._lock:
-            executor = self._write_pool_executor
-            if executor is None or self._write_pool_workers != workers:
-                if executor is not None:
-                    executor.shutdown(wait=False)
-                executor = ThreadPoolExecutor(
-                    max_workers=workers, thread_name_prefix="feast-dragonfly-write"
-                )
-                self._write_pool_executor = executor
-                self._write_pool_workers = workers
-            return executor
-
-    @staticmethod
-    def _write_workers_for(store_config: DragonflyOnlineStoreConfig) -> int:
-        return max(1, min(store_config.write_concurrency, store_config.max_connections))
-
-    @staticmethod
-    def _rows_per_call(
-        store_config: DragonflyOnlineStoreConfig, requested: int | None = None
-    ) -> int:
-        """Rows per script call: a cluster runs a script only if all its keys share one slot,
-        and Feast's keys carry no hash tags, so there every call carries one row."""
-        if store_config.redis_type == "redis_cluster":
-            return 1
-        return requested or store_config.write_rows_per_call
-
-    def _write_sender(
+    def view_writer(
         self,
-        store_config: DragonflyOnlineStoreConfig,
+        config: RepoConfig,
         view_name: str,
         *,
-        executor: ThreadPoolExecutor | None,
-        concurrency: int,
-        progress: Callable[[int], Any] | None,
-        window: int | None = None,
-    ) -> Any:
-        """What carries script calls to the server(s): one pool, or a cluster's masters.
-        ``window``: round trips queued or in flight before ``submit`` waits (see Sender)."""
-        client = self._get_client(store_config)
-        if _topology.is_cluster(client):
-            return _cluster.ClusterSender(
-                client,
-                view_name,
-                executor=executor,
-                concurrency=concurrency,
-                progress=progress,
-                window=window,
-            )
-        return _write.Sender(
-            client.connection_pool,
+        concurrency: int | None = None,
+        rows_per_call: int | None = None,
+        progress: Callable[[int], Any] | None = None,
+        ahead_rows: int = 0,
+    ) -> ViewWriter:
+        """A :class:`~feast_dragonfly.ViewWriter` for bulk writers (materialization engines,
+        tools) that plan their own script calls; ``view_name`` is the storage name
+        (``_layout.storage_view_name``). ``concurrency`` / ``rows_per_call`` default to the
+        store's ``write_concurrency`` / ``write_rows_per_call``; ``ahead_rows``: rows that may
+        be queued beyond the round trips in flight."""
+        settings = self._settings(config)
+        workers = max(
+            1,
+            min(concurrency or settings.write_concurrency, settings.client.max_connections),
+        )
+        return ViewWriter(
+            self._backend_for(settings),
             view_name,
-            executor=executor,
-            concurrency=concurrency,
+            workers=workers,
+            rows_per_call=rows_per_call or settings.write_rows_per_call,
+            ttl_seconds=settings.key_ttl_seconds,
             progress=progress,
-            window=window,
+            ahead_rows=ahead_rows,
         )
 
-    def _plan_writes(self, config: RepoConfig, table: FeatureView, data: Sequence[Row]):
-        store_config = self._store_config(config)
-        view_name = _layout.storage_view_name(table, config)
-        calls = _write.plan_calls(
+    @staticmethod
+    def _write_plan(
+        config: RepoConfig, view_name: str, data: Sequence[Row], rows_per_call: int
+    ) -> Callable[[], Any]:
+        settings = DragonflyOnlineStore._settings(config)
+        return lambda: _write.plan_calls(
             data,
             view_name=view_name,
             project=config.project,
             key_version=config.entity_key_serialization_version,
-            ttl_seconds=store_config.key_ttl_seconds,
-            rows_per_call=self._rows_per_call(store_config),
+            ttl_seconds=settings.key_ttl_seconds,
+            rows_per_call=rows_per_call,
         )
-        return store_config, view_name, calls
 
     def online_write_batch(
         self,
@@ -375,47 +275,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
         ``progress`` is called with numbers of rows (every input row counts once)."""
         if not data:
             return
+        settings = self._settings(config)
+        backend = self._backend_for(settings)
         if _wide.is_wide_view(len(table.features)):
-            self._write_wide(config, table, data, progress)
-            return
-        store_config = self._store_config(config)
-        if store_config.redis_type == "redis_sentinel":
-            _topology.retry_after_failover(
-                lambda report: self._write_once(config, table, data, report),
-                progress,
-                self._get_client(store_config),
-            )
-        else:
-            self._write_once(config, table, data, progress)
-
-    def _write_once(
-        self,
-        config: RepoConfig,
-        table: FeatureView,
-        data: list[Row],
-        progress: Callable[[int], Any] | None,
-    ) -> None:
-        store_config, view_name, calls = self._plan_writes(config, table, data)
-        client = self._get_client(store_config)
-        with translated_errors(store_config.connection_settings()):
-            if _topology.is_cluster(client):
-                _cluster.run_calls(
-                    client,
-                    calls,
-                    view_name,
-                    progress,
-                    executor=self._write_executor(store_config),
-                    concurrency=self._write_workers_for(store_config),
+            with backend.errors():
+                _wide.write_rows(
+                    backend.client(), self._wide_writing(config, table, data, progress)
                 )
-                return
-            _write.run_calls(
-                client.connection_pool,
-                calls,
-                view_name,
-                progress,
-                executor=self._write_executor(store_config),
-                concurrency=self._write_workers_for(store_config),
-            )
+            return
+        view_name = _layout.storage_view_name(table, config)
+        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
+        backend.write(
+            view_name,
+            self._write_plan(config, view_name, data, rows_per_call),
+            progress,
+            settings.write_workers,
+        )
 
     async def online_write_batch_async(
         self,
@@ -426,137 +301,52 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> None:
         if not data:
             return
+        settings = self._settings(config)
+        backend = self._backend_for(settings)
         if _wide.is_wide_view(len(table.features)):
-            await self._write_wide_async(config, table, data, progress)
+            with backend.errors():
+                await _wide.write_rows_async(
+                    await backend.client_async(),
+                    self._wide_writing(config, table, data, progress),
+                )
             return
-        store_config = self._store_config(config)
-        if store_config.redis_type == "redis_sentinel":
-            await _topology.retry_after_failover_async(
-                lambda report: self._write_once_async(config, table, data, report),
-                progress,
-                await self._get_client_async(store_config),
-            )
-        else:
-            await self._write_once_async(config, table, data, progress)
+        view_name = _layout.storage_view_name(table, config)
+        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
+        await backend.write_async(
+            view_name,
+            self._write_plan(config, view_name, data, rows_per_call),
+            progress,
+            settings.write_workers,
+        )
 
-    async def _write_once_async(
+    def _wide_writing(
         self,
         config: RepoConfig,
         table: FeatureView,
         data: list[Row],
         progress: Callable[[int], Any] | None,
-    ) -> None:
-        store_config, view_name, calls = self._plan_writes(config, table, data)
-        client = await self._get_client_async(store_config)
-        with translated_errors(store_config.connection_settings()):
-            if _topology.is_cluster(client):
-                await _cluster.run_calls_async(
-                    client,
-                    calls,
-                    view_name,
-                    progress,
-                    concurrency=self._write_workers_for(store_config),
-                )
-                return
-            await _write.run_calls_async(
-                client.connection_pool,
-                calls,
-                view_name,
-                progress,
-                concurrency=self._write_workers_for(store_config),
-            )
-
-    def _wide_options(self, config: RepoConfig, table: FeatureView) -> dict[str, Any]:
-        return {
-            "view_name": _layout.storage_view_name(table, config),
-            "project": config.project,
-            "key_version": config.entity_key_serialization_version,
-            "ttl_seconds": self._store_config(config).key_ttl_seconds,
-        }
-
-    def _write_wide(self, config: RepoConfig, table: FeatureView, data: list[Row], progress):
+    ) -> Any:
         """Rows too wide for one server command: one transaction per row (see ``_wide``)."""
-        store_config = self._store_config(config)
-        client = self._get_client(store_config)
-        with translated_errors(store_config.connection_settings()):
-            _wide.write_rows(client, data, progress=progress, **self._wide_options(config, table))
-
-    async def _write_wide_async(
-        self, config: RepoConfig, table: FeatureView, data: list[Row], progress
-    ) -> None:
-        store_config = self._store_config(config)
-        client = await self._get_client_async(store_config)
-        with translated_errors(store_config.connection_settings()):
-            await _wide.write_rows_async(
-                client, data, progress=progress, **self._wide_options(config, table)
-            )
+        return _wide.writing(
+            data,
+            view_name=_layout.storage_view_name(table, config),
+            project=config.project,
+            key_version=config.entity_key_serialization_version,
+            ttl_seconds=self._settings(config).key_ttl_seconds,
+            progress=progress,
+        )
 
     # ------------------------------------------------------------------ reads
 
-    def _executor(self, store_config: DragonflyOnlineStoreConfig) -> ThreadPoolExecutor | None:
-        """Threads that send the chunks of one large sync read over separate connections."""
-        if store_config.read_concurrency <= 1:
-            return None
-        with self._lock:
-            if self._read_executor is None or self._read_workers != store_config.read_concurrency:
-                if self._read_executor is not None:
-                    self._read_executor.shutdown(wait=False)
-                self._read_executor = ThreadPoolExecutor(
-                    max_workers=store_config.read_concurrency,
-                    thread_name_prefix="feast-dragonfly-read",
-                )
-                self._read_workers = store_config.read_concurrency
-            return self._read_executor
+    def _fetch(self, config: Any, plan: _read.ReadPlan) -> list:
+        settings = self._settings(config)
+        return self._backend_for(settings).fetch(
+            plan, settings.read_chunk_size, settings.read_concurrency
+        )
 
-    def _fetch(self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan) -> list:
-        if not plan.keys:
-            return []
-        if store_config.redis_type == "redis_sentinel":
-            # Reads are idempotent: one broken by a failover is simply read again.
-            return _topology.retry_after_failover(
-                lambda _rows: self._fetch_once(store_config, plan),
-                None,
-                self._get_client(store_config),
-            )
-        return self._fetch_once(store_config, plan)
-
-    def _fetch_once(self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan) -> list:
-        client = self._get_client(store_config)
-        with translated_errors(store_config.connection_settings()):
-            if _topology.is_cluster(client):
-                return _cluster.fetch(
-                    client, plan, store_config.read_chunk_size, self._executor(store_config)
-                )
-            return _read.fetch(
-                client.connection_pool,
-                plan,
-                store_config.read_chunk_size,
-                self._executor(store_config),
-            )
-
-    async def _fetch_async(
-        self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan
-    ) -> list:
-        if not plan.keys:
-            return []
-        if store_config.redis_type == "redis_sentinel":
-            return await _topology.retry_after_failover_async(
-                lambda _rows: self._fetch_once_async(store_config, plan),
-                None,
-                await self._get_client_async(store_config),
-            )
-        return await self._fetch_once_async(store_config, plan)
-
-    async def _fetch_once_async(
-        self, store_config: DragonflyOnlineStoreConfig, plan: _read.ReadPlan
-    ) -> list:
-        client = await self._get_client_async(store_config)
-        with translated_errors(store_config.connection_settings()):
-            if _topology.is_cluster(client):
-                return await _cluster.fetch_async(client, plan, store_config.read_chunk_size)
-            return await _read.fetch_async(
-                client.connection_pool, plan, store_config.read_chunk_size
-            )
+    async def _fetch_async(self, config: Any, plan: _read.ReadPlan) -> list:
+        settings = self._settings(config)
+        return await self._backend_for(settings).fetch_async(plan, settings.read_chunk_size)
 
     @staticmethod
     def _single_view_plan(
@@ -578,9 +368,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[_read.ReadRow]:
-        store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        return _read.decode_rows(plan.views[0], self._fetch(store_config, plan))
+        return _read.decode_rows(plan.views[0], self._fetch(config, plan))
 
     async def online_read_async(
         self,
@@ -589,9 +378,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None = None,
     ) -> list[_read.ReadRow]:
-        store_config = self._store_config(config)
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        return _read.decode_rows(plan.views[0], await self._fetch_async(store_config, plan))
+        return _read.decode_rows(plan.views[0], await self._fetch_async(config, plan))
 
     @staticmethod
     def _plan_feature_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map):
@@ -622,14 +410,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> None:
         """Feast 0.67's response hook: one HMGET per entity hash for all requested views,
         the response assembled from the stored bytes."""
-        store_config = self._store_config(config)
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        _response.fill_response(
+        _response_builder.fill_response(
             online_features_response,
             plan,
-            self._fetch(store_config, plan),
+            self._fetch(config, plan),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
@@ -645,14 +432,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_feature_view_version_metadata: bool,
     ) -> None:
-        store_config = self._store_config(config)
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
-        _response.fill_response(
+        _response_builder.fill_response(
             online_features_response,
             plan,
-            await self._fetch_async(store_config, plan),
+            await self._fetch_async(config, plan),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
@@ -694,33 +480,25 @@ class DragonflyOnlineStore(RedisOnlineStore):
         partial: bool,
     ) -> None:
         """Delete the stored fields of removed feature views, in this project only."""
-        store_config = self._store_config(config)
-        if not store_config.full_scan_for_deletion:
+        if not self._settings(config).full_scan_for_deletion:
             return
         for table in tables_to_delete:
             self.delete_table(config, table)
 
     def delete_table(self, config: RepoConfig, table: FeatureView) -> None:
         """Remove one view's fields from every hash of this project; other views stay."""
-        store_config = self._store_config(config)
-        with translated_errors(store_config.connection_settings()):
-            _maintenance.delete_view(
-                self._get_client(store_config),
-                project=config.project,
-                join_keys=table.join_keys,
-                view_name=_layout.storage_view_name(table, config),
-                feature_names=[f.name for f in table.features],
-            )
+        self._backend_for(self._settings(config)).delete_view(
+            project=config.project,
+            join_keys=table.join_keys,
+            view_name=_layout.storage_view_name(table, config),
+            feature_names=[f.name for f in table.features],
+        )
 
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:
         """Remove every hash of this project for entities with these join keys."""
-        store_config = self._store_config(config)
-        client = self._get_client(store_config)
-        with translated_errors(store_config.connection_settings()):
-            if _topology.is_cluster(client):
-                _cluster.delete_entities(client, project=config.project, join_keys=join_keys)
-                return
-            _maintenance.delete_entities(client, project=config.project, join_keys=join_keys)
+        self._backend_for(self._settings(config)).delete_entities(
+            project=config.project, join_keys=join_keys
+        )
 
     def teardown(
         self,
@@ -748,19 +526,6 @@ def _value_type_of(dtype: Any) -> ValueType:
         _VALUE_TYPES.clear()
     _VALUE_TYPES[id(dtype)] = (dtype, value_type)
     return value_type
-
-
-def _close_sockets_of_dead_loop(client: Any) -> None:
-    """Close the sockets of an asyncio client whose event loop is gone (nothing can await
-    them)."""
-    for connection in _topology.async_connections(client):
-        writer = getattr(connection, "_writer", None)
-        sock = getattr(getattr(writer, "transport", None), "_sock", None)
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
 
 
 _MIGRATION_HINTS = {

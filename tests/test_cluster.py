@@ -164,6 +164,31 @@ def test_async_writes_and_reads(tmp_path, clean_cluster, store):
     assert sum(len(keys) for keys in clean_cluster.keys_per_master()) == n
 
 
+def test_async_writes_route_as_they_encode(tmp_path, clean_cluster, store):
+    """Like the sync path, an async cluster write sends each master's calls while it encodes
+    the rest (it used to route every call of the batch before sending the first)."""
+    from test_backends import CountingRows
+
+    config = config_for(tmp_path, clean_cluster, write_concurrency=2)
+    view = feature_view("fv", ("a", "b"))
+    data = CountingRows(row(i, T0, i) for i in range(20_000))
+    encoded_at_first_reply: list[int] = []
+
+    def progress(rows: int) -> None:
+        if not encoded_at_first_reply:
+            encoded_at_first_reply.append(data.fetched)
+
+    async def scenario() -> None:
+        try:
+            await store.online_write_batch_async(config, view, data, progress)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert sum(len(keys) for keys in clean_cluster.keys_per_master()) == 20_000
+    assert encoded_at_first_reply[0] <= 2_000, encoded_at_first_reply
+
+
 def test_stored_bytes_and_cross_reads_match_feasts_cluster_store(tmp_path, clean_cluster):
     """Every value type through Feast's ``RedisOnlineStore`` (``redis_type: redis_cluster``)
     and ours: same keys and bytes on every master, and each store reads the other's data."""

@@ -14,7 +14,6 @@ import traceback
 
 import pydantic
 import pytest
-import redis
 from feast import RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from redis.sentinel import SentinelManagedSSLConnection
@@ -117,7 +116,7 @@ def test_sentinel_options_keep_the_two_passwords_apart():
 
     # The master's password for data connections, the sentinels' own for discovery; pools
     # that wait for a free connection; nothing connects yet.
-    client = _topology.sync_client(config)
+    client = _topology.sentinel_client(config.settings().client)
     try:
         pool = client.connection_pool
         assert isinstance(pool, _topology.BlockingSentinelConnectionPool)
@@ -137,7 +136,7 @@ def test_sentinel_tls_uses_sentinel_managed_tls_connections():
         redis_type="redis_sentinel",
         connection_string="s1:26379,ssl=true,ssl_cert_reqs=none",
     )
-    client = _topology.sync_client(config)
+    client = _topology.sentinel_client(config.settings().client)
     try:
         pool = client.connection_pool
         assert pool.connection_class is SentinelManagedSSLConnection
@@ -241,7 +240,3 @@ def test_other_write_errors_and_a_second_failure_are_not_retried():
     with pytest.raises(DragonflyConnectionError):
         _topology.retry_after_failover(always_down, None, Client())
     assert calls[0] == 2
-
-
-def test_cluster_detection():
-    assert not _topology.is_cluster(redis.Redis())

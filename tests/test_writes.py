@@ -94,5 +94,5 @@ def test_write_concurrency_is_bounded_by_the_pool(tmp_path, server_connection_st
         tmp_path, server_connection_string, write_concurrency=64, max_connections=3
     )
     store = DragonflyOnlineStore()
-    assert store._write_workers_for(config.online_store) == 3
+    assert config.online_store.settings().write_workers == 3
     store.online_write_batch(config, feature_view("wide", FEATURES), rows(500), None)

@@ -101,7 +101,7 @@ def fill_response(
             continue
         # For every output row: the reply list and offset it reads from (None: no entity).
         sources: list[tuple[Any, int] | None] = [None] * output_len
-        for (command, offset), destinations in zip(view.slots, indexes):
+        for (command, offset), destinations in zip(view.positions, indexes):
             reply_at = (replies[command], offset)
             for position in destinations:
                 sources[position] = reply_at

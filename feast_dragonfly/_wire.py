@@ -1,0 +1,108 @@
+"""RESP, the Redis wire format: encoding commands, walking packed ones, reading replies.
+
+The hot paths skip redis-py's command packing (it re-encodes every field name of every
+command) and write pre-encoded bytes instead; everything that builds or takes apart those
+bytes lives here, once, for reads, writes, wide views and the cluster's fallback path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from redis import exceptions as redis_exceptions
+
+CRLF = b"\r\n"
+
+
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def bulk_int(value: int) -> bytes:
+    """An integer argument, as the bulk string of its decimal digits."""
+    text = b"%d" % value
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+def command(*args: bytes) -> bytes:
+    """A whole command (array of bulk strings)."""
+    return b"*%d\r\n" % len(args) + b"".join(bulk(arg) for arg in args)
+
+
+def bulk_array(values: pa.Array) -> pa.BinaryArray:
+    """The RESP bulk string of each value of a binary (or string) array, in Arrow kernels."""
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
+    lengths = pc.cast(pc.cast(pc.binary_length(values), pa.string()), pa.binary())
+    return pc.binary_join_element_wise(b"$", lengths, CRLF, values, CRLF, b"")
+
+
+def offsets(array: pa.BinaryArray) -> np.ndarray:
+    """The value offsets of a binary array (where each value starts in its data buffer)."""
+    return np.frombuffer(array.buffers()[1], dtype=np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+
+
+def argument_spans(packed: bytes) -> list[tuple[int, int]]:
+    """``(offset, length)`` of every argument of one packed command."""
+    spans: list[tuple[int, int]] = []
+    position = packed.index(CRLF) + 2
+    while position < len(packed):
+        end = packed.index(CRLF, position)
+        length = int(packed[position + 1 : end])
+        spans.append((end + 2, length))
+        position = end + 2 + length + 2
+    return spans
+
+
+def arguments(packed: bytes) -> list[bytes]:
+    """One packed command back into its arguments."""
+    return [packed[start : start + length] for start, length in argument_spans(packed)]
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def read_reply(connection: Any) -> Any:
+    """One reply; an error reply is returned (as its exception), not raised, so the replies
+    after it can still be read off the socket."""
+    try:
+        return connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc
+
+
+async def read_reply_async(connection: Any) -> Any:
+    """:func:`read_reply` on an asyncio connection."""
+    try:
+        return await connection.read_response()
+    except redis_exceptions.ResponseError as exc:
+        return exc
+
+
+def is_protocol_error(reply: Any) -> bool:
+    """The server could not parse a command (e.g. an argument over its size limit). It
+    answers once and closes the connection: the commands after it are never run."""
+    return isinstance(reply, redis_exceptions.ResponseError) and "Protocol error" in str(reply)
+
+
+def ends_in_protocol_error(replies: list[Any], expected: int) -> bool:
+    """Whether the last reply read is a protocol error; if so the replies that will never come
+    are filled in with it (every later command is unanswered) and the caller must stop
+    reading and drop the connection."""
+    if not replies or not is_protocol_error(replies[-1]):
+        return False
+    replies.extend([replies[-1]] * (expected - len(replies)))
+    return True
+
+
+def last_of_each(replies: Sequence[Any], per: int) -> list[Any]:
+    """Every ``per``-th reply: the answers of commands each sent after ``per - 1`` others
+    (``ASKING`` before a redirected command)."""
+    return list(replies[per - 1 :: per])
