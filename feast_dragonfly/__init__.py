@@ -1,10 +1,10 @@
 """feast-dragonfly: a fast, drop-in Feast online store for DragonflyDB and Redis."""
 
+from feast_dragonfly._view_writer import ViewWriter
 from feast_dragonfly.engine import (
     DragonflyMaterializationEngine,
     DragonflyMaterializationEngineConfig,
 )
-from feast_dragonfly._view_writer import ViewWriter
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,
