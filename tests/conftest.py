@@ -12,6 +12,14 @@
 * ``server_binary`` (session): the binary discovery picked, for tests that start their own
   servers (``tests/test_local_server.py``).
 
+The differential tests (``test_differential_*.py``: Feast's own ``RedisOnlineStore`` next to
+ours) share three more, here so that every one of those modules gets the same ones:
+
+* ``make_configs`` (function): a ``RepoConfig`` per store for calling their methods directly.
+* ``api`` (module): the two applied repos of ``differential_repos.py``, materialized by each
+  store in turn; built once per module that asks for it.
+* ``api_data`` (function): ``api`` with Feast's materialized data back on the emptied server.
+
 Every test that uses ``redis_server`` or ``server_binary``, directly or through other fixtures,
 is marked ``server``: ``make test`` re-runs exactly those (``pytest -m server``) on Dragonfly.
 """
@@ -21,9 +29,29 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis
+from differential_kit import PROJECT, close_sync
+from differential_repos import (
+    API_PROJECT,
+    MATERIALIZED_VIEWS,
+    STORED_ODFV_PUSH,
+    WINDOW_END,
+    WINDOW_START,
+    build_api_objects,
+    exotic_rows,
+)
+from feast import FeatureStore
+from feast_repo import (
+    STORE_TYPES,
+    dump_keyspace,
+    online_store_settings,
+    repo_config,
+    restore_keyspace,
+    write_feature_repo,
+)
 
 from feast_dragonfly import DragonflyOnlineStore
 from feast_dragonfly.local_server import (
@@ -138,3 +166,94 @@ def store() -> Iterator[DragonflyOnlineStore]:
         yield store
     finally:
         asyncio.run(store.close())
+
+
+# --------------------------------------------------------------------------- differential
+
+
+@pytest.fixture
+def make_configs(tmp_path, server_connection_string):
+    """``make(**online_store_options)`` -> {'feast': RepoConfig, 'ours': RepoConfig}.
+
+    ``ours_options`` go to our store only (Feast's config rejects unknown keys).
+    """
+
+    def make(entity_key_serialization_version: int = 3, ours_options=None, **options):
+        return {
+            kind: repo_config(
+                tmp_path / f"{kind}-{entity_key_serialization_version}",
+                project=PROJECT,
+                online_store=online_store_settings(
+                    kind,
+                    server_connection_string,
+                    **options,
+                    **((ours_options or {}) if kind == "ours" else {}),
+                ),
+                entity_key_serialization_version=entity_key_serialization_version,
+            )
+            for kind in STORE_TYPES
+        }
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def api(redis_server, tmp_path_factory):
+    """Two applied repos on one server; the data written by each store in turn.
+
+    Each store materializes the same parquet data (and writes the exotic rows) into an empty
+    server and the keyspace is dumped: a test compares the two dumps, and one of them is
+    restored before each read test (the per-test FLUSHALL would otherwise lose it). Module
+    scope: each module that uses it materializes its own copy (about a second and a half).
+    """
+    base = tmp_path_factory.mktemp("api")
+    data_dir = base / "data"
+    data_dir.mkdir()
+    objects = build_api_objects(data_dir)
+    stores: dict[str, FeatureStore] = {}
+    for kind in STORE_TYPES:
+        stores[kind] = write_feature_repo(
+            base / kind,
+            project=API_PROJECT,
+            online_store=online_store_settings(kind, redis_server.connection_string),
+        )
+        stores[kind].apply(
+            [
+                *objects["entities"],
+                *objects["views"].values(),
+                *objects["odfvs"],
+                objects["request"],
+                *objects["services"],
+            ]
+        )
+    client = redis_server.client(decode_responses=False)
+    dumps = {}
+    try:
+        for kind, store in stores.items():
+            client.flushall()
+            store.materialize(WINDOW_START, WINDOW_END, MATERIALIZED_VIEWS)
+            store._get_provider().online_store.online_write_batch(
+                store.config, store.get_feature_view("driver_exotic"), exotic_rows(), None
+            )
+            store.write_to_online_store("stored_conv", df=STORED_ODFV_PUSH.copy())
+            dumps[kind] = dump_keyspace(client)
+        client.flushall()
+    finally:
+        client.close()
+    yield SimpleNamespace(
+        stores=stores,
+        dumps=dumps,
+        paths={k: base / k for k in STORE_TYPES},
+        base=base,
+        objects=objects,
+        connection_string=redis_server.connection_string,
+    )
+    for store in stores.values():
+        close_sync(store._get_provider().online_store)
+
+
+@pytest.fixture
+def api_data(api, redis_client):
+    """Feast's materialized data, back on the server after this test's FLUSHALL."""
+    restore_keyspace(redis_client, api.dumps["feast"])
+    return api

@@ -6,7 +6,6 @@ Everything here talks to a real server through the stores' public methods; nothi
 from __future__ import annotations
 
 import re
-import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Int64
 from feast.value_type import ValueType
 
-from feast_dragonfly._layout import entity_hash_key
+from feast_dragonfly._layout import Row, entity_hash_key
+from feast_dragonfly.local_server import free_port as free_port  # re-exported for the tests
 
 OURS = "feast_dragonfly.DragonflyOnlineStore"
 FEAST_REDIS = "redis"
 
 _FEAST_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 
 def repo_config(
@@ -129,13 +127,6 @@ def stored_values(
 def value_of(store: Any, config: RepoConfig, view: FeatureView, key: int) -> int | None:
     """The stored value of feature ``a`` for one entity."""
     return stored_values(store, config, view, [key])[0][1]["a"]
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def snapshot(client: redis.Redis) -> dict[bytes, tuple[bytes, Any, int]]:

@@ -16,19 +16,18 @@ and ``ASK`` redirections after the store learned the slot map, and configuration
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import redis
+from differential_kit import TYPED_VIEW, assert_same_response, typed_rows
+from failover_kit import Traffic, replicas_in_sync
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast_repo import assert_same_keyspace, dump_keyspace
 from local_topology import LocalCluster, start_cluster
 from store_kit import entity, entity_key, feature_view, free_port, hash_key, repo_config, row
-from test_differential import TYPED_VIEW, assert_same_response, typed_rows
 from test_engine import Repo, typed_frame, window
 
 from feast_dragonfly import DragonflyConnectionError, DragonflyOnlineStore
@@ -429,55 +428,25 @@ def test_a_master_failover_during_reads_and_writes(tmp_path, cluster_with_replic
     view = feature_view("fv", ("a",))
     n = 300
     store.online_write_batch(config, view, [row(i, T0, i, ("a",)) for i in range(n)], None)
-    watched = cluster.masters[0].client()  # the master with the replica
-    try:
-        assert watched.execute_command("WAIT", 1, 5000) == 1  # the replica has its keys
-    finally:
-        watched.close()
+    # masters[0] is the master with the replica, and the replica has its keys
+    assert replicas_in_sync(cluster.masters[0]) == 1
     keys = [entity_key(i) for i in range(n)]
     expected = [{"a": i} for i in range(n)]
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    counts = {"reads": 0, "writes": 0}
+    other = feature_view("other", ("b",))
 
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                assert values_of(store.online_read(config, view, keys)) == expected
-                counts["reads"] += 1
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failures.append(exc)
+    def read() -> None:
+        assert values_of(store.online_read(config, view, keys)) == expected
 
-    def writer() -> None:
-        other = feature_view("other", ("b",))
-        step = 0
-        while not stop.is_set():
-            step += 1
-            try:
-                rows = [row(i, T0 + timedelta(seconds=step), step, ("b",)) for i in range(50)]
-                store.online_write_batch(config, other, rows, None)
-                counts["writes"] += 1
-            except BaseException as exc:  # noqa: BLE001
-                failures.append(exc)
+    def write(step: int) -> None:
+        rows = [row(i, T0 + timedelta(seconds=step), step, ("b",)) for i in range(50)]
+        store.online_write_batch(config, other, rows, None)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(0.3)
+    with Traffic(read, write) as traffic:
         promoted = cluster.failover(0)
-        after = dict(counts)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (
-            counts["reads"] < after["reads"] + 10 or counts["writes"] < after["writes"] + 5
-        ):
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-    assert not failures, failures[:3]
-    assert counts["reads"] >= after["reads"] + 10 and counts["writes"] >= after["writes"] + 5
+        after = traffic.counts()
+        traffic.wait_for(reads=after.reads + 10, writes=after.writes + 5)
+    assert not traffic.failures, traffic.failures[:3]
+    assert traffic.reads >= after.reads + 10 and traffic.writes >= after.writes + 5
 
     store.online_write_batch(
         config, view, [row(i, T0 + timedelta(1), -i, ("a",)) for i in range(n)], None

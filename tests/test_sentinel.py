@@ -5,20 +5,21 @@ Each test starts its own group with ``start_sentinel_group`` (``tests/local_topo
 redis-server pass runs them). The data nodes and the sentinel both require passwords, and the
 connection string lists an unreachable sentinel first, so discovery has to skip it.
 
-The failover tests force ``SENTINEL FAILOVER`` while reads (and writes) run in a loop, then
-stop the old master: every request must keep succeeding, now served by the new master.
+The failover tests force ``SENTINEL FAILOVER`` while reads (and writes) run in a loop (the
+threaded one is ``failover_kit.Traffic``, shared with the cluster failover test), then stop the
+old master: every request must keep succeeding, now served by the new master.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from failover_kit import Traffic, replicas_in_sync
 from local_topology import LocalSentinelGroup, start_sentinel_group
 from store_kit import entity_key, feature_view, free_port, hash_key, repo_config, row
 
@@ -62,11 +63,7 @@ def values_of(rows: list) -> list:
 
 def replicate(group: LocalSentinelGroup) -> None:
     """Wait until the replica has what the master has (so a failover loses nothing)."""
-    client = group.master().client()
-    try:
-        assert client.execute_command("WAIT", 1, 5000) >= 1
-    finally:
-        client.close()
+    assert replicas_in_sync(group.master()) >= 1
 
 
 def test_reads_writes_and_teardown_through_the_sentinels(tmp_path, group, store):
@@ -131,55 +128,27 @@ def test_failover_during_reads_and_writes(tmp_path, group, store):
     store.online_write_batch(config, view, [row(i, T0, i) for i in range(N)], None)
     replicate(group)
     keys = [entity_key(i) for i in range(N)]
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    reads = [0]
-    writes = [0]
+    # Another view of other entities: never changes what the reader checks.
+    other = feature_view("other", ("c",))
 
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                assert values_of(store.online_read(config, view, keys)) == [
-                    {"a": i, "b": i} for i in range(N)
-                ]
-                reads[0] += 1
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failures.append(exc)
+    def read() -> None:
+        assert values_of(store.online_read(config, view, keys)) == [
+            {"a": i, "b": i} for i in range(N)
+        ]
 
-    def writer() -> None:
-        # Another view of other entities: never changes what the reader checks.
-        other = feature_view("other", ("c",))
-        step = 0
-        while not stop.is_set():
-            step += 1
-            try:
-                rows = [row(N + i, T0 + timedelta(seconds=step), step, ("c",)) for i in range(20)]
-                store.online_write_batch(config, other, rows, None)
-                writes[0] += 1
-            except BaseException as exc:  # noqa: BLE001
-                failures.append(exc)
+    def write(step: int) -> None:
+        rows = [row(N + i, T0 + timedelta(seconds=step), step, ("c",)) for i in range(20)]
+        store.online_write_batch(config, other, rows, None)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(0.3)
+    with Traffic(read, write) as traffic:
         old = group.master()
         new = group.failover()
         assert new.port != old.port
-        before_stop = reads[0], writes[0]
+        before_stop = traffic.counts()
         old.stop()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (
-            reads[0] < before_stop[0] + 20 or writes[0] < before_stop[1] + 5
-        ):
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-    assert not failures, failures[:3]
-    assert reads[0] >= before_stop[0] + 20 and writes[0] >= before_stop[1] + 5
+        traffic.wait_for(reads=before_stop.reads + 20, writes=before_stop.writes + 5)
+    assert not traffic.failures, traffic.failures[:3]
+    assert traffic.reads >= before_stop.reads + 20 and traffic.writes >= before_stop.writes + 5
 
     # Served by the new master: the old one is gone, and new writes land there.
     reported: list[int] = []
