@@ -22,7 +22,7 @@ import yaml
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.type_map import python_values_to_proto_values
 from feast.types import Int64, String
-from feast_repo import assert_same_keyspace, dump_keyspace
+from feast_repo import assert_same_keyspace, dump_keyspace, online_store_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,16 +74,8 @@ class TieRepo:
             "offline_store": {"type": "file"},
             "entity_key_serialization_version": 3,
         }
-        if kind == "feast":
-            settings["online_store"] = {
-                "type": "redis",
-                "connection_string": self.connection_string,
-            }
-        else:
-            settings["online_store"] = {
-                "type": "feast_dragonfly.DragonflyOnlineStore",
-                "connection_string": self.connection_string,
-            }
+        settings["online_store"] = online_store_settings(kind, self.connection_string)
+        if kind == "ours":
             settings["batch_engine"] = {"type": ENGINE, "show_progress": False, **engine}
         (self.path / "feature_store.yaml").write_text(yaml.safe_dump(settings))
         store = FeatureStore(repo_path=str(self.path))
