@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, TypeVar
 
 from feast_dragonfly import _cluster, _maintenance, _read, _topology, _write
 from feast_dragonfly._connection import translated_errors
+from feast_dragonfly._layout import Progress
 from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._settings import ClientSettings
 
@@ -113,7 +114,7 @@ class Backend:
         if not plan.keys:
             return []
 
-        def attempt(_progress: Any) -> list[Any]:
+        def attempt(_progress: Progress) -> list[Any]:
             with self.errors():
                 return self._fetch(plan, chunk_size, concurrency)
 
@@ -123,7 +124,7 @@ class Backend:
         if not plan.keys:
             return []
 
-        async def attempt(_progress: Any) -> list[Any]:
+        async def attempt(_progress: Progress) -> list[Any]:
             with self.errors():
                 return await self._fetch_async(plan, chunk_size)
 
@@ -156,9 +157,9 @@ class Backend:
         self,
         view_name: str,
         *,
-        executor: Any,
+        executor: Executor | None,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> _write.RoundTrips:
         """What carries one write's script calls (``submit`` groups, then ``finish``)."""
@@ -176,7 +177,7 @@ class Backend:
         view_name: str,
         *,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> _write.AsyncRoundTrips:
         return self.async_sender_class(
@@ -191,13 +192,13 @@ class Backend:
         self,
         view_name: str,
         plan_calls: Callable[[], Iterable[ScriptCall]],
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         workers: int,
     ) -> int:
         """Send the script calls ``plan_calls()`` makes, ``workers`` round trips at once;
         returns the rows written. Planned again if a failover makes a second attempt."""
 
-        def attempt(report: Callable[[int], Any] | None) -> int:
+        def attempt(report: Progress) -> int:
             with self.errors():
                 sender = self.sender(
                     view_name,
@@ -213,24 +214,22 @@ class Backend:
         self,
         view_name: str,
         plan_calls: Callable[[], Iterable[ScriptCall]],
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         workers: int,
     ) -> int:
-        async def attempt(report: Callable[[int], Any] | None) -> int:
+        async def attempt(report: Progress) -> int:
             with self.errors():
                 sender = await self.sender_async(view_name, concurrency=workers, progress=report)
                 return await _write.send_all_async(sender, plan_calls())
 
         return await self.retrying_after_failover_async(attempt, progress)
 
-    def retrying_after_failover(
-        self, attempt: Callable[[Callable[[int], Any] | None], T], progress: Any
-    ) -> T:
+    def retrying_after_failover(self, attempt: Callable[[Progress], T], progress: Progress) -> T:
         """``attempt(progress)``; a deployment with failover runs it again when one broke it."""
         return attempt(progress)
 
     async def retrying_after_failover_async(
-        self, attempt: Callable[[Callable[[int], Any] | None], Awaitable[T]], progress: Any
+        self, attempt: Callable[[Progress], Awaitable[T]], progress: Progress
     ) -> T:
         return await attempt(progress)
 
@@ -305,13 +304,11 @@ class SentinelBackend(Backend):
     async def _new_client_async(self) -> Any:
         return _topology.sentinel_client_async(self.settings)
 
-    def retrying_after_failover(
-        self, attempt: Callable[[Callable[[int], Any] | None], T], progress: Any
-    ) -> T:
+    def retrying_after_failover(self, attempt: Callable[[Progress], T], progress: Progress) -> T:
         return _topology.retry_after_failover(attempt, progress, self.client())
 
     async def retrying_after_failover_async(
-        self, attempt: Callable[[Callable[[int], Any] | None], Awaitable[T]], progress: Any
+        self, attempt: Callable[[Progress], Awaitable[T]], progress: Progress
     ) -> T:
         return await _topology.retry_after_failover_async(
             attempt, progress, await self.client_async()

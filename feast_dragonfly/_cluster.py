@@ -41,6 +41,7 @@ from redis.crc import key_slot
 
 from feast_dragonfly import _flow, _read, _script, _wire, _write
 from feast_dragonfly._flow import Flow
+from feast_dragonfly._layout import Progress
 from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._topology import AsyncRedisCluster, SyncRedisCluster
 
@@ -506,7 +507,7 @@ class ClusterSender(_write.RoundTrips):
         *,
         executor: Executor | None,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
         window: int | None = None,
     ) -> None:
@@ -545,7 +546,7 @@ class AsyncClusterSender(_write.AsyncRoundTrips):
         view_name: str,
         *,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
         window: int | None = None,
     ) -> None:

@@ -37,7 +37,7 @@ from feast_dragonfly.errors import DragonflyDataError
 NO_CREATED = np.iinfo(np.int64).min
 # Candidates kept before they are reduced together again (bounds memory on long windows
 # whose parts each hold different entities).
-_COMPACT_AT = 1_000_000
+COMPACT_AT = 1_000_000
 
 
 def created_micros(column: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
@@ -121,7 +121,7 @@ class LatestRows:
         )
         self._parts.append(_top_rows(part))
         self._pending += self._parts[-1].num_rows
-        if self._pending >= _COMPACT_AT and len(self._parts) > 1:
+        if self._pending >= COMPACT_AT and len(self._parts) > 1:
             self._parts = [_top_rows(pa.concat_tables(self._parts))]
             self._pending = self._parts[0].num_rows
 

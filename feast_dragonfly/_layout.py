@@ -10,7 +10,7 @@ values are serialized Feast ``ValueProto`` messages. Byte-identical to Feast 0.6
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -26,6 +26,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 #: One row as Feast's ``online_write_batch`` hands it over: entity key, feature values, event
 #: time, created time.
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+
+#: Feast's progress callback: called with a number of rows done (None: nobody listens).
+Progress = Callable[[int], object] | None
 
 _UINT32_LE = struct.Struct("<I")
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)

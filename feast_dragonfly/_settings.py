@@ -62,7 +62,7 @@ class StoreSettings:
 
 
 #: The config fields that become :class:`ClientSettings` (besides the parsed connection).
-_CLIENT_FIELDS = (
+CLIENT_FIELDS = (
     "redis_type",
     "sentinel_master",
     "max_connections",
@@ -73,7 +73,7 @@ _CLIENT_FIELDS = (
     "retry_backoff_cap",
 )
 #: The config fields that become the tuning part of :class:`StoreSettings`.
-_TUNING_FIELDS = (
+TUNING_FIELDS = (
     "key_ttl_seconds",
     "write_rows_per_call",
     "write_concurrency",
@@ -82,7 +82,7 @@ _TUNING_FIELDS = (
     "full_scan_for_deletion",
 )
 #: Config fields that are not settings of their own.
-_NOT_SETTINGS = ("type", "connection_string")
+NOT_SETTINGS = ("type", "connection_string")
 
 
 def settings_from(config: Any) -> StoreSettings:
@@ -92,7 +92,7 @@ def settings_from(config: Any) -> StoreSettings:
         config.connection_string, config.redis_type, config.sentinel_master
     )
     client = ClientSettings(
-        connection=connection, **{name: getattr(config, name) for name in _CLIENT_FIELDS}
+        connection=connection, **{name: getattr(config, name) for name in CLIENT_FIELDS}
     )
     client.pool_kwargs(object)  # validates the TLS options against ssl=...
-    return StoreSettings(client=client, **{name: getattr(config, name) for name in _TUNING_FIELDS})
+    return StoreSettings(client=client, **{name: getattr(config, name) for name in TUNING_FIELDS})

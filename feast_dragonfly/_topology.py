@@ -35,6 +35,7 @@ from redis.retry import Retry
 
 from feast_dragonfly import _connection, _transport
 from feast_dragonfly._connection import ConnectionSettings, parse_connection_string
+from feast_dragonfly._layout import Progress
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,
@@ -427,7 +428,7 @@ class _Progress:
     """Counts the rows reported by a first attempt, then hides that many from the second, so
     the caller's ``progress`` still sees every input row exactly once."""
 
-    def __init__(self, progress: Callable[[int], Any] | None) -> None:
+    def __init__(self, progress: Progress) -> None:
         self._progress = progress
         self.reported = 0
         self.hidden = 0
@@ -446,7 +447,7 @@ class _Progress:
 
 def retry_after_failover(
     write: Callable[[Callable[[int], Any]], T],
-    progress: Callable[[int], Any] | None,
+    progress: Progress,
     client: Any,
 ) -> T:
     """Run ``write`` and, if a Sentinel failover broke it, once more on fresh connections
@@ -464,7 +465,7 @@ def retry_after_failover(
 
 async def retry_after_failover_async(
     write: Callable[[Callable[[int], Any]], Awaitable[T]],
-    progress: Callable[[int], Any] | None,
+    progress: Progress,
     client: Any,
 ) -> T:
     """The asyncio twin of :func:`retry_after_failover`."""

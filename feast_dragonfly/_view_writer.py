@@ -18,13 +18,13 @@ the writer's threads; failures come out as the store's errors, never with a pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
 
 from feast_dragonfly import _write
 from feast_dragonfly._backends import Backend
+from feast_dragonfly._layout import Progress
 from feast_dragonfly._script import ScriptCall
 
 
@@ -40,7 +40,7 @@ class ViewWriter:
         workers: int,
         rows_per_call: int,
         ttl_seconds: int | None,
-        progress: Callable[[int], Any] | None = None,
+        progress: Progress = None,
         ahead_rows: int = 0,
     ) -> None:
         self.view_name = view_name

@@ -16,7 +16,7 @@ about 16,000 features (32,000 field/value arguments) takes these paths instead:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -26,7 +26,7 @@ from redis import exceptions as redis_exceptions
 
 from feast_dragonfly import _flow, _layout, _transport, _wire
 from feast_dragonfly._flow import Call, Flow
-from feast_dragonfly._layout import Row, describe_entity
+from feast_dragonfly._layout import Progress, Row, describe_entity
 from feast_dragonfly._write import MAX_ARGS_PER_CALL
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -210,7 +210,7 @@ def writing(
     project: str,
     key_version: int,
     ttl_seconds: int | None,
-    progress: Callable[[int], Any] | None,
+    progress: Progress,
 ) -> Flow[int]:
     """The flow that writes rows of a wide view, one transaction per row (run it with
     :func:`write_rows` or :func:`write_rows_async`); its result is the rows written."""

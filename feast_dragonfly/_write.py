@@ -31,7 +31,7 @@ from redis import exceptions as redis_exceptions
 
 from feast_dragonfly import _flow, _layout, _script, _transport, _wire
 from feast_dragonfly._flow import Flow
-from feast_dragonfly._layout import Row
+from feast_dragonfly._layout import Progress, Row
 from feast_dragonfly._script import ScriptCall
 
 #: Stay far below DragonflyDB's 65,536-argument command limit (and Redis's Lua stack).
@@ -220,7 +220,7 @@ class RoundTrips:
         *,
         executor: Executor | None,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> None:
         self._executor = executor if concurrency > 1 else None
@@ -287,7 +287,7 @@ class AsyncRoundTrips:
         self,
         *,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> None:
         self._slots = asyncio.Semaphore(max(1, concurrency))
@@ -349,7 +349,7 @@ class Sender(RoundTrips):
         *,
         executor: Executor | None,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> None:
         super().__init__(
@@ -371,7 +371,7 @@ class AsyncSender(AsyncRoundTrips):
         view_name: str,
         *,
         concurrency: int,
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
         window: int | None = None,
     ) -> None:
         super().__init__(concurrency=concurrency, progress=progress, window=window)

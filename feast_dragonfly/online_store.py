@@ -33,7 +33,7 @@ from pydantic import (
 from feast_dragonfly import _layout, _read, _response_builder, _topology, _wide, _write
 from feast_dragonfly._backends import Backend, open_backend
 from feast_dragonfly._connection import ConnectionSettings
-from feast_dragonfly._layout import Row
+from feast_dragonfly._layout import Progress, Row
 from feast_dragonfly._online_response import FastOnlineResponse
 from feast_dragonfly._settings import StoreSettings, settings_from
 from feast_dragonfly._view_writer import ViewWriter
@@ -226,7 +226,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         *,
         concurrency: int | None = None,
         rows_per_call: int | None = None,
-        progress: Callable[[int], Any] | None = None,
+        progress: Progress = None,
         ahead_rows: int = 0,
     ) -> ViewWriter:
         """A :class:`~feast_dragonfly.ViewWriter` for bulk writers (materialization engines,
@@ -268,7 +268,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         config: RepoConfig,
         table: FeatureView,
         data: list[Row],
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
     ) -> None:
         """Write rows; a stored row with a newer-or-equal event time is never replaced.
 
@@ -297,7 +297,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         config: RepoConfig,
         table: FeatureView,
         data: list[Row],
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
     ) -> None:
         if not data:
             return
@@ -324,7 +324,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         config: RepoConfig,
         table: FeatureView,
         data: list[Row],
-        progress: Callable[[int], Any] | None,
+        progress: Progress,
     ) -> Any:
         """Rows too wide for one server command: one transaction per row (see ``_wide``)."""
         return _wide.writing(

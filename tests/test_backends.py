@@ -135,7 +135,7 @@ def test_packed_commands_round_trip_through_the_wire_module():
 
 
 def test_every_config_field_is_a_setting():
-    mapped = set(_settings._CLIENT_FIELDS + _settings._TUNING_FIELDS + _settings._NOT_SETTINGS)
+    mapped = set(_settings.CLIENT_FIELDS + _settings.TUNING_FIELDS + _settings.NOT_SETTINGS)
     assert mapped == set(DragonflyOnlineStoreConfig.model_fields)
 
 
@@ -173,14 +173,14 @@ def test_the_store_keeps_its_backend_until_the_connection_changes(
     store = DragonflyOnlineStore()
     try:
         store.online_write_batch(config, view, [row(1, T0, 1)], None)
-        backend = store._backend
+        client = store._get_client(config.online_store)  # Feast's hook: the backend's client
         config.online_store.read_chunk_size = 3  # tuning only
         store.online_read(config, view, [entity_key(1)])
-        assert store._backend is backend
+        assert store._get_client(config.online_store) is client
         config.online_store.max_connections = 5  # new pools needed
         later = T0 + timedelta(seconds=1)
         store.online_write_batch(config, view, [row(1, later, 2)], None)
-        assert store._backend is not backend
+        assert store._get_client(config.online_store) is not client
         assert stored_values(store, config, view, [1])[0][1]["a"] == 2
     finally:
         asyncio.run(store.close())

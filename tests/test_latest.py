@@ -55,11 +55,11 @@ rows = st.lists(
 def test_decision_is_the_rule_however_the_rows_are_split(rows, parts, compact_at):
     keys, events, created, digests = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
     want = brute_force(keys, events, created, digests)
-    saved, _latest._COMPACT_AT = _latest._COMPACT_AT, compact_at
+    saved, _latest.COMPACT_AT = _latest.COMPACT_AT, compact_at
     try:
         got = decide(keys, events, created, digests, parts)
     finally:
-        _latest._COMPACT_AT = saved
+        _latest.COMPACT_AT = saved
     # Equal digests stand for equal values: either row stores the same bytes, so compare
     # what each chosen row would store, not its number.
     assert [(keys[r], events[r], created[r], digests[r]) for r in got] == [
