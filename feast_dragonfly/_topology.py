@@ -3,11 +3,9 @@
 Feast's ``RedisOnlineStore`` names the kind with ``redis_type`` (``redis``, ``redis_cluster``,
 ``redis_sentinel``) and lists every node (cluster startup nodes, or sentinels) as ``host:port``
 entries of one ``connection_string``. This module parses that, builds the matching redis-py
-clients (sync and async), and closes them again — so ``online_store.py`` only has to ask "which
-client?" and "is it a cluster?".
+clients (sync and async) for the backends of ``_backends.py``, and closes them again.
 
-* **Standalone** (``redis``): ``redis.Redis`` on a blocking pool, built by the store as before
-  (only the connection string is parsed here).
+* **Standalone** (``redis``): ``redis.Redis`` on a blocking pool.
 * **Cluster** (``redis_cluster``): ``redis.cluster.RedisCluster`` /
   ``redis.asyncio.cluster.RedisCluster``; the fast read/write paths that route by hash slot
   live in ``_cluster.py``.
