@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from feast.metrics import track_feature_statuses
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -66,6 +67,15 @@ def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> byt
     return entry
 
 
+def _track_statuses(view_name: str, present: int, not_found: int) -> None:
+    """Feast's per-view PRESENT / NOT_FOUND counters (``feast serve --metrics``), which Feast's
+    own response builder feeds and ours replaces; a no-op unless metrics are on."""
+    try:
+        track_feature_statuses(view_name, present, not_found)
+    except Exception:  # noqa: BLE001 - metrics must never fail a read (Feast: the same)
+        pass
+
+
 def _add_metadata(
     response: Any, table: Any, names: Sequence[str], full_names: bool, with_versions: bool
 ) -> None:
@@ -110,6 +120,7 @@ def fill_response(
         ts_entries = []
         rows = []
         missing: list[bytes | None] = [None] * (width + 1)
+        found = 0
         for source in sources:
             if source is None:
                 statuses.append(_NOT_FOUND)
@@ -117,9 +128,11 @@ def fill_response(
                 rows.append(missing)
             else:
                 reply, offset = source
+                found += 1
                 statuses.append(_PRESENT)
                 ts_entries.append(_feast_timestamp(reply[offset + width], timestamps))
                 rows.append(reply[offset : offset + width])
+        _track_statuses(table.name, width * found, width * (output_len - found))
         tail = (
             b"\x12" + _varint(len(statuses)) + bytes(statuses) + b"".join(ts_entries)
             if output_len
