@@ -504,6 +504,7 @@ def server_command(
     argv = [binary.path]
     if password is not None:
         conf = Path(workdir) / "secret.conf"
+        conf.unlink(missing_ok=True)  # a restart in the same directory writes it afresh
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"requirepass {redis_conf_string(password)}\n")
