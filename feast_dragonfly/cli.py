@@ -70,7 +70,14 @@ def cli() -> None:
     "--metrics",
     "-m",
     is_flag=True,
-    help="Export Feast's Prometheus metrics (on port 8000, as `feast serve --metrics`).",
+    help="Export Feast's Prometheus metrics, as `feast serve --metrics` does.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="Port of the Prometheus endpoint (feast serve: always 8000).",
 )
 def serve(
     repo: str,
@@ -84,6 +91,7 @@ def serve(
     tls_key_path: str,
     tls_cert_path: str,
     metrics: bool,
+    metrics_port: int,
 ) -> None:
     """Serve online features over HTTP, like `feast serve`, on feast-dragonfly's fast path."""
     import uvicorn
@@ -98,8 +106,9 @@ def serve(
         from feast import metrics as feast_metrics
 
         feast_metrics.start_metrics_server(
-            store, metrics_config=feast_metrics.build_metrics_flags()
+            store, port=metrics_port, metrics_config=feast_metrics.build_metrics_flags()
         )
+        os.environ[feature_server.METRICS_ENV] = "1"
     os.environ[feature_server.REPO_ENV] = repo
     os.environ[feature_server.REGISTRY_TTL_ENV] = str(registry_ttl_sec)
     os.environ[feature_server.MAX_ROWS_ENV] = str(max_entity_rows)

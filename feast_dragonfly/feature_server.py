@@ -272,6 +272,7 @@ def _describe(exc: BaseException) -> str:
 REPO_ENV = "FEAST_DRAGONFLY_SERVE_REPO"
 REGISTRY_TTL_ENV = "FEAST_DRAGONFLY_SERVE_REGISTRY_TTL"
 MAX_ROWS_ENV = "FEAST_DRAGONFLY_SERVE_MAX_ENTITY_ROWS"
+METRICS_ENV = "FEAST_DRAGONFLY_SERVE_METRICS"
 
 
 def check_servable(store: FeatureStore) -> None:
@@ -285,11 +286,23 @@ def check_servable(store: FeatureStore) -> None:
         )
 
 
+def _enable_feast_metrics() -> None:
+    """Switch on Feast's metric flags in this worker process. ``feast serve``'s gunicorn
+    workers inherit them by fork; uvicorn's workers are spawned, so each sets them again
+    (``feast.metrics._config``: a private Feast hook, pinned by ``test_serving_metrics``)."""
+    from feast import metrics as feast_metrics
+
+    if not feast_metrics._config.enabled:
+        feast_metrics._config = feast_metrics.build_metrics_flags()
+
+
 def app() -> FeatureServer:
     """uvicorn's factory (``feast_dragonfly.feature_server:app``, ``factory=True``): one app
     per worker process, for the repo named by ``$FEAST_DRAGONFLY_SERVE_REPO``."""
     store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
     check_servable(store)
+    if os.environ.get(METRICS_ENV):
+        _enable_feast_metrics()
     return FeatureServer(
         store,
         registry_ttl_sec=int(os.environ.get(REGISTRY_TTL_ENV, "5")),

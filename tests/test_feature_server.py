@@ -338,9 +338,9 @@ def test_a_repo_with_auth_is_refused_rather_than_served_unprotected(tmp_path):
 # --------------------------------------------------------------------------- the CLI
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_cli_serves_a_repo(repo, workers):
-    port = free_port()
+@pytest.mark.parametrize(("workers", "metrics"), [(1, False), (2, True)], ids=["1", "2-metrics"])
+def test_the_cli_serves_a_repo(repo, workers, metrics):
+    port, metrics_port = free_port(), free_port()
     command = [
         sys.executable,
         "-m",
@@ -353,6 +353,7 @@ def test_the_cli_serves_a_repo(repo, workers):
         "-w",
         str(workers),
         "--no-access-log",
+        *(["--metrics", "--metrics-port", str(metrics_port)] if metrics else []),
     ]
     process = subprocess.Popen(
         command,
@@ -376,6 +377,12 @@ def test_the_cli_serves_a_repo(repo, workers):
         answer = requests.post(url + "/get-online-features", json=GOOD, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["metadata"]["feature_names"][0] == "driver_id"
+        if metrics:
+            # Feast's status counters, counted in a spawned worker, scraped from its endpoint.
+            for _ in range(4):  # reach both workers
+                requests.post(url + "/get-online-features", json=GOOD, timeout=30)
+            scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            assert 'feast_online_features_status_total{feature_view="driver_stats"' in scraped
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
