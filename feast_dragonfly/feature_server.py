@@ -4,8 +4,8 @@ Feast's server (FastAPI) validates every request with pydantic, converts the res
 value by value in a thread pool and encodes it with the stdlib ``json``. This one is a bare
 ASGI application run by uvicorn (uvloop, httptools): the request is parsed by ``orjson``,
 checked by hand, answered by the store's async path, and encoded by ``orjson``. The JSON is
-Feast's, value for value (``feast.feature_server_utils.convert_response_to_dict``), so Feast's
-own ``online_store: type: remote`` client reads it unchanged.
+Feast's, value for value (``_response_json``: ``convert_response_to_dict``'s result, faster),
+so Feast's own ``online_store: type: remote`` client reads it unchanged.
 
 Endpoints: ``POST /get-online-features`` and ``GET /health``. Everything else ``feast serve``
 offers (push, materialize, documents, chat, UI) answers 404 naming ``feast serve``.
@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 from feast import FeatureStore
 from feast.errors import FeastError
-from feast.feature_server_utils import convert_response_to_dict
 
+from feast_dragonfly._response_json import response_dict
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class FeatureServer:
                 "include_feature_view_version_metadata", False
             ),
         )
-        return orjson.dumps(convert_response_to_dict(response.proto))
+        return orjson.dumps(response_dict(response.proto))
 
     def _parse(self, body: bytes) -> dict[str, Any]:
         """The request, checked as Feast's ``GetOnlineFeaturesRequest`` checks it."""
