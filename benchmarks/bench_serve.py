@@ -356,6 +356,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 _by_feature(by_shape[s]) == _by_feature(answers[baseline.name][s]) for s in SHAPES
             )
         results: dict[str, Any] = {"open": {}, "closed": {}, "answers_equal": checks}
+        # Warm every server on every shape first (imports, caches, pools): the first measured
+        # phase must not pay for them.
+        for shape, body in bodies.items():
+            for server in servers:
+                server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                await closed_loop(server, body, 4, 1.0)
         for shape, body in bodies.items():
             for rate in args.rates:
                 for server in _rotated(servers, rate):
