@@ -58,7 +58,12 @@ class StoreSettings:
     @property
     def write_workers(self) -> int:
         """Write round trips in flight at once: never more than the pool has connections."""
-        return max(1, min(self.write_concurrency, self.client.max_connections))
+        return self.workers_for(None)
+
+    def workers_for(self, requested: int | None) -> int:
+        """Round trips in flight for a writer asking for ``requested`` (None: the store's
+        ``write_concurrency``), bounded by the pool."""
+        return max(1, min(requested or self.write_concurrency, self.client.max_connections))
 
 
 #: The config fields that become :class:`ClientSettings` (besides the parsed connection).

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 from feast import Entity, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.redis import RedisOnlineStore
@@ -35,6 +35,7 @@ from feast_dragonfly._backends import Backend, open_backend
 from feast_dragonfly._connection import ConnectionSettings
 from feast_dragonfly._layout import Progress, Row
 from feast_dragonfly._online_response import FastOnlineResponse
+from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._settings import StoreSettings, settings_from
 from feast_dragonfly._view_writer import ViewWriter
 from feast_dragonfly.errors import DragonflyConfigError
@@ -143,6 +144,14 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
             yield name, value
 
 
+class _WriteJob(NamedTuple):
+    backend: Backend
+    view_name: str
+    workers: int
+    wide_flow: Any  # a ``_wide.writing`` flow, or None
+    plan_calls: Callable[[], Iterable[ScriptCall]] | None
+
+
 class DragonflyOnlineStore(RedisOnlineStore):
     """Feast online store for DragonflyDB and Redis, byte-compatible with ``type: redis``.
 
@@ -235,33 +244,50 @@ class DragonflyOnlineStore(RedisOnlineStore):
         store's ``write_concurrency`` / ``write_rows_per_call``; ``ahead_rows``: rows that may
         be queued beyond the round trips in flight."""
         settings = self._settings(config)
-        workers = max(
-            1,
-            min(concurrency or settings.write_concurrency, settings.client.max_connections),
-        )
         return ViewWriter(
             self._backend_for(settings),
             view_name,
-            workers=workers,
+            workers=settings.workers_for(concurrency),
             rows_per_call=rows_per_call or settings.write_rows_per_call,
             ttl_seconds=settings.key_ttl_seconds,
             progress=progress,
             ahead_rows=ahead_rows,
         )
 
-    @staticmethod
-    def _write_plan(
-        config: RepoConfig, view_name: str, data: Sequence[Row], rows_per_call: int
-    ) -> Callable[[], Any]:
-        settings = DragonflyOnlineStore._settings(config)
-        return lambda: _write.plan_calls(
-            data,
-            view_name=view_name,
-            project=config.project,
-            key_version=config.entity_key_serialization_version,
-            ttl_seconds=settings.key_ttl_seconds,
-            rows_per_call=rows_per_call,
-        )
+    def _write_job(
+        self, config: RepoConfig, table: FeatureView, data: list[Row], progress: Progress
+    ) -> _WriteJob:
+        """What ``online_write_batch`` (sync or async) sends: a wide view's transaction flow,
+        or the planner of its event-time script calls."""
+        settings = self._settings(config)
+        backend = self._backend_for(settings)
+        view_name = _layout.storage_view_name(table, config)
+        project, key_version = config.project, config.entity_key_serialization_version
+        ttl_seconds = settings.key_ttl_seconds
+        if _wide.is_wide_view(len(table.features)):
+            # Rows too wide for one server command: one transaction per row (see ``_wide``).
+            flow = _wide.writing(
+                data,
+                view_name=view_name,
+                project=project,
+                key_version=key_version,
+                ttl_seconds=ttl_seconds,
+                progress=progress,
+            )
+            return _WriteJob(backend, view_name, settings.write_workers, flow, None)
+        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
+
+        def plan_calls() -> Iterable[ScriptCall]:
+            return _write.plan_calls(
+                data,
+                view_name=view_name,
+                project=project,
+                key_version=key_version,
+                ttl_seconds=ttl_seconds,
+                rows_per_call=rows_per_call,
+            )
+
+        return _WriteJob(backend, view_name, settings.write_workers, None, plan_calls)
 
     def online_write_batch(
         self,
@@ -275,22 +301,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
         ``progress`` is called with numbers of rows (every input row counts once)."""
         if not data:
             return
-        settings = self._settings(config)
-        backend = self._backend_for(settings)
-        if _wide.is_wide_view(len(table.features)):
-            with backend.errors():
-                _wide.write_rows(
-                    backend.client(), self._wide_writing(config, table, data, progress)
-                )
+        job = self._write_job(config, table, data, progress)
+        if job.wide_flow is not None:
+            with job.backend.errors():
+                _wide.write_rows(job.backend.client(), job.wide_flow)
             return
-        view_name = _layout.storage_view_name(table, config)
-        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
-        backend.write(
-            view_name,
-            self._write_plan(config, view_name, data, rows_per_call),
-            progress,
-            settings.write_workers,
-        )
+        assert job.plan_calls is not None
+        job.backend.write(job.view_name, job.plan_calls, progress, job.workers)
 
     async def online_write_batch_async(
         self,
@@ -301,40 +318,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> None:
         if not data:
             return
-        settings = self._settings(config)
-        backend = self._backend_for(settings)
-        if _wide.is_wide_view(len(table.features)):
-            with backend.errors():
-                await _wide.write_rows_async(
-                    await backend.client_async(),
-                    self._wide_writing(config, table, data, progress),
-                )
+        job = self._write_job(config, table, data, progress)
+        if job.wide_flow is not None:
+            with job.backend.errors():
+                await _wide.write_rows_async(await job.backend.client_async(), job.wide_flow)
             return
-        view_name = _layout.storage_view_name(table, config)
-        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
-        await backend.write_async(
-            view_name,
-            self._write_plan(config, view_name, data, rows_per_call),
-            progress,
-            settings.write_workers,
-        )
-
-    def _wide_writing(
-        self,
-        config: RepoConfig,
-        table: FeatureView,
-        data: list[Row],
-        progress: Progress,
-    ) -> Any:
-        """Rows too wide for one server command: one transaction per row (see ``_wide``)."""
-        return _wide.writing(
-            data,
-            view_name=_layout.storage_view_name(table, config),
-            project=config.project,
-            key_version=config.entity_key_serialization_version,
-            ttl_seconds=self._settings(config).key_ttl_seconds,
-            progress=progress,
-        )
+        assert job.plan_calls is not None
+        await job.backend.write_async(job.view_name, job.plan_calls, progress, job.workers)
 
     # ------------------------------------------------------------------ reads
 
