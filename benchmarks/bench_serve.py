@@ -214,6 +214,26 @@ class Phase:
     unfinished: int = 0
     seconds: float = 0.0
 
+    async def request(self, connection: Connection, path: str, body: bytes, since: float) -> bool:
+        """One request; its latency counted from ``since``. False: the connection broke."""
+        try:
+            status, _ = await connection.post(path, body)
+        except (OSError, asyncio.IncompleteReadError):
+            self.errors += 1
+            return False
+        if status != 200:
+            self.errors += 1
+        self.latencies_ms.append((time.perf_counter() - since) * 1000)
+        return True
+
+    async def drive(self, connections: list[Connection], work: Any) -> None:
+        """``work(connection)`` on every connection at once; then the connections close."""
+        began = time.perf_counter()
+        await asyncio.gather(*(work(c) for c in connections))
+        self.seconds = time.perf_counter() - began
+        for connection in connections:
+            connection.close()
+
     def summary(self) -> dict[str, float]:
         values = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
         out = {f"p{p:g}": float(np.percentile(values, p)) for p in PERCENTILES}
@@ -244,21 +264,11 @@ async def open_loop(server: Server, body: bytes, rate: float, duration: float) -
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            try:
-                status, _ = await connection.post(server.path, body)
-            except (OSError, asyncio.IncompleteReadError):
-                phase.errors += 1
+            if not await phase.request(connection, server.path, body, since=scheduled):
                 return
-            if status != 200:
-                phase.errors += 1
-            phase.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
 
-    began = time.perf_counter()
-    await asyncio.gather(*(carry(c) for c in connections))
-    phase.seconds = time.perf_counter() - began
+    await phase.drive(connections, carry)
     phase.unfinished = total - len(phase.latencies_ms) - phase.errors
-    for connection in connections:
-        connection.close()
     return phase
 
 
@@ -270,21 +280,10 @@ async def closed_loop(server: Server, body: bytes, clients: int, duration: float
 
     async def hammer(connection: Connection) -> None:
         while time.perf_counter() < stop:
-            sent = time.perf_counter()
-            try:
-                status, _ = await connection.post(server.path, body)
-            except (OSError, asyncio.IncompleteReadError):
-                phase.errors += 1
+            if not await phase.request(connection, server.path, body, since=time.perf_counter()):
                 return
-            if status != 200:
-                phase.errors += 1
-            phase.latencies_ms.append((time.perf_counter() - sent) * 1000)
 
-    began = time.perf_counter()
-    await asyncio.gather(*(hammer(c) for c in connections))
-    phase.seconds = time.perf_counter() - began
-    for connection in connections:
-        connection.close()
+    await phase.drive(connections, hammer)
     return phase
 
 
