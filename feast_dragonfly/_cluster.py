@@ -145,7 +145,7 @@ async def _roundtrip_async(
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(payloads, check_health=False)
-            return [await _wire.read_reply_async(connection) for _ in range(count)]
+            return await _wire.read_replies_async(connection, count)
         except BaseException:
             await connection.disconnect()
             raise
@@ -294,7 +294,7 @@ def _sub_plan(plan: _read.ReadPlan, indices: Sequence[int]) -> _read.ReadPlan:
         views=[],
         keys=[plan.keys[i] for i in indices],
         key_fieldsets=[plan.key_fieldsets[i] for i in indices],
-        key_entities=[plan.key_entities[i] for i in indices],
+        key_entities=[plan.key_entities[i] for i in indices] if plan.key_entities else [],
     )
 
 

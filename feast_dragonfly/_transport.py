@@ -196,13 +196,7 @@ async def exchange_async(
 
     async def attempt() -> list[Any]:
         await connection.send_packed_command(payload, check_health=check_health)
-        out: list[Any] = []
-        while len(out) < replies:
-            out.append(await _wire.read_reply_async(connection))
-            if _wire.ends_in_protocol_error(out, replies):
-                await connection.disconnect()
-                break
-        return out
+        return await _wire.read_replies_async(connection, replies)
 
     async def drop(_error: BaseException) -> None:
         await connection.disconnect()
