@@ -126,7 +126,15 @@ def serve(
         ssl_keyfile=tls_key_path or None,
         ssl_certfile=tls_cert_path or None,
         log_level="info",
+        # uvicorn kills a worker that does not answer its supervisor's ping within this many
+        # seconds — the default 5 is shorter than a spawned worker's imports of Feast on a
+        # busy machine, and then every replacement is killed too and none ever serves.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
+
+
+#: How long uvicorn waits for a worker to answer a health ping (see ``serve``).
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 if __name__ == "__main__":  # pragma: no cover

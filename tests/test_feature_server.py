@@ -364,7 +364,7 @@ def test_the_cli_serves_a_repo(repo, workers, metrics):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None, process.communicate()[0].decode(errors="replace")
             try:
