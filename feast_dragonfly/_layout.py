@@ -77,7 +77,7 @@ _TIMESTAMP_HEAD = _TYPE_AND_LENGTH.pack(ValueType.UNIX_TIMESTAMP, 8)
 _JOIN_KEY_PREFIXES: dict[tuple[str, ...] | str, bytes] = {}
 
 
-def _join_key_prefix(names: tuple[str, ...]) -> bytes:
+def join_key_prefix(names: tuple[str, ...]) -> bytes:
     prefix = _JOIN_KEY_PREFIXES.get(names)
     if prefix is None:
         parts = [_UINT32_LE.pack(len(names))]
@@ -119,14 +119,14 @@ def serialize_entity_key_v3(entity_key: EntityKeyProto) -> bytes:
         if kind == "int64_val":  # the common case, kept free of further calls
             prefix = _JOIN_KEY_PREFIXES.get(names[0])
             if prefix is None:
-                prefix = _join_key_prefix((names[0],))
+                prefix = join_key_prefix((names[0],))
             return prefix + _INT64_HEAD + _INT64.pack(value.int64_val)
         encoded = _entity_value_bytes(value)
         if encoded is not None:
-            return _join_key_prefix((names[0],)) + encoded
+            return join_key_prefix((names[0],)) + encoded
     elif len(names) > 1 and len(values) >= len(names) and len(set(names)) == len(names):
         order = sorted(range(len(names)), key=names.__getitem__)
-        parts = [_join_key_prefix(tuple(names[i] for i in order))]
+        parts = [join_key_prefix(tuple(names[i] for i in order))]
         for i in order:
             encoded = _entity_value_bytes(values[i])
             if encoded is None:
@@ -163,6 +163,15 @@ def decode_event_time(raw: bytes | None) -> datetime:
     stamp.ParseFromString(raw)
     # Same float arithmetic as Feast's reader, so datetimes compare equal to its output.
     return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1_000_000_000.0, tz=timezone.utc)
+
+
+def response_timestamp(raw: bytes | None) -> Timestamp:
+    """The event timestamp Feast's response carries for a stored ``_ts`` value: Feast goes
+    stored bytes → float seconds → datetime → ``Timestamp``, which rounds to whole
+    microseconds; repeating that keeps answers identical."""
+    stamp = Timestamp()
+    stamp.FromDatetime(decode_event_time(raw))
+    return stamp
 
 
 def key_prefix_for_join_keys(join_keys: Sequence[str]) -> bytes:

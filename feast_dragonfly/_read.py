@@ -79,6 +79,13 @@ class ReadPlan:
     key_fieldsets: list[list[FieldSet]] = field(default_factory=list)
     key_entities: list[EntityKeyProto] = field(default_factory=list)
 
+    def describe(self, index: int) -> str:
+        """``entity driver_id=1001`` for the hash of HMGET ``index`` (for error messages;
+        plans built from hash keys alone carry no entity keys)."""
+        if index < len(self.key_entities):
+            return describe_entity(self.key_entities[index])
+        return _layout.describe_key(self.keys[index])
+
     def commands(self, start: int, stop: int) -> bytes:
         """RESP bytes of HMGETs ``start:stop``, ready to write to a socket."""
         out = []
@@ -171,9 +178,7 @@ def raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
         hint = ""
         if "WRONGTYPE" in str(reply):
             hint = " — the key holds a non-hash value, not data in Feast's layout"
-        raise DragonflyDataError(
-            f"reading {describe_entity(plan.key_entities[index])} failed: {reply}{hint}"
-        )
+        raise DragonflyDataError(f"reading {plan.describe(index)} failed: {reply}{hint}")
 
 
 def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) -> list[ReadRow]:

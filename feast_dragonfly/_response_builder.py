@@ -14,7 +14,6 @@ from typing import Any
 
 from feast.metrics import track_feature_statuses
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from feast_dragonfly import _layout
 from feast_dragonfly._read import ReadPlan
@@ -53,21 +52,16 @@ def _value_entry(raw: bytes) -> bytes:
 
 
 def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> bytes:
-    """The event timestamp entry exactly as Feast writes it into the response.
-
-    Feast goes stored bytes -> float seconds -> datetime -> Timestamp, which rounds to whole
-    microseconds; repeating that (once per distinct stored timestamp) keeps results identical.
-    """
+    """The event timestamp entry exactly as Feast writes it into the response (once per
+    distinct stored timestamp)."""
     entry = cache.get(raw)
     if entry is None:
-        stamp = Timestamp()
-        stamp.FromDatetime(_layout.decode_event_time(raw))
-        body = stamp.SerializeToString()
+        body = _layout.response_timestamp(raw).SerializeToString()
         entry = cache[raw] = _TS_HEAD + _varint(len(body)) + body
     return entry
 
 
-def _track_statuses(view_name: str, present: int, not_found: int) -> None:
+def track_statuses(view_name: str, present: int, not_found: int) -> None:
     """Feast's per-view PRESENT / NOT_FOUND counters (``feast serve --metrics``), which Feast's
     own response builder feeds and ours replaces; a no-op unless metrics are on."""
     try:
@@ -132,7 +126,7 @@ def fill_response(
                 statuses.append(_PRESENT)
                 ts_entries.append(_feast_timestamp(reply[offset + width], timestamps))
                 rows.append(reply[offset : offset + width])
-        _track_statuses(table.name, width * found, width * (output_len - found))
+        track_statuses(table.name, width * found, width * (output_len - found))
         tail = (
             b"\x12" + _varint(len(statuses)) + bytes(statuses) + b"".join(ts_entries)
             if output_len

@@ -23,8 +23,10 @@ import orjson
 from feast import FeatureStore
 from feast.errors import FeastError
 
+from feast_dragonfly import _direct_json
 from feast_dragonfly._response_json import response_dict
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
+from feast_dragonfly.online_store import DragonflyOnlineStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,11 @@ class FeatureServer:
         self.registry_ttl_sec = registry_ttl_sec
         self.max_entity_rows = max_entity_rows
         self._refresher: asyncio.Task | None = None
+        self._online_store = store._get_provider().online_store
+        # Plain requests are answered from the stored bytes (``_direct_json``) when the
+        # store is ours; anything else goes through Feast's request handling.
+        self._direct = isinstance(self._online_store, DragonflyOnlineStore)
+        self._request_metrics = RequestMetrics.if_enabled(store)
 
     # ------------------------------------------------------------------ ASGI
 
@@ -171,13 +178,34 @@ class FeatureServer:
         features: Any = request.get("features") or []
         if request.get("feature_service"):
             features = self.store.get_feature_service(request["feature_service"], allow_cache=True)
+        if self._request_metrics is None:
+            return await self._answer(request, features)
+        # ``feast serve --metrics``'s request latency, request count and entity count.
+        from feast import metrics as feast_metrics
+
+        with feast_metrics.track_request_latency("/get-online-features") as measured:
+            feature_count, view_count = self._request_metrics.feature_counts(features)
+            measured.feature_count = feature_count
+            measured.feature_view_count = view_count
+            feast_metrics.track_online_features_entities(_row_count(request))
+            return await self._answer(request, features)
+
+    async def _answer(self, request: dict[str, Any], features: Any) -> bytes:
+        full_names = request.get("full_feature_names", False)
+        with_versions = request.get("include_feature_view_version_metadata", False)
+        if self._direct and not with_versions:
+            plan = _direct_json.plan_request(self.store, features, full_names)
+            if plan is not None:
+                answer = await _direct_json.answer(
+                    self._online_store, self.store.config, plan, request["entities"]
+                )
+                if answer is not None:
+                    return orjson.dumps(answer)
         response = await self.store.get_online_features_async(
             features=features,
             entity_rows=request["entities"],
-            full_feature_names=request.get("full_feature_names", False),
-            include_feature_view_version_metadata=request.get(
-                "include_feature_view_version_metadata", False
-            ),
+            full_feature_names=full_names,
+            include_feature_view_version_metadata=with_versions,
         )
         return orjson.dumps(response_dict(response.proto))
 
@@ -233,6 +261,37 @@ class FeatureServer:
             if not isinstance(request.get(key, False), bool):
                 raise RequestError(422, f"'{key}' must be true or false")
         return request
+
+
+def _row_count(request: dict[str, Any]) -> int:
+    return len(next(iter(request["entities"].values())))
+
+
+class RequestMetrics:
+    """Labels of Feast's request-latency histogram, computed as ``feast serve`` computes them
+    (its feature-count bins from ``feature_server.metrics`` in ``feature_store.yaml``)."""
+
+    def __init__(self, bins: list[int]) -> None:
+        from feast import feature_server as feast_server  # FastAPI & co: only with --metrics
+
+        self._bins = bins
+        self._counts = feast_server._resolve_feature_counts
+        self._bin = feast_server.bin_feature_count
+
+    @classmethod
+    def if_enabled(cls, store: FeatureStore) -> RequestMetrics | None:
+        from feast import metrics as feast_metrics
+        from feast.infra.feature_servers.base_config import MetricsConfig
+
+        if not feast_metrics._config.request and not feast_metrics._config.online_features:
+            return None
+        configured = getattr(getattr(store.config, "feature_server", None), "metrics", None)
+        bins = getattr(configured, "feature_count_bins", None) or MetricsConfig().feature_count_bins
+        return cls(list(bins))
+
+    def feature_counts(self, features: Any) -> tuple[str, str]:
+        feature_count, view_count = self._counts(features)
+        return self._bin(int(feature_count), self._bins), view_count
 
 
 async def _read_body(receive: Receive) -> bytes:

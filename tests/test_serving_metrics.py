@@ -103,3 +103,78 @@ def _statuses(proto, features) -> tuple[int, int]:
             present += sum(s == FieldStatus.PRESENT for s in vector.statuses)
             not_found += sum(s == FieldStatus.NOT_FOUND for s in vector.statuses)
     return present, not_found
+
+
+def test_feast_dragonfly_serve_feeds_feasts_request_metrics(
+    tmp_path, server_connection_string, metrics_on
+):
+    """Under ``--metrics`` our server records what ``feast serve`` records per request: the
+    latency histogram (endpoint, binned feature count, view count), the request counter and
+    the entity-row histogram — on the direct path and on Feast's path alike."""
+    import asyncio
+
+    import orjson
+
+    from feast_dragonfly.feature_server import FeatureServer
+
+    data = tmp_path / "data.parquet"
+    pd.DataFrame(
+        {"driver_id": [1, 2], "event_timestamp": [T0] * 2, "a": [10, 20], "b": [1, 2]}
+    ).to_parquet(data)
+    store = write_feature_repo(
+        tmp_path / "repo",
+        project="served_metrics",
+        online_store=online_store_settings("ours", server_connection_string),
+    )
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name="served",
+        entities=[driver],
+        schema=[Field(name=n, dtype=Int64) for n in ("driver_id", "a", "b")],
+        source=FileSource(path=str(data), timestamp_field="event_timestamp"),
+        ttl=timedelta(days=3650),
+    )
+    store.apply([driver, view])
+    store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    server = FeatureServer(store, registry_ttl_sec=0)
+    # Create the labelled series up front, so it can be read before the first request.
+    feast_metrics.request_latency.labels(
+        endpoint="/get-online-features", feature_count="1-10", feature_view_count="1"
+    )
+    requests_ok = feast_metrics.request_count.labels(
+        endpoint="/get-online-features", status="success"
+    )
+
+    def sample_count() -> float:
+        return next(
+            s.value
+            for metric in feast_metrics.request_latency.collect()
+            for s in metric.samples
+            if s.name.endswith("_count")
+            and s.labels.get("endpoint") == "/get-online-features"
+            and s.labels.get("feature_count") == "1-10"
+        )
+
+    async def serve() -> None:
+        await server.startup()
+        try:
+            body = {"features": ["served:a", "served:b"], "entities": {"driver_id": [1, 2, 3]}}
+            await server.get_online_features(orjson.dumps(body))  # the direct path
+            body["include_feature_view_version_metadata"] = True  # Feast's path
+            await server.get_online_features(orjson.dumps(body))
+        finally:
+            await server.shutdown()
+
+    before = (sample_count(), requests_ok._value.get(), _entity_rows())
+    asyncio.run(serve())
+    after = (sample_count(), requests_ok._value.get(), _entity_rows())
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (2, 2, 6)
+
+
+def _entity_rows() -> float:
+    return next(
+        s.value
+        for metric in feast_metrics.online_features_entity_count.collect()
+        for s in metric.samples
+        if s.name.endswith("_sum")
+    )
