@@ -2,8 +2,10 @@
 
 Feast's ``to_dict`` sends every value through ``feast_value_type_to_python_type``, a long chain
 of checks (~40 % of a large read). For the plain scalar and list kinds that function returns the
-protobuf attribute unchanged (lists as ``list``), so those are read directly; every other kind
-(timestamps, sets, maps, JSON, UUIDs, decimals, ...) still goes through Feast's function.
+protobuf attribute unchanged (lists as ``list``). So a feature whose values are all of one
+scalar kind is read as one list, from one C-level parse of the whole response
+(``_value_columns``); other features are read value by value, scalars and lists directly, and
+every other kind (timestamps, sets, maps, JSON, UUIDs, decimals, ...) through Feast's function.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
+
+from feast_dragonfly._value_columns import response_columns
 
 _SCALARS = frozenset(
     {"int32_val", "int64_val", "float_val", "double_val", "string_val", "bytes_val", "bool_val"}
@@ -39,6 +43,10 @@ _TYPE_HINTED = frozenset(
         ValueType.TIME_UUID_SET,
     }
 )
+
+#: Rows from which parsing the whole response at once beats reading values one by one
+#: (measured: 1 row 78 vs 90 µs, 10 rows 274 vs 180 µs, 100 rows 2.3 vs 0.8 ms, 50 features).
+COLUMNS_FROM_ROWS = 2
 
 # By identity: ValueType members are singletons, and an enum's Python-level __hash__ would cost
 # more than the rest of a small column's conversion.
@@ -77,8 +85,29 @@ class FastOnlineResponse(OnlineResponse):
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = {}
         types = self._feature_types
-        for ref, vector in zip(self.proto.metadata.feature_names.val, self.proto.results):
-            result[ref] = python_values(vector.values, types.get(ref))
+        proto = self.proto
+        names = proto.metadata.feature_names.val
+        results = proto.results
+        rows = len(results[0].values) if len(results) else 0  # every vector has one per row
+        if rows < COLUMNS_FROM_ROWS:
+            for ref, vector in zip(names, results):
+                result[ref] = python_values(vector.values, types.get(ref))
+                if include_event_timestamps:
+                    result[ref + TIMESTAMP_POSTFIX] = _seconds(vector)
+            return result
+        hinted = _TYPE_HINTED_IDS
+        for ref, vector, column in zip(names, results, response_columns(proto)):
+            feature_type = types.get(ref)
+            # A column of one scalar kind, one per row: the parsed list is the answer.
+            fields = column.ListFields()
+            if len(fields) == 1 and len(fields[0][1]) == rows and id(feature_type) not in hinted:
+                result[ref] = list(fields[0][1])
+            else:
+                result[ref] = python_values(vector.values, feature_type)
             if include_event_timestamps:
-                result[ref + TIMESTAMP_POSTFIX] = [ts.seconds for ts in vector.event_timestamps]
+                result[ref + TIMESTAMP_POSTFIX] = _seconds(vector)
         return result
+
+
+def _seconds(vector: Any) -> list[int]:
+    return [stamp.seconds for stamp in vector.event_timestamps]

@@ -25,6 +25,7 @@ from redis import exceptions as redis_exceptions
 
 from feast_dragonfly import _layout, _transport, _wide, _wire
 from feast_dragonfly._layout import describe_entity
+from feast_dragonfly._value_columns import parsed_values
 from feast_dragonfly.errors import DragonflyDataError
 
 ReadRow = tuple[datetime | None, dict[str, ValueProto] | None]
@@ -188,10 +189,9 @@ def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) ->
     if width == 0:
         return [(None, None) for _ in view.positions]
     rows: list[ReadRow] = []
-    parse = ValueProto.FromString
     for command, offset in view.positions:
         reply = replies[command]
-        values = reply[offset : offset + width]
-        features = {name: parse(raw) if raw else ValueProto() for name, raw in zip(names, values)}
-        rows.append((_layout.decode_event_time(reply[offset + width]), features))
+        # One C-level parse per row instead of one ``FromString`` per value.
+        values = parsed_values(reply[offset : offset + width])
+        rows.append((_layout.decode_event_time(reply[offset + width]), dict(zip(names, values))))
     return rows

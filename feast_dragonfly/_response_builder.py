@@ -13,42 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from feast.metrics import track_feature_statuses
-from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
 
 from feast_dragonfly import _layout
+from feast_dragonfly._direct_read import Prepared
 from feast_dragonfly._read import ReadPlan
+from feast_dragonfly._value_columns import value_entries, varint
 
 _PRESENT = FieldStatus.PRESENT
 _NOT_FOUND = FieldStatus.NOT_FOUND
 
 
-def _varint_slow(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Varints below 2**14 (every length but huge vectors') are looked up, not computed.
-_SMALL_VARINTS = [_varint_slow(n) for n in range(1 << 14)]
-
-
-def _varint(value: int) -> bytes:
-    return _SMALL_VARINTS[value] if value < 16384 else _varint_slow(value)
-
-
-# Tag bytes of FeatureVector's fields: values = 1, statuses = 2 (packed), event_timestamps = 3;
-# and of GetOnlineFeaturesResponse.results = 2.
-_VALUE_HEAD = [b"\x0a" + _varint(n) for n in range(128)]
-_EMPTY_VALUE = b"\x0a\x00"
+# Tag bytes of FeatureVector's fields: statuses = 2 (packed), event_timestamps = 3; and of
+# GetOnlineFeaturesResponse.results = 2. (Values, field 1: ``_value_columns.value_entries``.)
 _TS_HEAD = b"\x1a"
+_UNSET_TIMESTAMP = _TS_HEAD + b"\x00"
 _RESULT_HEAD = b"\x12"
-
-
-def _value_entry(raw: bytes) -> bytes:
-    return b"\x0a" + _varint(len(raw)) + raw
 
 
 def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> bytes:
@@ -57,7 +39,7 @@ def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> byt
     entry = cache.get(raw)
     if entry is None:
         body = _layout.response_timestamp(raw).SerializeToString()
-        entry = cache[raw] = _TS_HEAD + _varint(len(body)) + body
+        entry = cache[raw] = _TS_HEAD + varint(len(body)) + body
     return entry
 
 
@@ -103,48 +85,79 @@ def fill_response(
         _add_metadata(response, table, names, full_feature_names, include_version_metadata)
         if width == 0:
             continue
-        # For every output row: the reply list and offset it reads from (None: no entity).
-        sources: list[tuple[Any, int] | None] = [None] * output_len
+        # For every output row: the view's fields in its entity's reply (None: no entity).
+        rows: list[Sequence[bytes | None] | None] = [None] * output_len
         for (command, offset), destinations in zip(view.positions, indexes):
-            reply_at = (replies[command], offset)
+            fields = replies[command][offset : offset + width + 1]
             for position in destinations:
-                sources[position] = reply_at
-
-        statuses = bytearray()
-        ts_entries = []
-        rows = []
-        missing: list[bytes | None] = [None] * (width + 1)
-        found = 0
-        for source in sources:
-            if source is None:
-                statuses.append(_NOT_FOUND)
-                ts_entries.append(_TS_HEAD + b"\x00")
-                rows.append(missing)
-            else:
-                reply, offset = source
-                found += 1
-                statuses.append(_PRESENT)
-                ts_entries.append(_feast_timestamp(reply[offset + width], timestamps))
-                rows.append(reply[offset : offset + width])
-        track_statuses(table.name, width * found, width * (output_len - found))
-        tail = (
-            b"\x12" + _varint(len(statuses)) + bytes(statuses) + b"".join(ts_entries)
-            if output_len
-            else b""
-        )
-        heads = _VALUE_HEAD
-        for column in zip(*rows) if output_len else [()] * width:
-            vector = (
-                b"".join(
-                    [
-                        _EMPTY_VALUE
-                        if not raw
-                        else (heads[len(raw)] + raw if len(raw) < 128 else _value_entry(raw))
-                        for raw in column
-                    ]
-                )
-                + tail
-            )
-            blobs.append(_RESULT_HEAD + _varint(len(vector)) + vector)
+                rows[position] = fields
+        _append_view(blobs, table.name, width, rows, timestamps)
     if blobs:
         response.MergeFromString(b"".join(blobs))
+
+
+def _append_view(
+    blobs: list[bytes],
+    metrics_name: str,
+    width: int,
+    rows: Sequence[Sequence[bytes | None] | None],
+    timestamps: dict[bytes | None, bytes],
+) -> None:
+    """The serialized FeatureVectors of one view's features: ``rows`` holds, per output row,
+    the stored feature values followed by the ``_ts`` field (None: the entity was not read)."""
+    statuses = bytearray()
+    ts_entries = []
+    values: list[Sequence[bytes | None]] = []
+    missing: list[bytes | None] = [None] * (width + 1)
+    found = 0
+    for row in rows:
+        if row is None:
+            statuses.append(_NOT_FOUND)
+            ts_entries.append(_UNSET_TIMESTAMP)
+            values.append(missing)
+        else:
+            found += 1
+            statuses.append(_PRESENT)
+            ts_entries.append(_feast_timestamp(row[width], timestamps))
+            values.append(row)
+    output_len = len(rows)
+    track_statuses(metrics_name, width * found, width * (output_len - found))
+    tail = (
+        b"\x12" + varint(len(statuses)) + bytes(statuses) + b"".join(ts_entries)
+        if output_len
+        else b""
+    )
+    columns = list(zip(*values))[:width] if output_len else [()] * width
+    for column in columns:
+        vector = value_entries(column) + tail
+        blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
+
+
+#: How each join-key type served by ``_direct_read`` becomes Feast's entity ``Value``.
+_ENTITY_VALUE_FIELD = {ValueType.INT64: "int64_val", ValueType.INT32: "int32_val"}
+
+
+def direct_response(prepared: Prepared, replies: Sequence[Any]) -> GetOnlineFeaturesResponse:
+    """Feast's response message for a request ``_direct_read`` planned: the join-key columns
+    (as Feast's ``_populate_result_rows_from_columnar`` writes them), then every view's
+    features from the stored bytes, with the same metadata."""
+    plan = prepared.plan
+    rows = prepared.rows
+    names: list[str] = []
+    blobs: list[bytes] = []
+    # Join keys: every row PRESENT, with an unset event timestamp.
+    entity_tail = b"\x12" + varint(rows) + bytes([_PRESENT]) * rows + _UNSET_TIMESTAMP * rows
+    for join_key, values in prepared.entities.items():
+        names.append(join_key)
+        field = _ENTITY_VALUE_FIELD.get(plan.join_key_types[join_key], "string_val")
+        entries = value_entries([ValueProto(**{field: v}).SerializeToString() for v in values])
+        vector = entries + entity_tail
+        blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
+    timestamps: dict[bytes | None, bytes] = {}
+    for view, view_rows in zip(plan.views, prepared.view_rows(replies)):
+        names.extend(view.output_names)
+        _append_view(blobs, view.metrics_name, view.fieldset.width, view_rows, timestamps)
+    response = GetOnlineFeaturesResponse()
+    response.metadata.feature_names.val.extend(names)
+    response.MergeFromString(b"".join(blobs))
+    return response

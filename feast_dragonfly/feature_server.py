@@ -23,7 +23,7 @@ import orjson
 from feast import FeatureStore
 from feast.errors import FeastError
 
-from feast_dragonfly import _direct_json
+from feast_dragonfly import _direct_json, _direct_read
 from feast_dragonfly._response_json import response_dict
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
 from feast_dragonfly.online_store import DragonflyOnlineStore
@@ -194,7 +194,10 @@ class FeatureServer:
         full_names = request.get("full_feature_names", False)
         with_versions = request.get("include_feature_view_version_metadata", False)
         if self._direct and not with_versions:
-            plan = _direct_json.plan_request(self.store, features, full_names)
+            store = self.store
+            plan = _direct_read.plan_request(
+                store.config, store.registry, store.project, features, full_names
+            )
             if plan is not None:
                 answer = await _direct_json.answer(
                     self._online_store, self.store.config, plan, request["entities"]

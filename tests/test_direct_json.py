@@ -23,7 +23,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feast_dragonfly import _direct_json
+from feast_dragonfly import _direct_json, _direct_read
 
 pytestmark = DIFFERENTIAL_MARKS
 
@@ -52,9 +52,15 @@ def _columnar(rows: Any) -> dict[str, list[Any]]:
     return {key: [row[key] for row in rows] for key in rows[0]}
 
 
+def _plan(store: Any, features: Any, full_names: bool = False) -> Any:
+    return _direct_read.plan_request(
+        store.config, store.registry, store.project, features, full_names
+    )
+
+
 def _direct(store: Any, label: str) -> dict[str, Any] | None:
     args = request_args(store, REQUESTS[label])
-    plan = _direct_json.plan_request(store, args["features"], args["full_feature_names"])
+    plan = _plan(store, args["features"], args["full_feature_names"])
     if plan is None:
         return None
     online_store = store._get_provider().online_store
@@ -73,6 +79,25 @@ def test_the_direct_answer_equals_feasts_conversion(api_data, label):
     assert direct == expected
 
 
+@pytest.mark.parametrize("label", DIRECT)
+def test_the_store_api_takes_the_direct_path_for_the_same_shapes(api_data, label):
+    """``get_online_features[_async]`` of our store answers these from the stored bytes too
+    (the differential tests prove those answers equal Feast's store's)."""
+    store = api_data.stores["ours"]
+    args = request_args(store, REQUESTS[label])
+    online_store = store._get_provider().online_store
+    prepared = online_store._direct_request(
+        store.config,
+        args["features"],
+        args["entity_rows"],
+        store.registry,
+        store.project,
+        args["full_feature_names"],
+        False,
+    )
+    assert prepared is not None
+
+
 @pytest.mark.parametrize("label", sorted(LEFT_TO_FEAST))
 def test_shapes_it_cannot_answer_exactly_go_to_feast(api_data, label):
     assert _direct(api_data.stores["ours"], label) is None, LEFT_TO_FEAST[label]
@@ -82,7 +107,7 @@ def test_an_unknown_feature_raises_feasts_error(api_data):
     store = api_data.stores["ours"]
     args = request_args(store, REQUESTS["error: unknown feature"])
     with pytest.raises(Exception) as ours:
-        _direct_json.plan_request(store, args["features"], False)
+        _plan(store, args["features"])
     with pytest.raises(Exception) as feasts:
         store.get_online_features(**args)
     assert type(ours.value) is type(feasts.value) and str(ours.value) == str(feasts.value)
@@ -100,7 +125,7 @@ def test_an_unknown_feature_raises_feasts_error(api_data):
 )
 def test_entity_values_outside_the_plain_shapes_go_to_feast(api_data, values):
     store = api_data.stores["ours"]
-    plan = _direct_json.plan_request(store, ["driver_stats:trips"], False)
+    plan = _plan(store, ["driver_stats:trips"])
     assert plan is not None
     online_store = store._get_provider().online_store
     entities = {"driver_id": values}
@@ -109,7 +134,7 @@ def test_entity_values_outside_the_plain_shapes_go_to_feast(api_data, values):
 
 def test_unknown_request_keys_go_to_feast(api_data):
     store = api_data.stores["ours"]
-    plan = _direct_json.plan_request(store, ["driver_stats:trips"], False)
+    plan = _plan(store, ["driver_stats:trips"])
     online_store = store._get_provider().online_store
     entities = {"driver_id": [1], "something_else": [2]}
     assert asyncio.run(_direct_json.answer(online_store, store.config, plan, entities)) is None
