@@ -485,25 +485,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
     ) -> OnlineResponse:
         """Plain requests (``_direct_read``) skip Feast's per-request machinery; the others go
         through Feast's request handling. Either way the response's ``to_dict`` is faster."""
-        prepared = self._direct_request(
-            config, features, entity_rows, registry, project, full_feature_names,
-            include_feature_view_version_metadata,
-        )  # fmt: skip
+        request = _request_args(locals())
+        prepared = self._direct_request(**request)
         if prepared is not None:
             started = time.monotonic()
             replies = self._fetch(config, prepared.read_plan)
             return self._direct_response(prepared, replies, started)
-        return FastOnlineResponse.wrap(
-            super().get_online_features(
-                config=config,
-                features=features,
-                entity_rows=entity_rows,
-                registry=registry,
-                project=project,
-                full_feature_names=full_feature_names,
-                include_feature_view_version_metadata=include_feature_view_version_metadata,
-            )
-        )
+        return FastOnlineResponse.wrap(super().get_online_features(**request))
 
     async def get_online_features_async(
         self,
@@ -515,28 +503,17 @@ class DragonflyOnlineStore(RedisOnlineStore):
         full_feature_names: bool = False,
         include_feature_view_version_metadata: bool = False,
     ) -> OnlineResponse:
-        prepared = self._direct_request(
-            config, features, entity_rows, registry, project, full_feature_names,
-            include_feature_view_version_metadata,
-        )  # fmt: skip
+        request = _request_args(locals())
+        prepared = self._direct_request(**request)
         if prepared is not None:
             started = time.monotonic()
             replies = await self._fetch_async(config, prepared.read_plan)
             return self._direct_response(prepared, replies, started)
-        return FastOnlineResponse.wrap(
-            await super().get_online_features_async(
-                config=config,
-                features=features,
-                entity_rows=entity_rows,
-                registry=registry,
-                project=project,
-                full_feature_names=full_feature_names,
-                include_feature_view_version_metadata=include_feature_view_version_metadata,
-            )
-        )
+        return FastOnlineResponse.wrap(await super().get_online_features_async(**request))
 
     @staticmethod
     def _direct_request(
+        *,
         config: RepoConfig,
         features: Any,
         entity_rows: Any,
@@ -608,6 +585,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
 # id(dtype) -> (dtype, its ValueType). Keyed by identity because Feast's types hash slowly in
 # Python; holding the dtype keeps its id from being reused while the entry exists.
 _VALUE_TYPES: dict[int, tuple[Any, ValueType]] = {}
+
+
+_REQUEST_ARGS = (
+    "config",
+    "features",
+    "entity_rows",
+    "registry",
+    "project",
+    "full_feature_names",
+    "include_feature_view_version_metadata",
+)
+
+
+def _request_args(scope: dict[str, Any]) -> dict[str, Any]:
+    """A ``get_online_features`` call's arguments, by name, to pass on."""
+    return {name: scope[name] for name in _REQUEST_ARGS}
 
 
 #: ``_build_feature_types`` results: (the views they were built from, the map).

@@ -87,13 +87,7 @@ def test_the_store_api_takes_the_direct_path_for_the_same_shapes(api_data, label
     args = request_args(store, REQUESTS[label])
     online_store = store._get_provider().online_store
     prepared = online_store._direct_request(
-        store.config,
-        args["features"],
-        args["entity_rows"],
-        store.registry,
-        store.project,
-        args["full_feature_names"],
-        False,
+        config=store.config, registry=store.registry, project=store.project, **args
     )
     assert prepared is not None
 

@@ -47,36 +47,51 @@ def metrics_on():
         feast_metrics._config = saved
 
 
+def _materialized_repo(path, kind: str, connection_string: str, view_name: str, drivers: int):
+    """A one-view repo (features ``a``, ``b``) of ``kind``'s store, drivers 1.. materialized."""
+    data = path / "data.parquet"
+    path.mkdir(parents=True, exist_ok=True)
+    ids = list(range(1, drivers + 1))
+    pd.DataFrame(
+        {
+            "driver_id": ids,
+            "event_timestamp": [T0] * drivers,
+            "a": [10 * i for i in ids],
+            "b": ids,
+        }
+    ).to_parquet(data)
+    store = write_feature_repo(
+        path / "repo",
+        project=f"metrics_{view_name}",
+        online_store=online_store_settings(kind, connection_string),
+    )
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name=view_name,
+        entities=[driver],
+        schema=[Field(name=n, dtype=Int64) for n in ("driver_id", "a", "b")],
+        source=FileSource(path=str(data), timestamp_field="event_timestamp"),
+        ttl=timedelta(days=3650),
+    )
+    store.apply([driver, view])
+    store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    return store
+
+
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_feature_status_counters_match_feasts_store(
     tmp_path, server_connection_string, redis_client, metrics_on, use_async
 ):
     import asyncio
 
-    data = tmp_path / "data.parquet"
-    pd.DataFrame(
-        {"driver_id": [1, 2, 3], "event_timestamp": [T0] * 3, "a": [10, 20, 30], "b": [1, 2, 3]}
-    ).to_parquet(data)
     deltas = {}
     statuses = {}
     for kind in ("feast", "ours"):
         redis_client.flushall()
         view_name = f"fv_{kind}_{'async' if use_async else 'sync'}"
-        store = write_feature_repo(
-            tmp_path / kind / view_name,
-            project="metrics",
-            online_store=online_store_settings(kind, server_connection_string),
+        store = _materialized_repo(
+            tmp_path / kind / view_name, kind, server_connection_string, view_name, 3
         )
-        driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
-        view = FeatureView(
-            name=view_name,
-            entities=[driver],
-            schema=[Field(name=n, dtype=Int64) for n in ("driver_id", "a", "b")],
-            source=FileSource(path=str(data), timestamp_field="event_timestamp"),
-            ttl=timedelta(days=3650),
-        )
-        store.apply([driver, view])
-        store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
         before = _counts(view_name)
         request = {
             "features": [f"{view_name}:a", f"{view_name}:b"],
@@ -117,25 +132,7 @@ def test_feast_dragonfly_serve_feeds_feasts_request_metrics(
 
     from feast_dragonfly.feature_server import FeatureServer
 
-    data = tmp_path / "data.parquet"
-    pd.DataFrame(
-        {"driver_id": [1, 2], "event_timestamp": [T0] * 2, "a": [10, 20], "b": [1, 2]}
-    ).to_parquet(data)
-    store = write_feature_repo(
-        tmp_path / "repo",
-        project="served_metrics",
-        online_store=online_store_settings("ours", server_connection_string),
-    )
-    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
-    view = FeatureView(
-        name="served",
-        entities=[driver],
-        schema=[Field(name=n, dtype=Int64) for n in ("driver_id", "a", "b")],
-        source=FileSource(path=str(data), timestamp_field="event_timestamp"),
-        ttl=timedelta(days=3650),
-    )
-    store.apply([driver, view])
-    store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    store = _materialized_repo(tmp_path, "ours", server_connection_string, "served", 2)
     server = FeatureServer(store, registry_ttl_sec=0)
     # Create the labelled series up front, so it can be read before the first request.
     feast_metrics.request_latency.labels(
