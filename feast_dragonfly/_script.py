@@ -22,7 +22,16 @@ from feast_dragonfly import _wire
 from feast_dragonfly._layout import describe_key
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
-SOURCE = resources.files("feast_dragonfly").joinpath("event_time_write.lua").read_text()
+
+
+def script_source(name: str) -> str:
+    """A server-side script: ``event_time.lua`` (the shared timestamp helpers) + ``name``.
+    Redis has no ``require``, so the scripts share code by being sent together."""
+    package = resources.files("feast_dragonfly")
+    return package.joinpath("event_time.lua").read_text() + package.joinpath(name).read_text()
+
+
+SOURCE = script_source("event_time_write.lua")
 SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 #: ``EVALSHA <sha>``: the head of every packed call.
