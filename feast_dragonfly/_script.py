@@ -23,7 +23,6 @@ from feast_dragonfly._layout import describe_key
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
 
-
 def script_source(name: str) -> str:
     """A server-side script: ``event_time.lua`` (the shared timestamp helpers) + ``name``.
     Redis has no ``require``, so the scripts share code by being sent together."""
