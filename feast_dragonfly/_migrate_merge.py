@@ -28,6 +28,8 @@ TS_PREFIX = b"_ts:"
 SOURCE = _script.script_source("migrate_merge.lua")
 SHA = hashlib.sha1(SOURCE.encode()).hexdigest().encode()
 LOAD_COMMAND = _wire.command(b"SCRIPT", b"LOAD", SOURCE.encode())
+_EVALSHA = _wire.bulk(b"EVALSHA") + _wire.bulk(SHA)
+_PAIR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
 
 #: Per-key status codes of the script's reply.
 OK, NOT_A_HASH, MALFORMED_TIMESTAMP = 0, 1, 2
@@ -80,22 +82,23 @@ def view_groups(flat: Any, owners: Mapping[bytes, bytes] | None) -> tuple[tuple[
 
 
 def pack_call(plans: Sequence[KeyPlan]) -> bytes:
-    """``EVALSHA`` of the merge script for these keys (one slot's worth on a cluster)."""
-    args: list[bytes] = [b"EVALSHA", SHA, b"%d" % len(plans)]
-    args.extend(plan.key for plan in plans)
+    """``EVALSHA`` of the merge script for these keys (one slot's worth on a cluster), packed
+    straight into RESP: a field and its value are one formatting step (this is the hot loop)."""
+    parts = [_wire.bulk(plan.key) for plan in plans]
+    count = 3 + len(plans)
     for plan in plans:
-        args.append(b"%d" % plan.pttl)
-        args.append(b"%d" % len(plan.groups))
+        parts.append(_wire.bulk_int(plan.pttl))
+        parts.append(_wire.bulk_int(len(plan.groups)))
+        count += 2
         for group in plan.groups:
-            args.append(b"%d" % group.views)
-            args.append(b"%d" % (2 * (group.views + len(group.features))))
-            for name, value in group.timestamps:
-                args.append(name)
-                args.append(value)
-            for name, value in group.features:
-                args.append(name)
-                args.append(value)
-    return _wire.command(*args)
+            size = 2 * (group.views + len(group.features))
+            parts.append(_wire.bulk_int(group.views))
+            parts.append(_wire.bulk_int(size))
+            count += 2 + size
+            for name, value in (*group.timestamps, *group.features):
+                parts.append(_PAIR % (len(name), name, len(value), value))
+    head = b"*%d\r\n%b%b" % (count, _EVALSHA, _wire.bulk_int(len(plans)))
+    return head + b"".join(parts)
 
 
 def parse_reply(reply: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -16,9 +16,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from feast.constants import DEFAULT_FEATURE_SERVER_REGISTRY_TTL
+
+if TYPE_CHECKING:
+    from feast_dragonfly._registry_views import RepoViews
 
 from feast_dragonfly import feature_server
 
@@ -153,7 +157,7 @@ def _clear_errors() -> Iterator[None]:
         sys.exit(EXIT_FAILED)
 
 
-def _repo_views(repo: str | None) -> object | None:
+def _repo_views(repo: str | None) -> RepoViews | None:
     if repo is None:
         return None
     from feast_dragonfly._registry_views import load_repo_views
@@ -227,7 +231,7 @@ def migrate(
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with _clear_errors():
         views = _repo_views(repo)
-        owners = views.field_owners() if views is not None else None  # type: ignore[attr-defined]
+        owners = views.field_owners() if views is not None else None
         src = open_deployment(
             source, source_type, connections=concurrency, sentinel_master=source_sentinel_master
         )
@@ -288,6 +292,66 @@ def migrate(
         finally:
             src.close()
             dst.close()
+
+
+@cli.command()
+@click.option(
+    "--chdir",
+    "-C",
+    "repo",
+    type=click.Path(exists=True, file_okay=False),
+    help="Feature repo: its online store is the server, its registry names the views.",
+)
+@click.option("--connection-string", help="The server (instead of, or overriding, the repo's).")
+@click.option("--redis-type", type=_REDIS_TYPES, help="With --connection-string (default redis).")
+@click.option("--sentinel-master", default=None, help="With redis_sentinel (default mymaster).")
+@click.option("--project", "projects", multiple=True, help="Only this project (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--sample", type=click.IntRange(min=1), default=1000, show_default=True,
+    help="Keys per project whose MEMORY USAGE is measured.",
+)  # fmt: skip
+def stats(
+    repo: str | None,
+    connection_string: str | None,
+    redis_type: str | None,
+    sentinel_master: str | None,
+    projects: tuple[str, ...],
+    as_json: bool,
+    sample: int,
+) -> None:
+    """Entity keys, fields, memory and TTLs per Feast project and feature view, and views on
+    the server that the registry no longer has."""
+    import json
+
+    from feast_dragonfly import stats as server_stats
+    from feast_dragonfly._migrate_scan import open_deployment
+
+    if repo is None and connection_string is None:
+        raise click.UsageError("give the feature repo (-C REPO) or --connection-string")
+    with _clear_errors():
+        views = _repo_views(repo)
+        wanted: list[str] | None = list(projects) or None
+        owners = None
+        registries: dict[str, list[str]] = {}  # the registry describes the repo's project
+        server, kind, master = connection_string, redis_type or "redis", "mymaster"
+        if views is not None:
+            wanted = wanted or [views.project]
+            owners = views.field_owners()
+            registries[views.project] = list(views.views)
+            if connection_string is None:
+                server, kind = views.connection_string, redis_type or views.redis_type
+                master = views.sentinel_master
+        assert server is not None
+        deployment = open_deployment(
+            server, kind, connections=1, sentinel_master=sentinel_master or master
+        )
+        try:
+            collected = server_stats.collect(deployment, wanted, owners, sample_size=sample)
+        finally:
+            deployment.close()
+        report = server_stats.as_json(collected, deployment.address, registries)
+        click.echo(json.dumps(report, indent=2) if as_json else server_stats.as_table(report))
 
 
 if __name__ == "__main__":  # pragma: no cover
