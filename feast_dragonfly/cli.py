@@ -13,18 +13,32 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from feast.constants import DEFAULT_FEATURE_SERVER_REGISTRY_TTL
 
+from feast_dragonfly import feature_server
+
 if TYPE_CHECKING:
     from feast_dragonfly._registry_views import RepoViews
 
-from feast_dragonfly import feature_server
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _repo_option(help: str, **kwargs: object) -> Callable[[F], F]:
+    """``-C/--chdir REPO``, the feature repo, as every subcommand spells it."""
+    return click.option(
+        "--chdir",
+        "-C",
+        "repo",
+        type=click.Path(exists=True, file_okay=False),
+        help=help,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 @click.group()
@@ -33,14 +47,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--chdir",
-    "-C",
-    "repo",
-    type=click.Path(exists=True, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The feature repo (the directory holding feature_store.yaml).",
+@_repo_option(
+    "The feature repo (the directory holding feature_store.yaml).", default=".", show_default=True
 )
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", "-p", type=int, default=6566, show_default=True, help="Port to bind.")
@@ -175,13 +183,9 @@ def _repo_views(repo: str | None) -> RepoViews | None:
 @click.option("--target-type", type=_REDIS_TYPES, default="redis", show_default=True)
 @click.option("--source-sentinel-master", default="mymaster", show_default=True)
 @click.option("--target-sentinel-master", default="mymaster", show_default=True)
-@click.option(
-    "--chdir",
-    "-C",
-    "repo",
-    type=click.Path(exists=True, file_okay=False),
-    help="Feature repo whose registry says which fields belong to which view (needed to "
-    "merge per view when one hash holds several views).",
+@_repo_option(
+    "Feature repo whose registry says which fields belong to which view (needed to "
+    "merge per view when one hash holds several views)."
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an earlier run.")
 @click.option(
@@ -295,13 +299,7 @@ def migrate(
 
 
 @cli.command()
-@click.option(
-    "--chdir",
-    "-C",
-    "repo",
-    type=click.Path(exists=True, file_okay=False),
-    help="Feature repo: its online store is the server, its registry names the views.",
-)
+@_repo_option("Feature repo: its online store is the server, its registry names the views.")
 @click.option("--connection-string", help="The server (instead of, or overriding, the repo's).")
 @click.option("--redis-type", type=_REDIS_TYPES, help="With --connection-string (default redis).")
 @click.option("--sentinel-master", default=None, help="With redis_sentinel (default mymaster).")

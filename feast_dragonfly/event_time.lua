@@ -49,6 +49,13 @@ local function newer(a_seconds, a_nanos, b_seconds, b_nanos)
   return a_seconds > b_seconds or (a_seconds == b_seconds and a_nanos > b_nanos)
 end
 
+-- Feast's rule: stored data wins over incoming data unless the incoming event time is strictly
+-- newer; a stored zero epoch counts as no data at all
+local function stored_wins(stored_seconds, stored_nanos, seconds, nanos)
+  return (stored_seconds ~= 0 or stored_nanos ~= 0)
+    and not newer(seconds, nanos, stored_seconds, stored_nanos)
+end
+
 -- HSET key ARGV[first..last] (field/value pairs), in chunks of MAX_UNPACK arguments
 local function hset_args(key, first, last)
   for chunk = first, last, MAX_UNPACK do

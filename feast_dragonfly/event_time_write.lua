@@ -12,7 +12,7 @@
 -- several rows for one key wins. Returns the number of rows written.
 -- Errors name the row (1-based index into KEYS) and never alter that row's stored data.
 --
--- parse_timestamp, newer and hset_args come from event_time.lua, which _script.py puts in front of this file.
+-- parse_timestamp, stored_wins and hset_args come from event_time.lua, which _script.py puts in front of this file.
 
 local ttl = tonumber(ARGV[1])
 local ts_field = ARGV[2]
@@ -37,8 +37,7 @@ for row = 1, #KEYS do
     if old_seconds == nil then
       return redis.error_reply('FEASTROW ' .. row .. ' malformed stored timestamp in field ' .. ts_field)
     end
-    if (old_seconds ~= 0 or old_nanos ~= 0)
-        and not newer(seconds, nanos, old_seconds, old_nanos) then
+    if stored_wins(old_seconds, old_nanos, seconds, nanos) then
       fresh = false
     end
   end

@@ -15,7 +15,7 @@
 -- was written the key gets the source's remaining TTL, unless that would shorten (or add) an
 -- expiry of a key that already existed. Returns, per key: views written, views kept, status
 -- (0 ok, 1 the key is not a hash, 2 a timestamp on either side is malformed).
--- parse_timestamp, newer and hset_args come from event_time.lua (prepended by _script.py).
+-- parse_timestamp, newer, stored_wins and hset_args come from event_time.lua (prepended by _script.py).
 
 local out = {}
 local pos = 1
@@ -57,8 +57,7 @@ for i = 1, #KEYS do
               status = 2
               break
             end
-            if (seconds ~= 0 or nanos ~= 0)
-                and not newer(best_seconds, best_nanos, seconds, nanos) then
+            if stored_wins(seconds, nanos, best_seconds, best_nanos) then
               fresh = false
             end
           end
