@@ -26,8 +26,9 @@ from feast_dragonfly._migrate_scan import (
     scan_all,
 )
 
-#: Fields of a multi-view hash that cannot be attributed without the registry go here.
-UNATTRIBUTED = "(fields of several views, not attributable without -C)"
+#: Fields of a multi-view hash that no registry view claims (no -C given, or fields of a
+#: deleted view or feature) are counted here.
+UNATTRIBUTED = "(unattributed fields of multi-view hashes)"
 PERCENTILES = (50, 90, 99)
 
 
