@@ -270,7 +270,15 @@ def migrate(
             )
             with src.errors():
                 total = sum(int(e.client.dbsize()) for e in src.endpoints)
-            report = run.run(total, lambda text: click.echo(text, err=True))
+            try:
+                report = run.run(total, lambda text: click.echo(text, err=True))
+            except KeyboardInterrupt:
+                click.echo(
+                    "\ninterrupted: every batch the target confirmed is in the checkpoint; run "
+                    "the same command with --resume to continue",
+                    err=True,
+                )
+                sys.exit(130)
             click.echo(migration.summary(report, dry_run))
             for project in migration.empty_projects(report, projects):
                 click.echo(
@@ -289,9 +297,7 @@ def migrate(
                     click.echo(f"  mismatch: {key}")
                 if v.mismatch:
                     sys.exit(EXIT_MISMATCH)
-            if migration.empty_projects(report, projects) and len(projects) == len(
-                migration.empty_projects(report, projects)
-            ):
+            if migration.empty_projects(report, projects):
                 sys.exit(EXIT_FAILED)
         finally:
             src.close()

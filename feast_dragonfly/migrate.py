@@ -34,7 +34,7 @@ from feast_dragonfly._migrate_scan import (
     read_hashes,
     scan_page,
 )
-from feast_dragonfly.errors import DragonflyStoreError
+from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
 
 log = logging.getLogger("feast_dragonfly.migrate")
 
@@ -280,22 +280,39 @@ class Migration:
             bar.update(result.counters.get("keys_found", 0))
 
         try:
-            with ThreadPoolExecutor(options.concurrency, "feast-dragonfly-migrate") as pool:
-                try:
-                    for stream, endpoint, project, cursor, keys in self.pages(checkpoint):
-                        job = pool.submit(self._batch, endpoint, project, keys)
-                        pending.append((stream, cursor, job))
-                        while len(pending) > 2 * options.concurrency:
-                            commit_oldest()
-                    while pending:
-                        commit_oldest()
-                except BaseException:
-                    for _, _, future in pending:
-                        future.cancel()
-                    raise
+            self._drive(checkpoint, pending, commit_oldest)
+        except DragonflyConnectionError as exc:
+            if checkpoint is None:
+                raise
+            raise MigrationError(
+                f"{exc}. Every batch the target confirmed is in the checkpoint: once the "
+                "server is back, run the same command with --resume"
+            ) from None
         finally:
             bar.close()
         return report
+
+    def _drive(
+        self,
+        checkpoint: _migrate_checkpoint.Checkpoint | None,
+        pending: deque[tuple[str, int, Future[Report]]],
+        commit_oldest: Callable[[], None],
+    ) -> None:
+        """Scan on this thread, merge on the pool, commit in scan order."""
+        options = self.options
+        with ThreadPoolExecutor(options.concurrency, "feast-dragonfly-migrate") as pool:
+            try:
+                for stream, endpoint, project, cursor, keys in self.pages(checkpoint):
+                    job = pool.submit(self._batch, endpoint, project, keys)
+                    pending.append((stream, cursor, job))
+                    while len(pending) > 2 * options.concurrency:
+                        commit_oldest()
+                while pending:
+                    commit_oldest()
+            except BaseException:
+                for _, _, future in pending:
+                    future.cancel()
+                raise
 
     # ------------------------------------------------------------------ verification
 
