@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feast_dragonfly import _script, _wire
-from feast_dragonfly._migrate_scan import pairs
 
 TS_PREFIX = b"_ts:"
 SOURCE = _script.script_source("migrate_merge.lua")
@@ -35,9 +33,9 @@ _PAIR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
 OK, NOT_A_HASH, MALFORMED_TIMESTAMP = 0, 1, 2
 
 
-@dataclass(frozen=True)
-class Group:
-    """Fields decided together: the ``_ts`` pairs of its view(s), then its feature pairs."""
+class Group(NamedTuple):
+    """Fields decided together: the ``_ts`` pairs of its view(s), then its feature pairs.
+    (Named tuples, not dataclasses: one is built per key, and that shows.)"""
 
     timestamps: tuple[tuple[bytes, bytes], ...]
     features: tuple[tuple[bytes, bytes], ...]
@@ -47,8 +45,7 @@ class Group:
         return len(self.timestamps)
 
 
-@dataclass(frozen=True)
-class KeyPlan:
+class KeyPlan(NamedTuple):
     """How one source hash is merged: its groups, whether it fell back to one whole-key
     group for several views, and its remaining TTL (ms, -1 none)."""
 
@@ -60,25 +57,28 @@ class KeyPlan:
 
 def view_groups(flat: Any, owners: Mapping[bytes, bytes] | None) -> tuple[tuple[Group, ...], bool]:
     """The groups of one HGETALL reply and whether it is a whole-key fallback; no groups
-    when the hash holds no ``_ts`` field (not Feast's layout: nothing to merge by)."""
-    stamps: dict[bytes, tuple[bytes, bytes]] = {}
-    features: list[tuple[bytes, bytes]] = []
-    for name, value in pairs(flat):
-        if name.startswith(TS_PREFIX):
-            stamps[name[len(TS_PREFIX) :]] = (name, value)
-        else:
-            features.append((name, value))
-    if not stamps:
+    when the hash holds no ``_ts`` field (not Feast's layout: nothing to merge by). Written
+    with comprehensions: this runs once per key, over every field."""
+    if isinstance(flat, dict):  # a RESP3 map
+        names, values = list(flat), list(flat.values())
+    else:
+        names, values = flat[0::2], flat[1::2]
+    at = [i for i, name in enumerate(names) if name[:4] == TS_PREFIX]
+    if not at:
         return (), False
-    if len(stamps) == 1:
-        return (Group(tuple(stamps.values()), tuple(features)),), False
-    by_view: dict[bytes, list[tuple[bytes, bytes]]] = {view: [] for view in stamps}
+    if len(at) == 1:  # the common case: slices and zip, no per-field Python code
+        i = at[0]
+        rest = zip(names[:i] + names[i + 1 :], values[:i] + values[i + 1 :])
+        return (Group(((names[i], values[i]),), tuple(rest)),), False
+    stamps = [(names[i], values[i]) for i in at]
+    features = [(n, v) for n, v in zip(names, values) if n[:4] != TS_PREFIX]
+    by_view: dict[bytes, list[tuple[bytes, bytes]]] = {name[4:]: [] for name, _ in stamps}
     for pair in features:
         view = owners.get(pair[0]) if owners is not None else None
         if view is None or view not in by_view:
-            return (Group(tuple(stamps.values()), tuple(features)),), True
+            return (Group(tuple(stamps), tuple(features)),), True
         by_view[view].append(pair)
-    return tuple(Group((stamps[v],), tuple(f)) for v, f in by_view.items()), False
+    return tuple(Group((stamp,), tuple(by_view[stamp[0][4:]])) for stamp in stamps), False
 
 
 def pack_call(plans: Sequence[KeyPlan]) -> bytes:
@@ -95,8 +95,8 @@ def pack_call(plans: Sequence[KeyPlan]) -> bytes:
             parts.append(_wire.bulk_int(group.views))
             parts.append(_wire.bulk_int(size))
             count += 2 + size
-            for name, value in (*group.timestamps, *group.features):
-                parts.append(_PAIR % (len(name), name, len(value), value))
+            parts.extend([_PAIR % (len(n), n, len(v), v) for n, v in group.timestamps])
+            parts.extend([_PAIR % (len(n), n, len(v), v) for n, v in group.features])
     head = b"*%d\r\n%b%b" % (count, _EVALSHA, _wire.bulk_int(len(plans)))
     return head + b"".join(parts)
 

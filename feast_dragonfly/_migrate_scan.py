@@ -8,6 +8,7 @@ with the same packed-RESP round trips the store uses (``_transport.exchange``).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from feast_dragonfly import _layout, _topology, _transport, _wire
+from feast_dragonfly import _layout, _script, _topology, _transport, _wire
 from feast_dragonfly._connection import scrub, translated_errors
 from feast_dragonfly._settings import ClientSettings
 
@@ -29,8 +30,9 @@ class Endpoint:
     client: Any
 
     def exchange(self, commands: Sequence[bytes], replies: int) -> list[Any]:
-        """Packed commands in one round trip; error replies come back in place."""
-        return _transport.exchange(self.client.connection_pool, commands, replies)
+        """Packed commands in one round trip (one write: redis-py would send each command
+        with its own system call); error replies come back in place."""
+        return _transport.exchange(self.client.connection_pool, [b"".join(commands)], replies)
 
 
 @dataclass
@@ -173,17 +175,49 @@ def project_of(key: bytes) -> bytes | None:
     return key[length:]
 
 
-def read_hashes(endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, int]]:
+def read_hashes(
+    endpoint: Endpoint, keys: Sequence[bytes], *, scripted: bool = False
+) -> list[tuple[Any, Any]]:
     """``(HGETALL reply, PTTL)`` per key in one round trip; a flat field/value list, or the
-    error reply (WRONGTYPE) as an exception object."""
+    error reply (WRONGTYPE) as an exception object. ``scripted``: through
+    ``migrate_read.lua``, one reply per ``READ_KEYS_PER_CALL`` keys instead of two per key
+    (:class:`ScriptRefused` when the server does not run it)."""
     if not keys:
         return []
+    if scripted:
+        return _read_scripted(endpoint, keys)
     commands = []
     for key in keys:
         commands.append(_wire.command(b"HGETALL", key))
         commands.append(_wire.command(b"PTTL", key))
     replies = endpoint.exchange(commands, 2 * len(keys))
     return [(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
+
+
+READ_SOURCE = _script.script_source("migrate_read.lua", shared=False)
+READ_SHA = hashlib.sha1(READ_SOURCE.encode()).hexdigest().encode()
+READ_KEYS_PER_CALL = 64
+
+
+class ScriptRefused(Exception):
+    """The source does not run the read script (scripting disabled or denied by an ACL)."""
+
+
+def _read_scripted(endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
+    chunks = [keys[i : i + READ_KEYS_PER_CALL] for i in range(0, len(keys), READ_KEYS_PER_CALL)]
+    calls = [_wire.command(b"EVALSHA", READ_SHA, b"%d" % len(c), *c) for c in chunks]
+    replies = endpoint.exchange(calls, len(calls))
+    if any(_script.is_noscript(r) for r in replies):
+        loaded = endpoint.exchange([_wire.command(b"SCRIPT", b"LOAD", READ_SOURCE.encode())], 1)
+        if isinstance(loaded[0], Exception):
+            raise ScriptRefused(str(loaded[0]))
+        replies = endpoint.exchange(calls, len(calls))
+    out: list[tuple[Any, Any]] = []
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise ScriptRefused(str(reply))
+        out.extend((reply[i + 1], reply[i]) for i in range(0, len(reply), 2))
+    return out
 
 
 def pairs(flat: Any) -> Iterator[tuple[bytes, bytes]]:

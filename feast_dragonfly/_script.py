@@ -23,11 +23,13 @@ from feast_dragonfly._layout import describe_key
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
 
-def script_source(name: str) -> str:
-    """A server-side script: ``event_time.lua`` (the shared timestamp helpers) + ``name``.
-    Redis has no ``require``, so the scripts share code by being sent together."""
+def script_source(name: str, *, shared: bool = True) -> str:
+    """A server-side script: ``event_time.lua`` (the shared timestamp helpers, unless
+    ``shared`` is false) + ``name``. Redis has no ``require``, so the scripts share code by
+    being sent together."""
     package = resources.files("feast_dragonfly")
-    return package.joinpath("event_time.lua").read_text() + package.joinpath(name).read_text()
+    source = package.joinpath(name).read_text()
+    return package.joinpath("event_time.lua").read_text() + source if shared else source
 
 
 SOURCE = script_source("event_time_write.lua")

@@ -232,7 +232,6 @@ def migrate(
 
     if verify and verify_sample:
         raise click.UsageError("--verify and --verify-sample exclude each other")
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with _clear_errors():
         views = _repo_views(repo)
         owners = views.field_owners() if views is not None else None
@@ -262,7 +261,7 @@ def migrate(
                 batch=batch,
                 owners=owners,
             )
-            run = migration.Migration(src, dst, options)
+            run = migration.Migration(src, dst, options, lambda text: click.echo(text, err=True))
             click.echo(
                 f"{'dry run: ' if dry_run else ''}migrating {', '.join(projects)} from "
                 f"{src.address} to {dst.address}",
@@ -271,7 +270,7 @@ def migrate(
             with src.errors():
                 total = sum(int(e.client.dbsize()) for e in src.endpoints)
             try:
-                report = run.run(total, lambda text: click.echo(text, err=True))
+                report = run.run(total)
             except KeyboardInterrupt:
                 click.echo(
                     "\ninterrupted: every batch the target confirmed is in the checkpoint; run "
@@ -286,7 +285,7 @@ def migrate(
                     "(is the name right? project names are case-sensitive)"
                 )
             if options.verify_sample is not None:
-                checked = run.verify(lambda text: click.echo(text, err=True))
+                checked = run.verify()
                 assert checked.verify is not None
                 v = checked.verify
                 click.echo(

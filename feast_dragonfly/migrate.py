@@ -11,7 +11,6 @@ so ``--resume`` continues exactly after the last batch the target confirmed.
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import sys
 from collections import deque
@@ -23,20 +22,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from feast_dragonfly import _migrate_checkpoint, _migrate_merge, _migrate_verify
+from feast_dragonfly import _migrate_checkpoint, _migrate_merge, _migrate_verify, _script
 from feast_dragonfly._layout import belongs_to_project, describe_key
 from feast_dragonfly._migrate_merge import KeyPlan
 from feast_dragonfly._migrate_scan import (
     Deployment,
     Endpoint,
+    ScriptRefused,
     memory_usage,
     project_pattern,
     read_hashes,
     scan_page,
 )
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
-
-log = logging.getLogger("feast_dragonfly.migrate")
 
 #: Keys per merge call on one server (a cluster: one, since a script's keys share a slot).
 KEYS_PER_CALL = 32
@@ -142,7 +140,7 @@ def _merge(plans: Sequence[KeyPlan], target: Deployment, per_call: int, out: Rep
     for endpoint, mine in by_endpoint.values():
         calls = [mine[i : i + per_call] for i in range(0, len(mine), per_call)]
         replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
-        if any(_is_noscript(r) for r in replies):  # a restarted target: load and resend
+        if any(_script.is_noscript(r) for r in replies):  # a restarted target: load and resend
             endpoint.exchange([_migrate_merge.LOAD_COMMAND], 1)
             replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
         for call, reply in zip(calls, replies):
@@ -166,10 +164,6 @@ def _count_merge(plan: KeyPlan, written: int, kept: int, status: int, out: Repor
     out.add("views_kept_newer", kept)
 
 
-def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
-
-
 def _dry_run_batch(endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> None:
     sizes = memory_usage(endpoint, keys)
     out.add("keys_found", len(keys))
@@ -182,11 +176,20 @@ def _dry_run_batch(endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> No
 class Migration:
     """One run: scanning on the calling thread, batches on a pool of ``concurrency``."""
 
-    def __init__(self, source: Deployment, target: Deployment, options: MigrateOptions) -> None:
+    def __init__(
+        self,
+        source: Deployment,
+        target: Deployment,
+        options: MigrateOptions,
+        echo: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+    ) -> None:
+        self.echo = echo  # messages for the user (stderr)
         self.source = source
         self.target = target
         self.options = options
         self.per_call = 1 if target.settings.redis_type == "redis_cluster" else KEYS_PER_CALL
+        # A script's keys must share a slot: on a cluster source, plain reads
+        self.scripted_reads = source.settings.redis_type != "redis_cluster"
 
     def streams(self) -> list[tuple[str, Endpoint, str]]:
         """(checkpoint name, source master, project): one resumable SCAN each."""
@@ -218,6 +221,19 @@ class Migration:
                 if cursor == 0:
                     break
 
+    def _read(self, endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
+        """The source hashes, through the read script while the source runs it."""
+        if self.scripted_reads:
+            try:
+                return read_hashes(endpoint, keys, scripted=True)
+            except ScriptRefused as exc:
+                self.scripted_reads = False
+                self.echo(
+                    f"note: the source does not run the read script "
+                    f"({self.source.scrub(str(exc))}); reading key by key (slower)"
+                )
+        return read_hashes(endpoint, keys)
+
     def _batch(self, endpoint: Endpoint, project: str, keys: Sequence[bytes]) -> Report:
         out = Report()
         if not keys:
@@ -228,21 +244,21 @@ class Migration:
                 _dry_run_batch(endpoint, keys, out)
             return out
         with self.source.errors():
-            hashes = read_hashes(endpoint, keys)
+            hashes = self._read(endpoint, keys)
         out.add("keys_found", len(keys))
         plans = _plans(keys, hashes, self.options, out)
         with self.target.errors():
             _merge(plans, self.target, self.per_call, out)
         return out
 
-    def run(self, total: int | None, echo: Callable[[str], None]) -> Report:
+    def run(self, total: int | None) -> Report:
         """Copy (or, dry run, count) every key of the projects; returns the counters."""
         options = self.options
         ident = identity(self.source, self.target, options.projects)
         checkpoint = None
         if options.resume and not options.dry_run:
             checkpoint = _migrate_checkpoint.load(options.checkpoint, ident)
-            echo(
+            self.echo(
                 f"resuming from {options.checkpoint}"
                 if checkpoint is not None
                 else f"no checkpoint at {options.checkpoint}: starting from the beginning"
@@ -316,7 +332,7 @@ class Migration:
 
     # ------------------------------------------------------------------ verification
 
-    def verify(self, echo: Callable[[str], None]) -> Report:
+    def verify(self) -> Report:
         """Compare migrated keys with the source (all, or a random sample of N)."""
         options = self.options
         out = Report(verify=_migrate_verify.Verdict())
@@ -346,7 +362,7 @@ class Migration:
         if not keys:
             return
         with self.source.errors():
-            hashes = read_hashes(endpoint, keys)
+            hashes = self._read(endpoint, keys)
         plans = _plans(keys, hashes, self.options, Report())
         by_target: dict[str, tuple[Endpoint, list[KeyPlan]]] = {}
         for plan in plans:

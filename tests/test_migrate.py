@@ -364,3 +364,17 @@ def test_cluster_source_and_target(server_binary, store, tmp_path, target, targe
             returned.update(everything(client))
             client.close()
         assert returned == expected
+
+
+def test_a_source_that_refuses_scripts_is_read_key_by_key(store, tmp_path, target, target_client):
+    with start_server(_redis_server_binary()) as source:
+        write(store, tmp_path, source.connection_string, project="shop", view=VIEW,
+              ids=range(40), when=at(1), value=4)  # fmt: skip
+        client = source.client()
+        client.execute_command("ACL", "SETUSER", "default", "-evalsha", "-script", "-eval")
+        result = migrate(source.connection_string, target.connection_string, "--project", "shop",
+                         "--verify", checkpoint=tmp_path / "cp.json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "does not run the read script" in result.output
+        assert everything(target_client) == everything(client)
+        client.close()
