@@ -15,12 +15,13 @@ The merge itself runs in ``migrate_merge.lua``, atomically per key on the target
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feast_dragonfly import _script, _wire
+from feast_dragonfly._registry_views import FieldOwners
 
 TS_PREFIX = b"_ts:"
 SOURCE = _script.script_source("migrate_merge.lua")
@@ -55,7 +56,7 @@ class KeyPlan(NamedTuple):
     pttl: int
 
 
-def view_groups(flat: Any, owners: Mapping[bytes, bytes] | None) -> tuple[tuple[Group, ...], bool]:
+def view_groups(flat: Any, owners: FieldOwners | None) -> tuple[tuple[Group, ...], bool]:
     """The groups of one HGETALL reply and whether it is a whole-key fallback; no groups
     when the hash holds no ``_ts`` field (not Feast's layout: nothing to merge by). Written
     with comprehensions: this runs once per key, over every field."""
@@ -74,8 +75,8 @@ def view_groups(flat: Any, owners: Mapping[bytes, bytes] | None) -> tuple[tuple[
     features = [(n, v) for n, v in zip(names, values) if n[:4] != TS_PREFIX]
     by_view: dict[bytes, list[tuple[bytes, bytes]]] = {name[4:]: [] for name, _ in stamps}
     for pair in features:
-        view = owners.get(pair[0]) if owners is not None else None
-        if view is None or view not in by_view:
+        view = owners.owner(pair[0], by_view) if owners is not None else None
+        if view is None:
             return (Group(tuple(stamps), tuple(features)),), True
         by_view[view].append(pair)
     return tuple(Group((stamp,), tuple(by_view[stamp[0][4:]])) for stamp in stamps), False

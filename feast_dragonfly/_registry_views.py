@@ -7,7 +7,7 @@ so hashing them the way the store does (``_layout``) gives the owner of every fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +25,33 @@ class RepoViews:
     #: storage view name (``name`` or ``name_vN``) -> its feature names
     views: Mapping[str, tuple[str, ...]]
 
-    def field_owners(self) -> dict[bytes, bytes]:
-        """feature field -> the storage name of the view it belongs to (bytes, as in the
-        ``_ts:<view>`` field)."""
-        owners: dict[bytes, bytes] = {}
+    def field_owners(self) -> FieldOwners:
+        """Which view each feature field of this registry belongs to."""
+        fields: dict[bytes, bytes] = {}
         for view, features in self.views.items():
             for field in _layout.feature_fields(view, features):
-                owners[field] = view.encode()
-        return owners
+                fields[field] = view.encode()
+        return FieldOwners(fields, frozenset(view.encode() for view in self.views))
+
+
+@dataclass(frozen=True)
+class FieldOwners:
+    """feature field -> the storage name of its view (bytes, as in ``_ts:<view>``), and every
+    view the registry has."""
+
+    fields: Mapping[bytes, bytes]
+    views: frozenset[bytes]
+
+    def owner(self, field: bytes, views_in_hash: Collection[bytes]) -> bytes | None:
+        """The view of ``field`` in a hash holding ``views_in_hash``; None when that cannot be
+        told. A field the registry does not know, in a hash with exactly one view the registry
+        does not know (a deleted view next to live ones), is that view's: every field of a
+        live view is known, except fields of deleted features, which nothing reads."""
+        view = self.fields.get(field)
+        if view is not None:
+            return view if view in views_in_hash else None
+        unknown = [v for v in views_in_hash if v not in self.views]
+        return unknown[0] if len(unknown) == 1 else None
 
 
 def load_repo_views(repo: str) -> RepoViews:

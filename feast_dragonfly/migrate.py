@@ -14,7 +14,7 @@ import hashlib
 import random
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from feast_dragonfly._migrate_scan import (
     read_hashes,
     scan_page,
 )
+from feast_dragonfly._registry_views import FieldOwners
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
 
 #: Keys per merge call on one server (a cluster: one, since a script's keys share a slot).
@@ -55,7 +56,7 @@ class MigrateOptions:
     verify_sample: int | None = None  # None: no verification; 0: every key
     concurrency: int = 4
     batch: int = 500
-    owners: Mapping[bytes, bytes] | None = None  # feature field -> view, from a registry
+    owners: FieldOwners | None = None  # feature field -> view, from a registry
 
 
 @dataclass

@@ -25,9 +25,10 @@ from feast_dragonfly._migrate_scan import (
     project_pattern,
     scan_all,
 )
+from feast_dragonfly._registry_views import FieldOwners
 
 #: Fields of a multi-view hash that no registry view claims (no -C given, or fields of a
-#: deleted view or feature) are counted here.
+#: deleted feature, or of several deleted views in one hash) are counted here.
 UNATTRIBUTED = "(unattributed fields of multi-view hashes)"
 PERCENTILES = (50, 90, 99)
 
@@ -56,7 +57,7 @@ class ProjectStats:
         return self.views.setdefault(name, ViewStats())
 
 
-def _fields_per_view(names: Sequence[bytes], owners: Mapping[bytes, bytes] | None) -> dict:
+def _fields_per_view(names: Sequence[bytes], owners: FieldOwners | None) -> dict[str, int]:
     """view name -> number of its fields (``_ts`` included) in one hash."""
     views = [n[len(TS_PREFIX) :] for n in names if n.startswith(TS_PREFIX)]
     counts = {v.decode(errors="replace"): 1 for v in views}
@@ -65,8 +66,8 @@ def _fields_per_view(names: Sequence[bytes], owners: Mapping[bytes, bytes] | Non
         counts[views[0].decode(errors="replace")] += len(features)
         return counts
     for name in features:
-        owner = owners.get(name) if owners is not None else None
-        view = owner.decode(errors="replace") if owner in views else UNATTRIBUTED
+        owner = owners.owner(name, views) if owners is not None else None
+        view = owner.decode(errors="replace") if owner is not None else UNATTRIBUTED
         counts[view] = counts.get(view, 0) + 1
     return counts
 
@@ -74,7 +75,7 @@ def _fields_per_view(names: Sequence[bytes], owners: Mapping[bytes, bytes] | Non
 def collect(
     deployment: Deployment,
     projects: Sequence[str] | None,
-    owners: Mapping[bytes, bytes] | None,
+    owners: FieldOwners | None,
     *,
     sample_size: int = 1000,
     page: int = 1000,
@@ -98,7 +99,7 @@ def _page(
     endpoint: Endpoint,
     keys: Iterable[bytes],
     wanted: Mapping[bytes, str] | None,
-    owners: Mapping[bytes, bytes] | None,
+    owners: FieldOwners | None,
     out: dict[str, ProjectStats],
     rng: random.Random,
     sample_size: int,
