@@ -378,3 +378,25 @@ def test_a_source_that_refuses_scripts_is_read_key_by_key(store, tmp_path, targe
         assert "does not run the read script" in result.output
         assert everything(target_client) == everything(client)
         client.close()
+
+
+def test_a_deleted_view_next_to_a_live_one_still_merges_per_view(
+    store, tmp_path, server_connection_string, redis_client, target, target_client
+):
+    fv1, _ = two_views()
+    old = feature_view("old_view", ("x",))
+    write(store, tmp_path, server_connection_string, project="shop", view=fv1, ids=[1],
+          when=at(1), value=1)  # fmt: skip
+    write(store, tmp_path, server_connection_string, project="shop", view=old, ids=[1],
+          when=at(1), value=2)  # fmt: skip
+    write(store, tmp_path / "t", target.connection_string, project="shop", view=fv1, ids=[1],
+          when=at(9), value=9)  # fmt: skip
+    applied_repo(tmp_path / "repo", server_connection_string, "shop", [fv1])  # old_view deleted
+    result = migrate(server_connection_string, target.connection_string, "--project", "shop",
+                     "-C", str(tmp_path / "repo"), checkpoint=tmp_path / "cp.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output  # old_view's field was attributed to it
+    merged = target_client.hgetall(hash_key(1, "shop"))
+    assert merged[b"_ts:fv1"] == encode_event_time(at(9))[0]  # the target's newer fv1 kept
+    assert merged[b"_ts:old_view"] == redis_client.hget(hash_key(1, "shop"), b"_ts:old_view")
+    assert len(merged) == 3 + 2  # fv1: _ts, a, b; old_view: _ts, x
