@@ -47,6 +47,26 @@ def write(
     store.online_write_batch(config, view, rows, None)
 
 
+def shop_and_myshop(
+    store: DragonflyOnlineStore,
+    tmp_path: Path,
+    connection_string: str,
+    view: FeatureView,
+    *,
+    expiring: int,
+    lasting: int,
+    myshop: int,
+) -> None:
+    """Project shop: ``expiring`` keys with a one-hour TTL, then ``lasting`` without; project
+    myshop (whose name ends like shop's: the suffix trap): ``myshop`` keys."""
+    write(store, tmp_path, connection_string, project="shop", view=view,
+          ids=range(expiring), when=at(1), value=1, ttl=3600)  # fmt: skip
+    write(store, tmp_path, connection_string, project="shop", view=view,
+          ids=range(expiring, expiring + lasting), when=at(1), value=2)  # fmt: skip
+    write(store, tmp_path, connection_string, project="myshop", view=view, ids=range(myshop),
+          when=at(1), value=3)  # fmt: skip
+
+
 def applied_repo(path: Path, connection_string: str, project: str, views: list[FeatureView]):
     """A feature repo whose registry holds ``views`` (``feast apply``'s effect)."""
     store = write_feature_repo(

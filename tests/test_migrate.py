@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from migrate_kit import applied_repo, at, everything, run, two_views, write
+from migrate_kit import applied_repo, at, everything, run, shop_and_myshop, two_views, write
 from store_kit import feature_view, hash_key
 
 from feast_dragonfly._layout import encode_event_time
@@ -66,16 +66,6 @@ def migrate(source: str, target: str, *args: str, checkpoint: Path):
     )
 
 
-def _shop_data(store, tmp_path, connection_string: str) -> None:
-    """shop: 30 keys with a TTL, 20 without; myshop (the suffix trap): 10 keys."""
-    write(store, tmp_path, connection_string, project="shop", view=VIEW, ids=range(30),
-          when=at(1), value=1, ttl=3600)  # fmt: skip
-    write(store, tmp_path, connection_string, project="shop", view=VIEW, ids=range(30, 50),
-          when=at(1), value=2)  # fmt: skip
-    write(store, tmp_path, connection_string, project="myshop", view=VIEW, ids=range(10),
-          when=at(1), value=3)  # fmt: skip
-
-
 def _project_keys(content: dict, project: bytes) -> dict:
     return {
         k: v for k, v in content.items() if k.endswith(project) and not k.endswith(b"my" + project)
@@ -90,7 +80,8 @@ def test_copy_from_redis_server_keeps_ttl_and_leaves_source_untouched(
 ):
     """redis-server -> the suite's binary (Dragonfly on the second pass)."""
     with start_server(_redis_server_binary()) as source:
-        _shop_data(store, tmp_path, source.connection_string)
+        shop_and_myshop(store, tmp_path, source.connection_string, VIEW,
+                        expiring=30, lasting=20, myshop=10)  # fmt: skip
         client = source.client()
         before = everything(client)
         pttls = {k: client.pttl(k) for k in before}
@@ -334,6 +325,14 @@ def test_out_of_memory_target_stops_then_resumes(
         client.close()
 
 
+def _cluster_contents(cluster) -> dict:
+    out: dict = {}
+    for client in cluster.clients():
+        out.update(everything(client))
+        client.close()
+    return out
+
+
 def test_cluster_source_and_target(server_binary, store, tmp_path, target, target_client):
     from local_topology import start_cluster
 
@@ -345,10 +344,7 @@ def test_cluster_source_and_target(server_binary, store, tmp_path, target, targe
                          checkpoint=tmp_path / "cp.json")  # fmt: skip
         assert result.exit_code == 0, result.output
         assert "keys copied:             60" in result.output
-        expected = {}
-        for client in cluster.clients():
-            expected.update(everything(client))
-            client.close()
+        expected = _cluster_contents(cluster)
         assert everything(target_client) == expected
         state = json.loads((tmp_path / "cp.json").read_text())
         assert len(state["streams"]) == len(cluster.clients())  # one SCAN per master
@@ -359,11 +355,7 @@ def test_cluster_source_and_target(server_binary, store, tmp_path, target, targe
                        checkpoint=tmp_path / "back.json")  # fmt: skip
         assert back.exit_code == 0, back.output
         assert "60 views identical" in back.output
-        returned = {}
-        for client in cluster.clients():
-            returned.update(everything(client))
-            client.close()
-        assert returned == expected
+        assert _cluster_contents(cluster) == expected
 
 
 def test_a_source_that_refuses_scripts_is_read_key_by_key(store, tmp_path, target, target_client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from migrate_kit import applied_repo, at, run, two_views, write
+from migrate_kit import applied_repo, at, run, shop_and_myshop, two_views, write
 from store_kit import feature_view, hash_key
 
 from feast_dragonfly.stats import UNATTRIBUTED
@@ -16,14 +16,8 @@ VIEW = feature_view("fv", ("a", "b"))
 
 
 def _data(store, tmp_path, connection_string: str) -> None:
-    """shop: 10 keys with a one-hour TTL, 5 without (view fv: 2 features + _ts);
-    myshop: 3 keys (a project whose name ends like shop's)."""
-    write(store, tmp_path, connection_string, project="shop", view=VIEW, ids=range(10),
-          when=at(1), value=1, ttl=3600)  # fmt: skip
-    write(store, tmp_path, connection_string, project="shop", view=VIEW, ids=range(10, 15),
-          when=at(1), value=1)  # fmt: skip
-    write(store, tmp_path, connection_string, project="myshop", view=VIEW, ids=range(3),
-          when=at(1), value=1)  # fmt: skip
+    """shop: 10 keys with a one-hour TTL, 5 without (view fv: 2 features + _ts); myshop: 3."""
+    shop_and_myshop(store, tmp_path, connection_string, VIEW, expiring=10, lasting=5, myshop=3)
 
 
 def stats_json(*args: str) -> dict:
