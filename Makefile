@@ -6,6 +6,7 @@
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
 #   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
+#   make bench-migrate  feast-dragonfly migrate vs a plain DUMP/RESTORE copy (keys/s, peak RSS)
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
@@ -35,7 +36,7 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve lint typecheck clean distclean
+.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve bench-migrate lint typecheck clean distclean
 
 venv install: $(STAMP)
 
@@ -138,6 +139,15 @@ bench-serve: $(STAMP)
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(SERVER_ENV) $(BIN)/python benchmarks/bench_serve.py --json $(BENCH_DIR)/serve.json \
 	  --markdown docs/serving-benchmarks.md --plot docs/serving-benchmarks.png $(BENCH_SERVE_FLAGS)
+
+# Migration throughput (benchmarks/bench_migrate.py; never part of `make test`): two throw-away
+# servers, BENCH_MIGRATE_KEYS hashes of 16 features; `feast-dragonfly migrate` against a plain
+# redis-py DUMP/RESTORE copy in the same run. Numbers go in docs/migration.md by hand.
+#   make bench-migrate BENCH_MIGRATE_FLAGS='--server-bin ../shared/bin/dragonfly'
+BENCH_MIGRATE_KEYS ?= 200000
+BENCH_MIGRATE_FLAGS ?=
+bench-migrate: $(STAMP)
+	$(SERVER_ENV) $(BIN)/python benchmarks/bench_migrate.py --keys $(BENCH_MIGRATE_KEYS) $(BENCH_MIGRATE_FLAGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR) $(SOAK_DIR)

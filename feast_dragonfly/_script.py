@@ -22,7 +22,17 @@ from feast_dragonfly import _wire
 from feast_dragonfly._layout import describe_key
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
-SOURCE = resources.files("feast_dragonfly").joinpath("event_time_write.lua").read_text()
+
+def script_source(name: str, *, shared: bool = True) -> str:
+    """A server-side script: ``event_time.lua`` (the shared timestamp helpers, unless
+    ``shared`` is false) + ``name``. Redis has no ``require``, so the scripts share code by
+    being sent together."""
+    package = resources.files("feast_dragonfly")
+    source = package.joinpath(name).read_text()
+    return package.joinpath("event_time.lua").read_text() + source if shared else source
+
+
+SOURCE = script_source("event_time_write.lua")
 SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 #: ``EVALSHA <sha>``: the head of every packed call.
