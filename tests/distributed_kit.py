@@ -28,6 +28,15 @@ SINGLE = "feast_dragonfly.DragonflyMaterializationEngine"
 PASSWORD = "distributed-s3cret-pw"
 
 
+def engine_of(store: Any) -> str:
+    """The class name of the batch engine ``store`` materializes with."""
+    return type(store._get_provider().batch_engine).__name__
+
+
+def expected_engine(engine: dict) -> str:
+    return engine["type"].rsplit(".", 1)[1]
+
+
 def single_engine_dump(redis_client: Any, run: Any) -> dict:
     """``run(engine settings)`` with our single-process engine on an emptied server; the dump."""
     redis_client.flushall()
@@ -43,7 +52,9 @@ def check_same_bytes_as_single_engine(
     repo = Repo(tmp_path, connection_string, typed_frame(600, seed=11))
     expected = single_engine_dump(redis_client, lambda e: window(repo.store("ours", **e)))
     redis_client.flushall()
-    window(repo.store("ours", **engine))
+    store = repo.store("ours", **engine)
+    assert engine_of(store) == expected_engine(engine)
+    window(store)
     assert_same_keyspace(expected, dump_keyspace(redis_client))
 
 
@@ -87,6 +98,7 @@ def check_ties_follow_the_rule(
     for partitions in (1, 3):
         redis_client.flushall()
         store = repo.store(partitions=partitions, **engine)
+        assert engine_of(store) == expected_engine(engine)
         materialize(store)
         assert_same_keyspace(expected, dump_keyspace(redis_client))
     rule = expected_rows(frames)
