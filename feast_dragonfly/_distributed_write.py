@@ -69,6 +69,10 @@ class WriteSettings(FeastConfigBaseModel):
     show_progress: bool = True
     """Print each view's rows written when it is done (always logged)."""
 
+    stream_file_sources: bool = True
+    """Read parquet ``FileSource``s of a ``file`` offline store with ``pyarrow.dataset`` on
+    the driver (the single-process engine's reader) instead of the offline store's dask."""
+
 
 @dataclass(frozen=True)
 class WriteSpec:

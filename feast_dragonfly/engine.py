@@ -149,7 +149,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         view = task.feature_view
         store = cast(DragonflyOnlineStore, self.online_store)  # checked by delegation_reason
         plan = ViewPlan.for_task(registry, task, config)
-        source = _Source(self, plan, task, registry)
+        source = WindowSource(self, plan, task, registry)
         bar = self._progress_bar(view.name, source)
         read = 0
         try:
@@ -171,7 +171,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
             bar.close()
         return read
 
-    def _progress_bar(self, name: str, source: _Source) -> tqdm:
+    def _progress_bar(self, name: str, source: WindowSource) -> tqdm:
         shown = self.settings.show_progress and _is_terminal(sys.stderr)
         total = source.count_rows() if shown else None
         return tqdm(
@@ -355,12 +355,15 @@ class ViewPlan:
 # --------------------------------------------------------------------------- reading
 
 
-class _Source:
-    """Record batches of one view's window: streamed from parquet, or via the offline store."""
+class WindowSource:
+    """Record batches of one view's window: streamed from parquet, or via the offline store.
+
+    ``engine``: any of this package's engines (``settings.batch_size`` and
+    ``settings.stream_file_sources``, Feast's ``repo_config`` and execution context)."""
 
     def __init__(
         self,
-        engine: DragonflyMaterializationEngine,
+        engine: Any,
         plan: ViewPlan,
         task: MaterializationTask,
         registry: BaseRegistry,
@@ -415,6 +418,17 @@ class _Source:
     @property
     def streaming(self) -> bool:
         return self._dataset is not None
+
+    def table(self) -> pa.Table | None:
+        """The whole window as one table (None: no rows), for the distributed engines to hand
+        to Spark / Ray: parquet read with pyarrow when streaming is possible (much faster
+        than the file offline store's dask), else the offline store's table."""
+        if self._dataset is None:
+            table = self._pull()
+        else:
+            tables = list(self._stream(self.plan.source_columns))
+            table = pa.concat_tables(tables) if tables else None
+        return table if table is not None and table.num_rows else None
 
     def count_rows(self) -> int | None:
         if self._dataset is None:

@@ -34,7 +34,7 @@ from pydantic import NonNegativeInt
 
 from feast_dragonfly import _distributed_write
 from feast_dragonfly._distributed_write import DistributedEngine, WriteSettings, WriteSpec
-from feast_dragonfly.engine import ViewPlan, window_job
+from feast_dragonfly.engine import ViewPlan, WindowSource, window_job
 
 ENGINE_TYPE: Literal["feast_dragonfly.DragonflyRayEngine"] = "feast_dragonfly.DragonflyRayEngine"
 #: The column carrying each row's write partition between the two Ray stages.
@@ -64,14 +64,9 @@ class DragonflyRayEngine(DistributedEngine, RayComputeEngine):
         self, registry: BaseRegistry, task: MaterializationTask, spec: WriteSpec
     ) -> list[dict[str, Any]]:
         view = task.feature_view
-        job = window_job(self, registry, task, ViewPlan.for_task(registry, task, self.repo_config))
-        if hasattr(job, "to_ray_dataset"):
-            dataset = job.to_ray_dataset()
-        else:
-            table = job.to_arrow()
-            if table.num_rows == 0:
-                return []
-            dataset = ray.data.from_arrow(table)
+        dataset = self._window(registry, task, ViewPlan.for_task(registry, task, self.repo_config))
+        if dataset is None:
+            return []
         partitions = self.settings.partitions or self._default_partitions()
         written = (
             dataset.map_batches(partial(_tag_partitions, spec, partitions), batch_format="pyarrow")
@@ -86,6 +81,19 @@ class DragonflyRayEngine(DistributedEngine, RayComputeEngine):
             return written.take_all()
         except Exception as exc:
             raise _distributed_write.job_failed("Ray", view.name, exc) from None
+
+    def _window(
+        self, registry: BaseRegistry, task: MaterializationTask, plan: ViewPlan
+    ) -> ray.data.Dataset | None:
+        """The window as a Ray dataset (None when empty): the offline store's own when it
+        makes one, else the window's Arrow table."""
+        source = WindowSource(self, plan, task, registry)
+        if not source.streaming:
+            job = window_job(self, registry, task, plan)
+            if hasattr(job, "to_ray_dataset"):
+                return job.to_ray_dataset()
+        table = source.table()
+        return None if table is None else ray.data.from_arrow(table)
 
     def _default_partitions(self) -> int:
         cpus = int(ray.cluster_resources().get("CPU", 1))

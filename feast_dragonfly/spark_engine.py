@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from feast_dragonfly import _distributed_write
 from feast_dragonfly._distributed_write import DistributedEngine, WriteSettings, WriteSpec
-from feast_dragonfly.engine import ViewPlan, window_job
+from feast_dragonfly.engine import ViewPlan, WindowSource, window_job
 
 ENGINE_TYPE: Literal["feast_dragonfly.DragonflySparkEngine"] = (
     "feast_dragonfly.DragonflySparkEngine"
@@ -78,7 +78,7 @@ class DragonflySparkEngine(DistributedEngine, SparkComputeEngine):
         view = task.feature_view
         plan = ViewPlan.for_task(registry, task, self.repo_config)
         session = self._get_feature_view_spark_session(view)
-        frame = _window(session, window_job(self, registry, task, plan))
+        frame = self._window(session, registry, task, plan)
         if frame is None:
             return []
         partitions = self.settings.partitions or session.sparkContext.defaultParallelism
@@ -94,16 +94,22 @@ class DragonflySparkEngine(DistributedEngine, SparkComputeEngine):
         finally:
             session.sparkContext.setJobDescription(None)  # type: ignore[arg-type]
 
-
-def _window(session: SparkSession, job: Any) -> DataFrame | None:
-    """The window as a DataFrame: the Spark offline store's own, or the offline store's
-    Arrow table handed to Spark (None when it is empty)."""
-    if isinstance(job, SparkRetrievalJob):
-        return job.to_spark_df()
-    table = job.to_arrow()
-    if table.num_rows == 0:
-        return None
-    return session.createDataFrame(table)
+    def _window(
+        self,
+        session: SparkSession,
+        registry: BaseRegistry,
+        task: MaterializationTask,
+        plan: ViewPlan,
+    ) -> DataFrame | None:
+        """The window as a DataFrame (None when empty): the Spark offline store's own, else
+        the window's Arrow table handed to Spark."""
+        source = WindowSource(self, plan, task, registry)
+        if not source.streaming:
+            job = window_job(self, registry, task, plan)
+            if isinstance(job, SparkRetrievalJob):
+                return job.to_spark_df()
+        table = source.table()
+        return None if table is None else session.createDataFrame(table)
 
 
 def _write_partition(
