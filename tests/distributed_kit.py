@@ -1,4 +1,7 @@
-"""The checks ``test_spark_engine.py`` and ``test_ray_engine.py`` run on their engine.
+"""The tests ``test_spark_engine.py`` and ``test_ray_engine.py`` run on their engine.
+
+Each module imports the ``test_*`` functions below (pytest collects them there) and provides
+an ``engine`` fixture: its ``batch_engine`` settings.
 
 Each engine must store exactly what our single-process engine stores (byte for byte, on the
 same repo and data), pick exactly ``_latest``'s row on tie-heavy data spread over several
@@ -44,12 +47,13 @@ def single_engine_dump(redis_client: Any, run: Any) -> dict:
     return dump_keyspace(redis_client)
 
 
-def check_same_bytes_as_single_engine(
-    tmp_path: Path, redis_client: Any, connection_string: str, engine: dict
+def test_same_bytes_as_the_single_process_engine(
+    tmp_path: Path, redis_client: Any, server_connection_string: str, engine: dict
 ) -> None:
     """Every value type, composite keys, ties: the distributed engine's keyspace is the
     single-process engine's, byte for byte."""
-    repo = Repo(tmp_path, connection_string, typed_frame(600, seed=11))
+    repo = Repo(tmp_path, server_connection_string, typed_frame(600, seed=11))
+    engine = {**engine, "partitions": 3}
     expected = single_engine_dump(redis_client, lambda e: window(repo.store("ours", **e)))
     redis_client.flushall()
     store = repo.store("ours", **engine)
@@ -85,12 +89,12 @@ def tie_frames(entities: int = 800, seed: int = 5) -> list[pd.DataFrame]:
     return [frame.iloc[i::4].reset_index(drop=True) for i in range(4)]
 
 
-def check_ties_follow_the_rule(
-    tmp_path: Path, redis_client: Any, connection_string: str, engine: dict
+def test_ties_over_files_and_partitions_follow_the_rule(
+    tmp_path: Path, redis_client: Any, server_connection_string: str, engine: dict
 ) -> None:
     """The rule's row for every entity (computed independently in pandas), and the same
     keyspace as the single-process engine, whatever the number of partitions."""
-    repo = TieRepo(tmp_path, connection_string)
+    repo = TieRepo(tmp_path, server_connection_string)
     frames = tie_frames()
     repo.write_files(frames, row_group_size=97)
     drivers = list(range(800))
@@ -106,16 +110,20 @@ def check_ties_follow_the_rule(
     assert got == {d: rule[d] for d in drivers}
 
 
-def check_server_death_fails_loudly_then_rerun_completes(
-    tmp_path: Path, redis_client: Any, connection_string: str, binary: Any, engine: dict
+def test_a_server_killed_mid_job_fails_it_and_a_rerun_completes(
+    tmp_path: Path,
+    redis_client: Any,
+    server_connection_string: str,
+    server_binary: Any,
+    engine: dict,
 ) -> None:
     """The server is SIGKILLed while the job writes: the job raises an error naming the view
     (no password anywhere in it); after a restart the same materialization completes."""
-    repo = TieRepo(tmp_path, connection_string)
+    repo = TieRepo(tmp_path, server_connection_string)
     frames = tie_frames(entities=6000, seed=8)
     repo.write_files(frames, row_group_size=5000)
     expected = single_engine_dump(redis_client, lambda e: materialize(repo.store(**e)))
-    with ServerProcess(binary, password=PASSWORD).start() as server:
+    with ServerProcess(server_binary, password=PASSWORD).start() as server:
         repo.connection_string = f"{server.address},password={PASSWORD}"
         # Slow writes (one row per call, one connection per task) so the kill lands mid-job.
         store = repo.store(worker_write_concurrency=1, write_rows_per_call=1, **engine)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from distributed_kit import (
-    check_same_bytes_as_single_engine,
-    check_server_death_fails_loudly_then_rerun_completes,
-    check_ties_follow_the_rule,
+from distributed_kit import (  # noqa: F401 (the shared tests, collected here)
+    test_a_server_killed_mid_job_fails_it_and_a_rerun_completes,
+    test_same_bytes_as_the_single_process_engine,
+    test_ties_over_files_and_partitions_follow_the_rule,
 )
 
 ray = pytest.importorskip("ray", reason="pip install -e '.[ray]' to run the Ray engine tests")
@@ -29,21 +29,7 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
-def test_same_bytes_as_the_single_process_engine(tmp_path, redis_client, server_connection_string):
-    check_same_bytes_as_single_engine(
-        tmp_path, redis_client, server_connection_string, {**ENGINE, "partitions": 3}
-    )
-
-
-def test_ties_over_files_and_partitions_follow_the_rule(
-    tmp_path, redis_client, server_connection_string
-):
-    check_ties_follow_the_rule(tmp_path, redis_client, server_connection_string, ENGINE)
-
-
-def test_a_server_killed_mid_job_fails_it_and_a_rerun_completes(
-    tmp_path, redis_client, server_connection_string, server_binary
-):
-    check_server_death_fails_loudly_then_rerun_completes(
-        tmp_path, redis_client, server_connection_string, server_binary, ENGINE
-    )
+@pytest.fixture
+def engine() -> dict:
+    """The ``batch_engine`` settings the shared tests (``distributed_kit``) run with."""
+    return ENGINE
