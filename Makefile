@@ -7,6 +7,7 @@
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
 #   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
 #   make bench-migrate  feast-dragonfly migrate vs a plain DUMP/RESTORE copy (keys/s, peak RSS)
+#   make bench-distributed  Spark / Ray engines: ours vs Feast's (rows/s, wrong rows, memory)
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
@@ -36,15 +37,27 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve bench-migrate lint typecheck clean distclean
+.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve bench-migrate bench-distributed lint typecheck clean distclean
 
 venv install: $(STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The spark and ray extras too: their engines' tests are part of `make test`. Spark needs a
+# Java runtime: installed here when missing and we are root with apt-get (otherwise the Spark
+# tests skip, saying how to enable them).
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
-	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev]'
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,spark,ray]'
+	@if ! command -v java >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing a Java runtime for Spark (openjdk-17-jre-headless) =="; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless \
+	      || echo "== Java could not be installed: the Spark engine tests will skip =="; \
+	  else \
+	    echo "== no java on PATH: install a Java 17 runtime to run the Spark engine tests =="; \
+	  fi; \
+	fi
 	touch $@
 
 lint: $(STAMP)
@@ -148,6 +161,17 @@ BENCH_MIGRATE_KEYS ?= 200000
 BENCH_MIGRATE_FLAGS ?=
 bench-migrate: $(STAMP)
 	$(SERVER_ENV) $(BIN)/python benchmarks/bench_migrate.py --keys $(BENCH_MIGRATE_KEYS) $(BENCH_MIGRATE_FLAGS)
+
+# Distributed materialization (benchmarks/bench_distributed.py; never part of `make test`):
+# 1M rows x 20 features over 500k entities in 4 parquet files, on a throw-away redis-server;
+# Spark local[2] and Ray local: our engines vs Feast's (+ Feast's Redis store) and vs our
+# single-process engine; rows/s, wrong stored rows, peak memory. Report: docs/distributed.md.
+#   make bench-distributed BENCH_DISTRIBUTED_FLAGS='--rows 200000'
+BENCH_DISTRIBUTED_FLAGS ?=
+bench-distributed: $(STAMP)
+	@mkdir -p $(BENCH_DIR)
+	$(SERVER_ENV) $(BIN)/python benchmarks/bench_distributed.py --json $(BENCH_DIR)/distributed.json \
+	  --markdown docs/distributed-benchmarks.md $(BENCH_DISTRIBUTED_FLAGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR) $(SOAK_DIR)

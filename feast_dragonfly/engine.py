@@ -51,6 +51,7 @@ from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.compute_engines.utils import create_offline_store_retrieval_job
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
 from feast.utils import _get_column_names, _validate_vector_field_lengths
@@ -120,29 +121,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
 
     def delegation_reason(self, feature_view: Any) -> str | None:
         """Why Feast's local engine must materialize this view, or None for the fast path."""
-        if not isinstance(self.online_store, DragonflyOnlineStore):
-            return "the online store is not feast_dragonfly.DragonflyOnlineStore"
-        if not getattr(feature_view, "online", True):
-            return "the feature view is not online"
-        if getattr(feature_view, "offline", False):
-            return "the feature view also writes to the offline store"
-        if getattr(feature_view, "feature_transformation", None):
-            return "the feature view has a transformation"
-        if getattr(feature_view, "aggregations", None):
-            return "the feature view has aggregations"
-        if getattr(feature_view, "enable_validation", False):
-            return "the feature view enables validation"
-        if getattr(feature_view, "filter", None):
-            return "the feature view has a filter"
-        if getattr(feature_view, "source_views", None):
-            return "the feature view reads other feature views"
-        if feature_view.batch_source is None:
-            return "the feature view has no batch source"
-        if list(feature_view.entities) == [DUMMY_ENTITY_NAME]:
-            return "the feature view has no entities"
-        if _wide.is_wide_view(len(feature_view.features)):
-            return "a row has more features than one server command carries"
-        return None
+        return delegation_reason(self.online_store, feature_view)
 
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
@@ -169,8 +148,8 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         config = self.repo_config
         view = task.feature_view
         store = cast(DragonflyOnlineStore, self.online_store)  # checked by delegation_reason
-        plan = _ViewPlan(registry, task, config)
-        source = _Source(self, plan, task, registry)
+        plan = ViewPlan.for_task(registry, task, config)
+        source = WindowSource(self, plan, task, registry)
         bar = self._progress_bar(view.name, source)
         read = 0
         try:
@@ -192,7 +171,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
             bar.close()
         return read
 
-    def _progress_bar(self, name: str, source: _Source) -> tqdm:
+    def _progress_bar(self, name: str, source: WindowSource) -> tqdm:
         shown = self.settings.show_progress and _is_terminal(sys.stderr)
         total = source.count_rows() if shown else None
         return tqdm(
@@ -206,6 +185,34 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         )
 
 
+def delegation_reason(online_store: Any, feature_view: Any) -> str | None:
+    """Why Feast's own engine must materialize this view, or None when ours can: shared by
+    every engine of this package (local, Spark, Ray), so they specialise the same views."""
+    if not isinstance(online_store, DragonflyOnlineStore):
+        return "the online store is not feast_dragonfly.DragonflyOnlineStore"
+    if not getattr(feature_view, "online", True):
+        return "the feature view is not online"
+    if getattr(feature_view, "offline", False):
+        return "the feature view also writes to the offline store"
+    if getattr(feature_view, "feature_transformation", None):
+        return "the feature view has a transformation"
+    if getattr(feature_view, "aggregations", None):
+        return "the feature view has aggregations"
+    if getattr(feature_view, "enable_validation", False):
+        return "the feature view enables validation"
+    if getattr(feature_view, "filter", None):
+        return "the feature view has a filter"
+    if getattr(feature_view, "source_views", None):
+        return "the feature view reads other feature views"
+    if feature_view.batch_source is None:
+        return "the feature view has no batch source"
+    if list(feature_view.entities) == [DUMMY_ENTITY_NAME]:
+        return "the feature view has no entities"
+    if _wide.is_wide_view(len(feature_view.features)):
+        return "a row has more features than one server command carries"
+    return None
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -216,14 +223,14 @@ def _is_terminal(stream: Any) -> bool:
 # --------------------------------------------------------------------------- per view
 
 
-class _ViewPlan:
-    """Column names, types and byte-layout constants for one feature view."""
+class ViewPlan:
+    """Column names, types and byte-layout constants for one feature view (built from the
+    view, its entities and the project alone, so a Spark / Ray worker can rebuild it)."""
 
-    def __init__(self, registry: BaseRegistry, task: MaterializationTask, config: Any) -> None:
-        view = task.feature_view
-        entities = [registry.get_entity(name, task.project) for name in view.entities]
+    def __init__(self, view: Any, entities: list[Any], project: str, config: Any) -> None:
         join_keys, feature_cols, ts_col, created_col = _get_column_names(view, entities)
         self.view = view
+        self.join_keys = join_keys
         self.config = config
         self.source_columns = list(dict.fromkeys(join_keys + feature_cols + [ts_col]))
         if created_col:
@@ -249,8 +256,14 @@ class _ViewPlan:
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
         self.view_name = _layout.storage_view_name(view, config)
         self.fields = [_layout.feature_field(self.view_name, name) for name, _ in self.features]
-        self.suffix = task.project.encode("utf-8")
+        self.suffix = project.encode("utf-8")
         self.key_version = config.entity_key_serialization_version
+
+    @classmethod
+    def for_task(cls, registry: BaseRegistry, task: MaterializationTask, config: Any) -> ViewPlan:
+        view = task.feature_view
+        entities = [registry.get_entity(name, task.project) for name in view.entities]
+        return cls(view, entities, task.project, config)
 
     def rename(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
@@ -289,6 +302,12 @@ class _ViewPlan:
             else np.full(table.num_rows, _latest.NO_CREATED, dtype=np.int64)
         )
         latest.add(keys, _arrow.event_time_micros(event), created, rows)
+
+    def tie_digests(self, table: pa.Table, numbers: np.ndarray) -> dict[int, bytes]:
+        """Source row number -> digest of its stored values, for rows ``numbers`` (the rows
+        of ``table``): what settles entities whose best rows tie on both timestamps."""
+        values = self.value_columns(self.feature_table(table))
+        return dict(zip(numbers.tolist(), _latest.content_digests(values)))
 
     def value_columns(self, table: pa.Table) -> list[pa.BinaryArray]:
         """Each feature's stored bytes, in the view's feature order."""
@@ -336,13 +355,16 @@ class _ViewPlan:
 # --------------------------------------------------------------------------- reading
 
 
-class _Source:
-    """Record batches of one view's window: streamed from parquet, or via the offline store."""
+class WindowSource:
+    """Record batches of one view's window: streamed from parquet, or via the offline store.
+
+    ``engine``: any of this package's engines (``settings.batch_size`` and
+    ``settings.stream_file_sources``, Feast's ``repo_config`` and execution context)."""
 
     def __init__(
         self,
-        engine: DragonflyMaterializationEngine,
-        plan: _ViewPlan,
+        engine: Any,
+        plan: ViewPlan,
         task: MaterializationTask,
         registry: BaseRegistry,
     ):
@@ -397,6 +419,17 @@ class _Source:
     def streaming(self) -> bool:
         return self._dataset is not None
 
+    def table(self) -> pa.Table | None:
+        """The whole window as one table (None: no rows), for the distributed engines to hand
+        to Spark / Ray: parquet read with pyarrow when streaming is possible (much faster
+        than the file offline store's dask), else the offline store's table."""
+        if self._dataset is None:
+            table = self._pull()
+        else:
+            tables = list(self._stream(self.plan.source_columns))
+            table = pa.concat_tables(tables) if tables else None
+        return table if table is not None and table.num_rows else None
+
     def count_rows(self) -> int | None:
         if self._dataset is None:
             return None
@@ -424,8 +457,7 @@ class _Source:
             digests: dict[int, bytes] = {}
             for table, numbers, _ in self._select(decision.tied_rows, seen):
                 if len(numbers):
-                    values = self.plan.value_columns(self.plan.feature_table(table))
-                    digests.update(zip(numbers.tolist(), _latest.content_digests(values)))
+                    digests.update(self.plan.tie_digests(table, numbers))
             keep = _latest.settle_ties(decision, digests)
         for table, _, n in self._select(keep, seen):
             yield table, n
@@ -499,26 +531,31 @@ class _Source:
             yield pa.Table.from_batches([batch])
 
     def _pull(self) -> pa.Table:
-        context = self.engine.get_execution_context(self.registry, self.task)
-        plan = self.plan
-        join_keys, feature_cols, ts_col, created_col = _get_column_names(
-            plan.view, context.entity_defs
-        )
-        assert plan.view.batch_source is not None
-        job = create_offline_store_retrieval_job(
-            data_source=plan.view.batch_source,
-            context=context,
-            start_time=self.task.start_time,
-            end_time=self.task.end_time,
-            column_info=ColumnInfo(
-                join_keys=join_keys,
-                feature_cols=feature_cols,
-                ts_col=ts_col,
-                created_ts_col=created_col,
-                field_mapping=plan.field_mapping or None,
-            ),
-        )
-        return job.to_arrow()
+        return window_job(self.engine, self.registry, self.task, self.plan).to_arrow()
+
+
+def window_job(
+    engine: Any, registry: BaseRegistry, task: MaterializationTask, plan: ViewPlan
+) -> RetrievalJob:
+    """The offline store's job reading ``task``'s window of the view's source: the columns
+    Feast's source-read node asks for, with its field mapping (every engine here reads the
+    window through this when it does not stream the files itself)."""
+    context = engine.get_execution_context(registry, task)
+    join_keys, feature_cols, ts_col, created_col = _get_column_names(plan.view, context.entity_defs)
+    assert plan.view.batch_source is not None
+    return create_offline_store_retrieval_job(
+        data_source=plan.view.batch_source,
+        context=context,
+        start_time=task.start_time,
+        end_time=task.end_time,
+        column_info=ColumnInfo(
+            join_keys=join_keys,
+            feature_cols=feature_cols,
+            ts_col=ts_col,
+            created_ts_col=created_col,
+            field_mapping=plan.field_mapping or None,
+        ),
+    )
 
 
 def _window_filter(
