@@ -155,12 +155,16 @@ bench-serve: $(STAMP)
 
 # Migration throughput (benchmarks/bench_migrate.py; never part of `make test`): two throw-away
 # servers, BENCH_MIGRATE_KEYS hashes of 16 features; `feast-dragonfly migrate` against a plain
-# redis-py DUMP/RESTORE copy in the same run. Numbers go in docs/migration.md by hand.
-#   make bench-migrate BENCH_MIGRATE_FLAGS='--server-bin ../shared/bin/dragonfly'
+# redis-py DUMP/RESTORE copy in the same run: redis-server -> redis-server, then redis-server ->
+# Dragonfly when $(DRAGONFLY_BIN) exists. Numbers go in docs/migration.md by hand.
 BENCH_MIGRATE_KEYS ?= 200000
-BENCH_MIGRATE_FLAGS ?=
+BENCH_MIGRATE_FLAGS ?= --rounds 2
 bench-migrate: $(STAMP)
 	$(SERVER_ENV) $(BIN)/python benchmarks/bench_migrate.py --keys $(BENCH_MIGRATE_KEYS) $(BENCH_MIGRATE_FLAGS)
+	@if [ -x "$(DRAGONFLY)" ]; then \
+	  $(SERVER_ENV) $(BIN)/python benchmarks/bench_migrate.py --keys $(BENCH_MIGRATE_KEYS) \
+	    --target-bin "$(DRAGONFLY)" $(BENCH_MIGRATE_FLAGS); \
+	fi
 
 # Distributed materialization (benchmarks/bench_distributed.py; never part of `make test`):
 # 1M rows x 20 features over 500k entities in 4 parquet files, on a throw-away redis-server;

@@ -37,7 +37,7 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueTyp
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Float64, Int64
 
-from feast_dragonfly import _arrow, _layout
+from feast_dragonfly import _arrow, _keys
 from feast_dragonfly.local_server import start_server
 
 HERE = Path(__file__).resolve().parent
@@ -150,7 +150,7 @@ def wrong_rows(client: Any, expected: np.ndarray) -> int:
         PROJECT.encode(),
         3,
     ).to_pylist()
-    field = _layout.feature_field(VIEW, "f00")
+    field = _keys.feature_field(VIEW, "f00")
     wrong = 0
     value = ValueProto()
     for start in range(0, entities, 20_000):

@@ -1,28 +1,43 @@
 """feast-dragonfly: a fast, drop-in Feast online store for DragonflyDB and Redis."""
 
 from importlib import import_module
-from typing import Any
-
-from feast_dragonfly._view_writer import ViewWriter
-from feast_dragonfly.engine import (
-    DragonflyMaterializationEngine,
-    DragonflyMaterializationEngineConfig,
-)
-from feast_dragonfly.errors import (
-    DragonflyConfigError,
-    DragonflyConnectionError,
-    DragonflyDataError,
-    DragonflyScriptingError,
-    DragonflyStoreError,
-)
-from feast_dragonfly.online_store import DragonflyOnlineStore, DragonflyOnlineStoreConfig
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# The Spark and Ray engines import pyspark / ray (the `spark` / `ray` extras): loaded on first
-# use, so `import feast_dragonfly` needs neither. Feast finds an engine's config class by name
-# on this module (`feast_dragonfly.DragonflySparkEngine` -> `...Config`), which this serves too.
+if TYPE_CHECKING:
+    from feast_dragonfly._view_writer import ViewWriter
+    from feast_dragonfly.engine import (
+        DragonflyMaterializationEngine,
+        DragonflyMaterializationEngineConfig,
+    )
+    from feast_dragonfly.errors import (
+        DragonflyConfigError,
+        DragonflyConnectionError,
+        DragonflyDataError,
+        DragonflyScriptingError,
+        DragonflyStoreError,
+    )
+    from feast_dragonfly.online_store import DragonflyOnlineStore, DragonflyOnlineStoreConfig
+    from feast_dragonfly.ray_engine import DragonflyRayEngine, DragonflyRayEngineConfig
+    from feast_dragonfly.spark_engine import DragonflySparkEngine, DragonflySparkEngineConfig
+
+# Every export is loaded on first use: importing Feast takes seconds, and `feast-dragonfly
+# migrate` / `stats` need none of it. The Spark and Ray engines also import pyspark / ray (the
+# `spark` / `ray` extras). Feast finds a class named in feature_store.yaml with getattr on
+# this module (and its config class by name: `...DragonflySparkEngine` -> `...Config`), which
+# this serves as well.
 _LAZY = {
+    "ViewWriter": "feast_dragonfly._view_writer",
+    "DragonflyMaterializationEngine": "feast_dragonfly.engine",
+    "DragonflyMaterializationEngineConfig": "feast_dragonfly.engine",
+    "DragonflyConfigError": "feast_dragonfly.errors",
+    "DragonflyConnectionError": "feast_dragonfly.errors",
+    "DragonflyDataError": "feast_dragonfly.errors",
+    "DragonflyScriptingError": "feast_dragonfly.errors",
+    "DragonflyStoreError": "feast_dragonfly.errors",
+    "DragonflyOnlineStore": "feast_dragonfly.online_store",
+    "DragonflyOnlineStoreConfig": "feast_dragonfly.online_store",
     "DragonflySparkEngine": "feast_dragonfly.spark_engine",
     "DragonflySparkEngineConfig": "feast_dragonfly.spark_engine",
     "DragonflyRayEngine": "feast_dragonfly.ray_engine",
@@ -34,7 +49,13 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'feast_dragonfly' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 from feast_dragonfly import _cluster, _maintenance, _read, _topology, _write
 from feast_dragonfly._connection import translated_errors
-from feast_dragonfly._layout import Progress
+from feast_dragonfly._keys import Progress
 from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._settings import ClientSettings
 

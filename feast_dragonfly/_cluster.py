@@ -41,7 +41,7 @@ from redis.crc import key_slot
 
 from feast_dragonfly import _flow, _read, _script, _wire, _write
 from feast_dragonfly._flow import Flow
-from feast_dragonfly._layout import Progress
+from feast_dragonfly._keys import Progress
 from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._topology import AsyncRedisCluster, SyncRedisCluster
 

@@ -4,19 +4,18 @@ One hash per (entity key, project): key = serialized entity key + project name. 
 each feature is a 4-byte little-endian unsigned murmur3 of ``"{view}:{feature}"``, each
 feature view has a ``_ts:{view}`` field holding a serialized protobuf ``Timestamp``, and
 values are serialized Feast ``ValueProto`` messages. Byte-identical to Feast 0.67's
-``RedisOnlineStore`` so either store can read what the other wrote.
+``RedisOnlineStore`` so either store can read what the other wrote. Field names and the
+parsing of hash keys, which need no Feast type, live in :mod:`feast_dragonfly._keys`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any
 
-import mmh3
-from feast.infra.key_encoding_utils import deserialize_entity_key, serialize_entity_key
+from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -27,27 +26,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 #: time, created time.
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
-#: Feast's progress callback: called with a number of rows done (None: nobody listens).
-Progress = Callable[[int], object] | None
-
 _UINT32_LE = struct.Struct("<I")
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
-
-
-@lru_cache(maxsize=65536)
-def feature_field(view_name: str, feature_name: str) -> bytes:
-    """The hash field that holds one feature of one view (cached: murmur3 per call adds up)."""
-    return _UINT32_LE.pack(mmh3.hash(f"{view_name}:{feature_name}", signed=False))
-
-
-@lru_cache(maxsize=4096)
-def timestamp_field(view_name: str) -> bytes:
-    """The hash field that holds a view's event timestamp."""
-    return f"_ts:{view_name}".encode()
-
-
-def feature_fields(view_name: str, feature_names: Sequence[str]) -> list[bytes]:
-    return [feature_field(view_name, name) for name in feature_names]
 
 
 def storage_view_name(table: Any, config: Any) -> str:
@@ -179,63 +159,3 @@ def key_prefix_for_join_keys(join_keys: Sequence[str]) -> bytes:
     from feast.infra.key_encoding_utils import serialize_entity_key_prefix
 
     return serialize_entity_key_prefix(list(join_keys))
-
-
-def entity_part_length(key: bytes) -> int | None:
-    """Length of the serialized (v3) entity key at the start of a hash key, or None.
-
-    Walking the length-prefixed structure lets teardown tell ``<entity>proj`` from
-    ``<entity>myproj`` exactly, where a glob like ``*proj`` cannot.
-    """
-    size = len(key)
-    if size < 4:
-        return None
-    (count,) = _UINT32_LE.unpack_from(key, 0)
-    pos = 4
-    for _ in range(2 * count):  # count join-key names, then count values
-        if pos + 8 > size:
-            return None
-        (length,) = _UINT32_LE.unpack_from(key, pos + 4)
-        pos += 8 + length
-        if pos > size:
-            return None
-    return pos
-
-
-def belongs_to_project(key: bytes, project_bytes: bytes) -> bool:
-    """True when the hash key is exactly ``<serialized entity key><project>``."""
-    length = entity_part_length(key)
-    return length is not None and key[length:] == project_bytes
-
-
-_GLOB_SPECIAL = frozenset(b"*?[]\\")
-
-
-def glob_escape(raw: bytes) -> bytes:
-    """Escape SCAN MATCH metacharacters: serialized lengths can be bytes like ``*`` or ``[``."""
-    out = bytearray()
-    for byte in raw:
-        if byte in _GLOB_SPECIAL:
-            out.append(0x5C)  # backslash
-        out.append(byte)
-    return bytes(out)
-
-
-def describe_entity(entity_key: EntityKeyProto) -> str:
-    """``entity driver_id=1001`` style text for error messages."""
-    parts = []
-    for name, value in zip(entity_key.join_keys, entity_key.entity_values):
-        kind = value.WhichOneof("val")
-        parts.append(f"{name}={getattr(value, kind) if kind else None!r}")
-    return "entity " + ", ".join(parts)
-
-
-def describe_key(key: bytes) -> str:
-    """``entity driver_id=1001`` for a hash key (serialized entity key + project)."""
-    length = entity_part_length(key)
-    if length is None:
-        return f"key {key!r}"
-    try:
-        return describe_entity(deserialize_entity_key(key[:length], 3))
-    except Exception:  # noqa: BLE001 - best effort, for a message only
-        return f"key {key!r}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from feast_dragonfly import _layout
+from feast_dragonfly import _keys, _layout
 
 _SCAN_COUNT = 1000
 _BATCH = 1000
@@ -20,9 +20,9 @@ def project_keys(client: Any, *, project: str, join_keys: Sequence[str]) -> Iter
     """Every hash key of this project for entities with exactly these join keys."""
     prefix = _layout.key_prefix_for_join_keys(join_keys)
     project_bytes = project.encode("utf-8")
-    pattern = _layout.glob_escape(prefix) + b"*" + _layout.glob_escape(project_bytes)
+    pattern = _keys.glob_escape(prefix) + b"*" + _keys.glob_escape(project_bytes)
     for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
-        if key.startswith(prefix) and _layout.belongs_to_project(key, project_bytes):
+        if key.startswith(prefix) and _keys.belongs_to_project(key, project_bytes):
             yield key
 
 
@@ -66,8 +66,8 @@ def delete_view(
     feature_names: Sequence[str],
 ) -> int:
     """Remove one view's fields; a hash left with no other view is removed whole."""
-    ts_field = _layout.timestamp_field(view_name)
-    fields = _layout.feature_fields(view_name, feature_names) + [ts_field]
+    ts_field = _keys.timestamp_field(view_name)
+    fields = _keys.feature_fields(view_name, feature_names) + [ts_field]
     touched = 0
     keys = list(project_keys(client, project=project, join_keys=join_keys))
     for batch in _batches(iter(keys)):

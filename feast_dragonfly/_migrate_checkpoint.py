@@ -1,9 +1,12 @@
 """The migration's checkpoint: where each SCAN stands, and the counters up to there.
 
-Written atomically (temporary file, fsync, rename) after every batch the target has
-confirmed, in the order batches were scanned, so a run killed at any moment resumes from a
-cursor whose keys are all on the target; the batches in flight then are merged again, which
-the event-time rule makes harmless. It names servers by address only, never a password.
+Batches are committed in the order they were scanned, each once the target has confirmed it;
+the file is written atomically (temporary file, fsync, rename) at most every
+:data:`SAVE_INTERVAL` seconds, and always when the run ends or stops on an error. A run killed
+at any moment therefore resumes from a cursor whose keys are all on the target; the batches
+done since the last write are merged again, which the event-time rule makes harmless. (Saving
+after every batch cost an fsync per batch: a third of the run's time on a fast pair of
+servers.) It names servers by address only, never a password.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Seconds between two writes of the checkpoint file while a run goes on.
+SAVE_INTERVAL = 1.0
 
 
 @dataclass
@@ -24,6 +31,8 @@ class Checkpoint:
     identity: dict[str, Any]
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    saved_at: float = 0.0  # time.monotonic() of the last write
+    unsaved: bool = False  # committed batches the file does not hold yet
 
     def cursor(self, stream: str) -> int | None:
         """Where to continue this stream; None when it is finished."""
@@ -31,9 +40,18 @@ class Checkpoint:
         return None if state["done"] else int(state["cursor"])
 
     def advance(self, stream: str, cursor: int, counters: dict[str, int]) -> None:
+        """Commit one batch; the file follows when :data:`SAVE_INTERVAL` has passed."""
         self.streams[stream] = {"cursor": cursor, "done": cursor == 0}
         for name, value in counters.items():
             self.counters[name] = self.counters.get(name, 0) + value
+        self.unsaved = True
+        if time.monotonic() - self.saved_at >= SAVE_INTERVAL:
+            self.save()
+
+    def flush(self) -> None:
+        """Write what was committed since the last write (at the end, or when stopping)."""
+        if self.unsaved:
+            self.save()
 
     def save(self) -> None:
         data = {"identity": self.identity, "streams": self.streams, "counters": self.counters}
@@ -46,6 +64,8 @@ class Checkpoint:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
+            self.saved_at = time.monotonic()
+            self.unsaved = False
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

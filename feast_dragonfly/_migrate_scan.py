@@ -12,11 +12,11 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.crc import key_slot
 
-from feast_dragonfly import _layout, _script, _topology, _transport, _wire
+from feast_dragonfly import _keys, _script, _topology, _transport, _wire
 from feast_dragonfly._connection import scrub, translated_errors
 from feast_dragonfly._settings import ClientSettings
 
@@ -44,6 +44,9 @@ class Deployment:
     _client: Any
     _route: Callable[[bytes], Endpoint] | None = None
     _by_name: dict[str, Endpoint] = field(default_factory=dict)
+    #: DragonflyDB (``INFO server`` names a ``dragonfly_version``): its scripts run fastest
+    #: one key per call, each on the thread that owns the key, and its DUMP is slow.
+    dragonfly: bool = False
 
     @property
     def address(self) -> str:
@@ -89,11 +92,11 @@ def open_deployment(
         else:
             client = _topology.standalone_client(settings)
         try:
-            client.ping()
+            dragonfly = "dragonfly_version" in client.info("server")
         except BaseException:
             _topology.close_sync(client)
             raise
-    return Deployment(settings, [Endpoint(connection.address, client)], client)
+    return Deployment(settings, [Endpoint(connection.address, client)], client, dragonfly=dragonfly)
 
 
 def _cluster_deployment(settings: ClientSettings) -> Deployment:
@@ -108,7 +111,11 @@ def _cluster_deployment(settings: ClientSettings) -> Deployment:
         node = cluster.nodes_manager.get_node_from_slot(key_slot(key))
         return endpoints[node.name]
 
-    return Deployment(settings, list(endpoints.values()), cluster, route, endpoints)
+    first = next(iter(endpoints.values()))
+    dragonfly = "dragonfly_version" in first.client.info("server")
+    return Deployment(
+        settings, list(endpoints.values()), cluster, route, endpoints, dragonfly=dragonfly
+    )
 
 
 def same_server(source: Deployment, target: Deployment) -> bool:
@@ -147,7 +154,7 @@ def same_server(source: Deployment, target: Deployment) -> bool:
 
 def project_pattern(project: str) -> bytes:
     """SCAN MATCH pattern for a project's keys (a superset: each key is checked after)."""
-    return b"*" + _layout.glob_escape(project.encode("utf-8"))
+    return b"*" + _keys.glob_escape(project.encode("utf-8"))
 
 
 def scan_page(endpoint: Endpoint, cursor: int, pattern: bytes, count: int) -> tuple[int, list]:
@@ -169,7 +176,7 @@ def scan_all(endpoint: Endpoint, pattern: bytes, count: int) -> Iterator[list[by
 
 def project_of(key: bytes) -> bytes | None:
     """The project suffix of a Feast hash key (None: not a serialized entity key + name)."""
-    length = _layout.entity_part_length(key)
+    length = _keys.entity_part_length(key)
     if length is None or length >= len(key):
         return None
     return key[length:]
@@ -195,29 +202,87 @@ def read_hashes(
 
 
 READ_SOURCE = _script.script_source("migrate_read.lua", shared=False)
-READ_SHA = hashlib.sha1(READ_SOURCE.encode()).hexdigest().encode()
 READ_KEYS_PER_CALL = 64
 
 
 class ScriptRefused(Exception):
-    """The source does not run the read script (scripting disabled or denied by an ACL)."""
+    """The source does not run a read script (scripting disabled or denied by an ACL)."""
 
 
-def _read_scripted(endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
-    chunks = [keys[i : i + READ_KEYS_PER_CALL] for i in range(0, len(keys), READ_KEYS_PER_CALL)]
-    calls = [_wire.command(b"EVALSHA", READ_SHA, b"%d" % len(c), *c) for c in chunks]
+def _run_read_script(
+    endpoint: Endpoint, source: str, keys: Sequence[bytes], keys_per_call: int
+) -> list[Any]:
+    """One read-only script over ``keys``, ``keys_per_call`` per call, in one round trip
+    (loaded and resent once on NOSCRIPT); the calls' replies, in order."""
+    sha = hashlib.sha1(source.encode()).hexdigest().encode()
+    step = keys_per_call
+    calls = [
+        _wire.command(b"EVALSHA", sha, b"%d" % len(keys[i : i + step]), *keys[i : i + step])
+        for i in range(0, len(keys), step)
+    ]
     replies = endpoint.exchange(calls, len(calls))
     if any(_script.is_noscript(r) for r in replies):
-        loaded = endpoint.exchange([_wire.command(b"SCRIPT", b"LOAD", READ_SOURCE.encode())], 1)
+        loaded = endpoint.exchange([_wire.command(b"SCRIPT", b"LOAD", source.encode())], 1)
         if isinstance(loaded[0], Exception):
             raise ScriptRefused(str(loaded[0]))
         replies = endpoint.exchange(calls, len(calls))
-    out: list[tuple[Any, Any]] = []
     for reply in replies:
         if isinstance(reply, Exception):
             raise ScriptRefused(str(reply))
+    return replies
+
+
+def _read_scripted(endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
+    out: list[tuple[Any, Any]] = []
+    for reply in _run_read_script(endpoint, READ_SOURCE, keys, READ_KEYS_PER_CALL):
         out.extend((reply[i + 1], reply[i]) for i in range(0, len(reply), 2))
     return out
+
+
+DUMP_SOURCE = _script.script_source("migrate_dump.lua")
+
+#: Statuses of ``migrate_dump.lua`` besides 0 (copy it).
+NOT_A_HASH, MALFORMED_TIMESTAMP, NO_VIEWS, GONE = 1, 2, 3, 4
+
+
+class Dumped(NamedTuple):
+    """One source key read for a whole-key copy: see ``migrate_dump.lua``."""
+
+    pttl: int
+    status: int
+    views: int
+    payload: bytes | None
+
+
+def read_dumps(
+    endpoint: Endpoint, keys: Sequence[bytes], *, keys_per_call: int = READ_KEYS_PER_CALL
+) -> list[Dumped]:
+    """``migrate_dump.lua`` over ``keys`` in one round trip (:class:`ScriptRefused` when the
+    server does not run it). ``keys_per_call``: 1 on a cluster node, whose script keys must
+    share a slot."""
+    if not keys:
+        return []
+    out: list[Dumped] = []
+    for reply in _run_read_script(endpoint, DUMP_SOURCE, keys, keys_per_call):
+        out.extend(Dumped(*reply[i : i + 4]) for i in range(0, len(reply), 4))
+    return out
+
+
+def present_on(deployment: Deployment, keys: Sequence[bytes]) -> list[bool]:
+    """Whether each key exists on ``deployment`` (one pipelined ``EXISTS`` per master)."""
+    by_endpoint: dict[str, tuple[Endpoint, list[int]]] = {}
+    for index, key in enumerate(keys):
+        endpoint = deployment.endpoint_for(key)
+        by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append(index)
+    present = [False] * len(keys)
+    for endpoint, indices in by_endpoint.values():
+        replies = endpoint.exchange(
+            [_wire.command(b"EXISTS", keys[i]) for i in indices], len(indices)
+        )
+        for index, reply in zip(indices, replies):
+            # an error reply (say, EXISTS denied): the merge path, which reports what it meets
+            present[index] = isinstance(reply, Exception) or bool(reply)
+    return present
 
 
 def pairs(flat: Any) -> Iterator[tuple[bytes, bytes]]:

@@ -23,8 +23,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _layout, _transport, _wide, _wire
-from feast_dragonfly._layout import describe_entity
+from feast_dragonfly import _keys, _layout, _transport, _wide, _wire
+from feast_dragonfly._keys import describe_entity
 from feast_dragonfly._value_columns import parsed_values
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -49,7 +49,7 @@ class FieldSet:
 def field_set(view_name: str, feature_names: tuple[str, ...]) -> FieldSet:
     """Cached by view storage name and features: a changed view (renamed, new version, other
     features) has a different key, so an entry can never go stale."""
-    fields = (*_layout.feature_fields(view_name, feature_names), _layout.timestamp_field(view_name))
+    fields = (*_keys.feature_fields(view_name, feature_names), _keys.timestamp_field(view_name))
     return FieldSet(view_name, feature_names, fields, b"".join(_wire.bulk(f) for f in fields))
 
 
@@ -85,7 +85,7 @@ class ReadPlan:
         plans built from hash keys alone carry no entity keys)."""
         if index < len(self.key_entities):
             return describe_entity(self.key_entities[index])
-        return _layout.describe_key(self.keys[index])
+        return _keys.describe_key(self.keys[index])
 
     def commands(self, start: int, stop: int) -> bytes:
         """RESP bytes of HMGETs ``start:stop``, ready to write to a socket."""

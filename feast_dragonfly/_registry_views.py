@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from feast_dragonfly import _layout
+from feast_dragonfly import _keys
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class RepoViews:
         """Which view each feature field of this registry belongs to."""
         fields: dict[bytes, bytes] = {}
         for view, features in self.views.items():
-            for field in _layout.feature_fields(view, features):
+            for field in _keys.feature_fields(view, features):
                 fields[field] = view.encode()
         return FieldOwners(fields, frozenset(view.encode() for view in self.views))
 
@@ -55,8 +55,11 @@ class FieldOwners:
 
 
 def load_repo_views(repo: str) -> RepoViews:
-    """Read ``feature_store.yaml`` and the registry of the repo at ``repo``."""
+    """Read ``feature_store.yaml`` and the registry of the repo at ``repo`` (Feast is imported
+    only here: ``migrate`` without ``-C`` never pays for it)."""
     from feast import FeatureStore
+
+    from feast_dragonfly import _layout
 
     store = FeatureStore(repo_path=repo)
     config = store.config

@@ -19,7 +19,7 @@ import pyarrow as pa
 from redis import exceptions as redis_exceptions
 
 from feast_dragonfly import _wire
-from feast_dragonfly._layout import describe_key
+from feast_dragonfly._keys import describe_key
 from feast_dragonfly.errors import DragonflyDataError, DragonflyScriptingError
 
 

@@ -33,7 +33,7 @@ from redis.retry import Retry
 
 from feast_dragonfly import _connection, _transport
 from feast_dragonfly._connection import ConnectionSettings, parse_connection_string
-from feast_dragonfly._layout import Progress
+from feast_dragonfly._keys import Progress
 from feast_dragonfly.errors import (
     DragonflyConfigError,
     DragonflyConnectionError,

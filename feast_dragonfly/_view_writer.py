@@ -24,7 +24,7 @@ from types import TracebackType
 
 from feast_dragonfly import _write
 from feast_dragonfly._backends import Backend
-from feast_dragonfly._layout import Progress
+from feast_dragonfly._keys import Progress
 from feast_dragonfly._script import ScriptCall
 
 

@@ -24,9 +24,10 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _flow, _layout, _transport, _wire
+from feast_dragonfly import _flow, _keys, _layout, _transport, _wire
 from feast_dragonfly._flow import Call, Flow
-from feast_dragonfly._layout import Progress, Row, describe_entity
+from feast_dragonfly._keys import Progress, describe_entity
+from feast_dragonfly._layout import Row
 from feast_dragonfly._write import MAX_ARGS_PER_CALL
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -116,7 +117,7 @@ def _plan_rows(
 ) -> list[_WideRow]:
     """Per entity key the row Feast's store keeps (the first with the newest event time)."""
     project_bytes = project.encode("utf-8")
-    ts_field = _layout.timestamp_field(view_name)
+    ts_field = _keys.timestamp_field(view_name)
     best: dict[bytes, tuple[int, tuple[bytes, int, int]]] = {}
     for index, (entity_key, _values, event_time, _created) in enumerate(rows):
         key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
@@ -129,7 +130,7 @@ def _plan_rows(
         entity_key, values, _, _ = rows[index]
         args = [ts_field, when[0]]
         for name, value in values.items():
-            args.append(_layout.feature_field(view_name, name))
+            args.append(_keys.feature_field(view_name, name))
             args.append(value.SerializeToString())
         planned.append(_WideRow(entity_key, key, args, when))
     return planned
@@ -149,7 +150,7 @@ def _is_fresh(stored: bytes | None, row: _WideRow, view_name: str) -> bool:
     if not valid:
         raise DragonflyDataError(
             f"cannot write feature view '{view_name}' for {_entity(row)}: malformed stored "
-            f"timestamp in field {_layout.timestamp_field(view_name).decode()}; stored data for "
+            f"timestamp in field {_keys.timestamp_field(view_name).decode()}; stored data for "
             "that key was left unchanged"
         )
     if stamp.seconds == 0 and stamp.nanos == 0:
@@ -215,7 +216,7 @@ def writing(
     """The flow that writes rows of a wide view, one transaction per row (run it with
     :func:`write_rows` or :func:`write_rows_async`); its result is the rows written."""
     planned = _plan_rows(rows, view_name, project, key_version)
-    ts_field = _layout.timestamp_field(view_name)
+    ts_field = _keys.timestamp_field(view_name)
     written = 0
     for row in planned:
         written += yield from _row_flow(row, ts_field, view_name, int(ttl_seconds or 0))

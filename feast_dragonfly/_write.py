@@ -29,9 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from redis import exceptions as redis_exceptions
 
-from feast_dragonfly import _flow, _layout, _script, _transport, _wire
+from feast_dragonfly import _flow, _keys, _layout, _script, _transport, _wire
 from feast_dragonfly._flow import Flow
-from feast_dragonfly._layout import Progress, Row
+from feast_dragonfly._keys import Progress
+from feast_dragonfly._layout import Row
 from feast_dragonfly._script import ScriptCall
 
 #: Stay far below DragonflyDB's 65,536-argument command limit (and Redis's Lua stack).
@@ -60,7 +61,7 @@ def plan_calls(
     rejected by Feast too). Every input row still counts once towards progress.
     """
     project_bytes = project.encode("utf-8")
-    ts_field = _layout.timestamp_field(view_name)
+    ts_field = _keys.timestamp_field(view_name)
     ts_field_bulk = _wire.bulk(ts_field)
     header = _script.header(ttl_seconds, ts_field)
 
@@ -116,7 +117,7 @@ def _row_format(view_name: str, names: tuple[str, ...]) -> tuple[bytes, bytes]:
     """A ``%``-template of one row's field/value pairs (value lengths and bytes left open) and
     the bulk-encoded HSET argument count: per row only the values get formatted."""
     pairs = [
-        _wire.bulk(_layout.feature_field(view_name, name)).replace(b"%", b"%%") + b"$%d\r\n%b\r\n"
+        _wire.bulk(_keys.feature_field(view_name, name)).replace(b"%", b"%%") + b"$%d\r\n%b\r\n"
         for name in names
     ]
     return b"".join(pairs), _wire.bulk_int(2 + 2 * len(names))
@@ -152,7 +153,7 @@ def plan_columnar_calls(
     n = len(keys)
     if n == 0:
         return
-    ts_field = _layout.timestamp_field(view_name)
+    ts_field = _keys.timestamp_field(view_name)
     header = _script.header(ttl_seconds, ts_field)
     row_args = 5 + 2 * len(values)
     per_call = max(1, min(rows_per_call, MAX_ARGS_PER_CALL // row_args))

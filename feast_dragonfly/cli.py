@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from feast.constants import DEFAULT_FEATURE_SERVER_REGISTRY_TTL
 
-from feast_dragonfly import feature_server
+from feast_dragonfly import _serve_env
 
 if TYPE_CHECKING:
     from feast_dragonfly._registry_views import RepoViews
@@ -72,14 +71,14 @@ def cli() -> None:
     "--registry_ttl_sec",
     "-r",
     type=int,
-    default=DEFAULT_FEATURE_SERVER_REGISTRY_TTL,
-    show_default=True,
+    default=_serve_env.feast_registry_ttl,
+    show_default="feast serve's default",
     help="Seconds between registry refreshes (0: never).",
 )
 @click.option(
     "--max-entity-rows",
     type=click.IntRange(min=1),
-    default=feature_server.DEFAULT_MAX_ENTITY_ROWS,
+    default=_serve_env.DEFAULT_MAX_ENTITY_ROWS,
     show_default=True,
     help="Entity rows one request may ask for (more: HTTP 413).",
 )
@@ -116,6 +115,8 @@ def serve(
     import uvicorn
     from feast import FeatureStore
 
+    from feast_dragonfly import feature_server
+
     if bool(tls_key_path) != bool(tls_cert_path):
         raise click.UsageError("TLS needs both --key and --cert")
     repo = os.path.abspath(repo)
@@ -127,10 +128,10 @@ def serve(
         feast_metrics.start_metrics_server(
             store, port=metrics_port, metrics_config=feast_metrics.build_metrics_flags()
         )
-        os.environ[feature_server.METRICS_ENV] = "1"
-    os.environ[feature_server.REPO_ENV] = repo
-    os.environ[feature_server.REGISTRY_TTL_ENV] = str(registry_ttl_sec)
-    os.environ[feature_server.MAX_ROWS_ENV] = str(max_entity_rows)
+        os.environ[_serve_env.METRICS_ENV] = "1"
+    os.environ[_serve_env.REPO_ENV] = repo
+    os.environ[_serve_env.REGISTRY_TTL_ENV] = str(registry_ttl_sec)
+    os.environ[_serve_env.MAX_ROWS_ENV] = str(max_entity_rows)
     logging.basicConfig(level=logging.INFO)
     uvicorn.run(
         "feast_dragonfly.feature_server:app",
@@ -208,7 +209,7 @@ def _repo_views(repo: str | None) -> RepoViews | None:
 )
 @click.option("--dry-run", is_flag=True, help="Count keys and bytes; write nothing.")
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+    "--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
     help="Batches in flight, each on its own connections.",
 )  # fmt: skip
 @click.option(

@@ -58,7 +58,7 @@ from feast.utils import _get_column_names, _validate_vector_field_lengths
 from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
-from feast_dragonfly import _arrow, _latest, _layout, _wide, _write
+from feast_dragonfly import _arrow, _keys, _latest, _layout, _wide, _write
 from feast_dragonfly.errors import DragonflyConfigError, DragonflyDataError
 from feast_dragonfly.online_store import DragonflyOnlineStore
 
@@ -255,7 +255,7 @@ class ViewPlan:
         }
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
         self.view_name = _layout.storage_view_name(view, config)
-        self.fields = [_layout.feature_field(self.view_name, name) for name, _ in self.features]
+        self.fields = [_keys.feature_field(self.view_name, name) for name, _ in self.features]
         self.suffix = project.encode("utf-8")
         self.key_version = config.entity_key_serialization_version
 

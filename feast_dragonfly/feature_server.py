@@ -23,7 +23,7 @@ import orjson
 from feast import FeatureStore
 from feast.errors import FeastError
 
-from feast_dragonfly import _direct_json, _direct_read
+from feast_dragonfly import _direct_json, _direct_read, _serve_env
 from feast_dragonfly._response_json import response_dict
 from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
 from feast_dragonfly.online_store import DragonflyOnlineStore
@@ -34,9 +34,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-#: Entity rows one request may ask for (``--max-entity-rows``): a bound on the work and memory
-#: one request can cost.
-DEFAULT_MAX_ENTITY_ROWS = 10_000
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -70,7 +67,7 @@ class FeatureServer:
         store: FeatureStore,
         *,
         registry_ttl_sec: int = 5,
-        max_entity_rows: int = DEFAULT_MAX_ENTITY_ROWS,
+        max_entity_rows: int = _serve_env.DEFAULT_MAX_ENTITY_ROWS,
     ) -> None:
         self.store = store
         self.registry_ttl_sec = registry_ttl_sec
@@ -330,12 +327,6 @@ def _describe(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- app factory
 
-#: Where ``app()`` finds the feature repo when uvicorn starts several worker processes.
-REPO_ENV = "FEAST_DRAGONFLY_SERVE_REPO"
-REGISTRY_TTL_ENV = "FEAST_DRAGONFLY_SERVE_REGISTRY_TTL"
-MAX_ROWS_ENV = "FEAST_DRAGONFLY_SERVE_MAX_ENTITY_ROWS"
-METRICS_ENV = "FEAST_DRAGONFLY_SERVE_METRICS"
-
 
 def check_servable(store: FeatureStore) -> None:
     """Refuse to serve what Feast would protect: only ``auth: no_auth`` is served here."""
@@ -361,12 +352,15 @@ def _enable_feast_metrics() -> None:
 def app() -> FeatureServer:
     """uvicorn's factory (``feast_dragonfly.feature_server:app``, ``factory=True``): one app
     per worker process, for the repo named by ``$FEAST_DRAGONFLY_SERVE_REPO``."""
-    store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
+    env = os.environ
+    store = FeatureStore(repo_path=env.get(_serve_env.REPO_ENV, "."))
     check_servable(store)
-    if os.environ.get(METRICS_ENV):
+    if env.get(_serve_env.METRICS_ENV):
         _enable_feast_metrics()
+    ttl = env.get(_serve_env.REGISTRY_TTL_ENV)
+    rows = env.get(_serve_env.MAX_ROWS_ENV)
     return FeatureServer(
         store,
-        registry_ttl_sec=int(os.environ.get(REGISTRY_TTL_ENV, "5")),
-        max_entity_rows=int(os.environ.get(MAX_ROWS_ENV, str(DEFAULT_MAX_ENTITY_ROWS))),
+        registry_ttl_sec=int(ttl) if ttl else _serve_env.feast_registry_ttl(),
+        max_entity_rows=int(rows) if rows else _serve_env.DEFAULT_MAX_ENTITY_ROWS,
     )

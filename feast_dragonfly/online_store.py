@@ -44,7 +44,8 @@ from feast_dragonfly import (
 )
 from feast_dragonfly._backends import Backend, open_backend
 from feast_dragonfly._connection import ConnectionSettings
-from feast_dragonfly._layout import Progress, Row
+from feast_dragonfly._keys import Progress
+from feast_dragonfly._layout import Row
 from feast_dragonfly._online_response import FastOnlineResponse
 from feast_dragonfly._script import ScriptCall
 from feast_dragonfly._settings import StoreSettings, settings_from

