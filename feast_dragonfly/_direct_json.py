@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
 from feast_dragonfly import _layout
-from feast_dragonfly._direct_read import DirectPlan, prepare
+from feast_dragonfly._direct_read import DirectPlan, Prepared, prepare
 from feast_dragonfly._response_builder import track_statuses
 from feast_dragonfly._value_columns import ValueColumn, single_kind
 
@@ -159,15 +159,24 @@ async def answer(
     if prepared is None:
         return None
     replies = await online_store._fetch_async(config, prepared.read_plan)
+    out = document(prepared, replies)
+    for view in plan.views:
+        track_statuses(view.metrics_name, view.fieldset.width * prepared.rows, 0)
+    return out
+
+
+def document(prepared: Prepared, replies: Sequence[Any]) -> dict[str, Any]:
+    """The document of a prepared request's replies: what ``convert_response_to_dict`` makes
+    of the response ``_response_builder.direct_response`` builds from the same replies."""
     rows = prepared.rows
     present = [_PRESENT] * rows
     results: list[dict[str, Any]] = []
     names: list[str] = []
     epoch = [_EPOCH_TEXT] * rows
-    for join_key, values in entities.items():
+    for join_key, values in prepared.entities.items():
         names.append(join_key)
         results.append({"values": values, "statuses": present, "event_timestamps": epoch})
-    for view, view_rows in zip(plan.views, prepared.view_rows(replies)):
+    for view, view_rows in zip(prepared.plan.views, prepared.view_rows(replies)):
         width = view.fieldset.width
         by_column = list(zip(*view_rows))
         stamps = [_stamp_text(raw) for raw in by_column[width]]
@@ -175,7 +184,6 @@ async def answer(
         for name, column in zip(view.output_names, values):
             names.append(name)
             results.append({"values": column, "statuses": present, "event_timestamps": stamps})
-        track_statuses(view.metrics_name, width * rows, 0)
     return {"results": results, "metadata": {"feature_names": names}}
 
 

@@ -34,10 +34,12 @@ from pydantic import (
 )
 
 from feast_dragonfly import (
+    _direct_json,
     _direct_read,
     _layout,
     _read,
     _response_builder,
+    _serve_hook,
     _topology,
     _wide,
     _write,
@@ -222,7 +224,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
             return await backend.client_async()
 
     async def initialize(self, config: RepoConfig) -> None:
-        """Open the async pool and check the server answers, so `feast serve` fails fast."""
+        """Open the async pool and check the server answers, so `feast serve` fails fast;
+        inside `feast serve`, answer its JSON from the stored bytes (``_serve_hook``)."""
+        _serve_hook.install()
         backend = self._backend_for(self._settings(config))
         with backend.errors():
             client = await backend.client_async()
@@ -537,6 +541,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         response = _response_builder.direct_response(prepared, replies)
         if feast_metrics._config.online_features:  # as Feast's read path records it
             feast_metrics.track_online_store_read(time.monotonic() - started)
+        if _serve_hook.installed():  # feast serve: its JSON from the replies, not the proto
+            _serve_hook.remember(response, lambda: _direct_json.document(prepared, replies))
         types = self._build_feature_types(prepared.plan.grouped_refs)
         return FastOnlineResponse(response, feature_types=types)
 

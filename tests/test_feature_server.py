@@ -9,6 +9,7 @@ server recovers when it comes back. The CLI is started as users start it, in a s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -215,6 +216,42 @@ def test_answers_equal_feast_serves(ours, feasts, name):
     assert mine.status_code == 200, mine.text
     assert mine.headers["content-type"] == "application/json"
     assert mine.json() == theirs.json()
+
+
+def test_feast_serve_with_our_store_answers_from_the_stored_bytes(feasts, repo, monkeypatch):
+    """Inside `feast serve`, our direct responses become JSON from the stored bytes
+    (``_serve_hook``): the private Feast hook is in place, used, and its answers are Feast's
+    own conversion of the same responses."""
+    import feast.feature_server as feast_server
+
+    from feast_dragonfly import _direct_json, _serve_hook
+
+    assert feast_server.convert_response_to_dict is _serve_hook._convert
+    documents = []
+    document = _direct_json.document
+    monkeypatch.setattr(
+        _direct_json, "document", lambda *args: documents.append(1) or document(*args)
+    )
+    store = FeatureStore(repo_path=str(repo))
+    for body in REQUESTS.values():
+        answer = post(feasts, body)
+        assert answer.status_code == 200, answer.text
+        features = body.get("features") or store.get_feature_service(body["feature_service"])
+        response = store.get_online_features(
+            features=features,
+            entity_rows=body["entities"],
+            full_feature_names=body.get("full_feature_names", False),
+            include_feature_view_version_metadata=body.get(
+                "include_feature_view_version_metadata", False
+            ),
+        )
+        assert _serve_hook._original is not None
+        feasts_conversion = _serve_hook._original(response.proto)
+        assert answer.json() == json.loads(json.dumps(feasts_conversion))
+    # The three plain requests took the stored-bytes way over HTTP (the responses built here
+    # are never converted: they stay pending); version metadata took Feast's.
+    assert len(documents) == 3
+    assert len(_serve_hook._pending) <= _serve_hook.MAX_PENDING
 
 
 def test_feasts_remote_client_reads_through_our_server(tmp_path, repo, ours):
