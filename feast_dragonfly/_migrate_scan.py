@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from redis import exceptions as redis_exceptions
 from redis.crc import key_slot
 
 from feast_dragonfly import _keys, _script, _topology, _transport, _wire
@@ -92,7 +93,8 @@ def open_deployment(
         else:
             client = _topology.standalone_client(settings)
         try:
-            dragonfly = "dragonfly_version" in client.info("server")
+            client.ping()
+            dragonfly = _is_dragonfly(client)
         except BaseException:
             _topology.close_sync(client)
             raise
@@ -111,11 +113,19 @@ def _cluster_deployment(settings: ClientSettings) -> Deployment:
         node = cluster.nodes_manager.get_node_from_slot(key_slot(key))
         return endpoints[node.name]
 
-    first = next(iter(endpoints.values()))
-    dragonfly = "dragonfly_version" in first.client.info("server")
+    dragonfly = _is_dragonfly(next(iter(endpoints.values())).client)
     return Deployment(
         settings, list(endpoints.values()), cluster, route, endpoints, dragonfly=dragonfly
     )
+
+
+def _is_dragonfly(client: Any) -> bool:
+    """Whether the server is DragonflyDB (``INFO server`` names a ``dragonfly_version``); a
+    user the ACL denies INFO is taken for Redis (the choices it steers are speed only)."""
+    try:
+        return "dragonfly_version" in client.info("server")
+    except redis_exceptions.ResponseError:
+        return False
 
 
 def same_server(source: Deployment, target: Deployment) -> bool:

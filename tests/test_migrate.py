@@ -409,11 +409,12 @@ def test_a_target_that_refuses_restore_gets_every_key_merged(
     store, tmp_path, target, target_client
 ):
     """A redis-server source (whole-key copies are not tried from Dragonfly, whose DUMP is
-    slow) and a target whose ACL denies RESTORE."""
+    slow) and a target whose ACL denies RESTORE (and INFO: the server kind is then unknown,
+    which only costs speed)."""
     with start_server(_redis_server_binary()) as source:
         write(store, tmp_path, source.connection_string, project="shop", view=VIEW,
               ids=range(30), when=at(1), value=6, ttl=600)  # fmt: skip
-        target_client.execute_command("ACL", "SETUSER", "default", "-restore")
+        target_client.execute_command("ACL", "SETUSER", "default", "-restore", "-info")
         try:
             result = migrate(source.connection_string, target.connection_string,
                              "--project", "shop", "--verify",
