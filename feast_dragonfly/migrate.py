@@ -130,8 +130,16 @@ def _plans(
             continue
         if whole_key:
             out.add("whole_key_merges")
-        plans.append(KeyPlan(key, groups, whole_key, int(pttl) if isinstance(pttl, int) else -1))
+        plans.append(KeyPlan(key, groups, whole_key, _remaining(pttl)))
     return plans
+
+
+def _remaining(pttl: Any) -> int:
+    """A source key's remaining time to live for the target, in ms; -1 for none. ``PTTL``
+    answers 0 for a key with less than a millisecond left: it gets 1, not "no expiry"."""
+    if not isinstance(pttl, int) or pttl < 0:
+        return -1
+    return max(pttl, 1)
 
 
 def _fail_on(reply: Any, target: Deployment) -> None:
@@ -217,7 +225,9 @@ def _restore(copies: Sequence[tuple[bytes, Dumped]], target: Deployment, out: Re
     refused = []
     for endpoint, mine in by_endpoint.values():
         commands = [
-            _wire.command(b"RESTORE", key, b"%d" % max(dumped.pttl, 0), dumped.payload or b"")
+            _wire.command(
+                b"RESTORE", key, b"%d" % max(_remaining(dumped.pttl), 0), dumped.payload or b""
+            )
             for key, dumped in mine
         ]
         for (key, dumped), reply in zip(mine, endpoint.exchange(commands, len(commands))):

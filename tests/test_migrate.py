@@ -523,3 +523,12 @@ def test_sentinel_source_and_target(store, tmp_path, target, target_client):
         assert everything(master) == expected
         assert PASSWORD not in result.output + back.output
         master.close()
+
+
+def test_a_key_with_under_a_millisecond_left_still_expires_on_the_target():
+    """PTTL answers 0 for such a key: copying it without an expiry would keep it forever."""
+    from feast_dragonfly.migrate import _remaining
+
+    assert [_remaining(p) for p in (0, 1, 86_400_000, -1, -2, None)] == [
+        1, 1, 86_400_000, -1, -1, -1
+    ]  # fmt: skip
