@@ -2,7 +2,7 @@
 
 Everything here is plain bytes work (struct, murmur3), so the tools that walk a whole
 keyspace (``feast-dragonfly migrate`` / ``stats``) start without paying seconds for importing
-Feast; :mod:`feast_dragonfly._layout` re-exports it beside the parts that need Feast's types.
+Feast; :mod:`feast_dragonfly._layout` holds the parts that need Feast's types.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from functools import cache
+from typing import Any, NamedTuple, TypeVar
 
 from redis import exceptions as redis_exceptions
 from redis.crc import key_slot
@@ -20,6 +21,8 @@ from redis.crc import key_slot
 from feast_dragonfly import _keys, _script, _topology, _transport, _wire
 from feast_dragonfly._connection import scrub, translated_errors
 from feast_dragonfly._settings import ClientSettings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ class Deployment:
 
     def close(self) -> None:
         _topology.close_sync(self._client)
+
+
+def by_endpoint(items: Iterable[tuple[Endpoint, T]]) -> list[tuple[Endpoint, list[T]]]:
+    """``(endpoint, item)`` pairs grouped per endpoint, in first-seen order (one round trip
+    per master)."""
+    groups: dict[str, tuple[Endpoint, list[T]]] = {}
+    for endpoint, item in items:
+        groups.setdefault(endpoint.name, (endpoint, []))[1].append(item)
+    return list(groups.values())
 
 
 def open_deployment(
@@ -219,12 +231,17 @@ class ScriptRefused(Exception):
     """The source does not run a read script (scripting disabled or denied by an ACL)."""
 
 
+@cache
+def _sha(source: str) -> bytes:
+    return hashlib.sha1(source.encode()).hexdigest().encode()
+
+
 def _run_read_script(
     endpoint: Endpoint, source: str, keys: Sequence[bytes], keys_per_call: int
 ) -> list[Any]:
     """One read-only script over ``keys``, ``keys_per_call`` per call, in one round trip
     (loaded and resent once on NOSCRIPT); the calls' replies, in order."""
-    sha = hashlib.sha1(source.encode()).hexdigest().encode()
+    sha = _sha(source)
     step = keys_per_call
     calls = [
         _wire.command(b"EVALSHA", sha, b"%d" % len(keys[i : i + step]), *keys[i : i + step])
@@ -280,12 +297,9 @@ def read_dumps(
 
 def present_on(deployment: Deployment, keys: Sequence[bytes]) -> list[bool]:
     """Whether each key exists on ``deployment`` (one pipelined ``EXISTS`` per master)."""
-    by_endpoint: dict[str, tuple[Endpoint, list[int]]] = {}
-    for index, key in enumerate(keys):
-        endpoint = deployment.endpoint_for(key)
-        by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append(index)
     present = [False] * len(keys)
-    for endpoint, indices in by_endpoint.values():
+    routed = ((deployment.endpoint_for(key), index) for index, key in enumerate(keys))
+    for endpoint, indices in by_endpoint(routed):
         replies = endpoint.exchange(
             [_wire.command(b"EXISTS", keys[i]) for i in indices], len(indices)
         )

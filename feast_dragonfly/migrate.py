@@ -37,6 +37,7 @@ from feast_dragonfly._migrate_scan import (
     Dumped,
     Endpoint,
     ScriptRefused,
+    by_endpoint,
     memory_usage,
     present_on,
     project_pattern,
@@ -155,11 +156,7 @@ def _fail_on(reply: Any, target: Deployment) -> None:
 
 
 def _merge(plans: Sequence[KeyPlan], target: Deployment, per_call: int, out: Report) -> None:
-    by_endpoint: dict[str, tuple[Endpoint, list[KeyPlan]]] = {}
-    for plan in plans:
-        endpoint = target.endpoint_for(plan.key)
-        by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append(plan)
-    for endpoint, mine in by_endpoint.values():
+    for endpoint, mine in by_endpoint((target.endpoint_for(p.key), p) for p in plans):
         calls = [mine[i : i + per_call] for i in range(0, len(mine), per_call)]
         replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
         if any(_script.is_noscript(r) for r in replies):  # a restarted target: load and resend
@@ -218,12 +215,8 @@ def _restore(copies: Sequence[tuple[bytes, Dumped]], target: Deployment, out: Re
     """``RESTORE`` (without REPLACE: atomic create-if-absent) each copy on the target; the
     copies it did not take come back with their error replies: BUSYKEY when a writer created
     the key meanwhile (it must be merged), anything else when the target will not restore."""
-    by_endpoint: dict[str, tuple[Endpoint, list[tuple[bytes, Dumped]]]] = {}
-    for copy in copies:
-        endpoint = target.endpoint_for(copy[0])
-        by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append(copy)
     refused = []
-    for endpoint, mine in by_endpoint.values():
+    for endpoint, mine in by_endpoint((target.endpoint_for(c[0]), c) for c in copies):
         commands = [
             _wire.command(
                 b"RESTORE", key, b"%d" % max(_remaining(dumped.pttl), 0), dumped.payload or b""
@@ -519,10 +512,7 @@ class Migration:
                     sample.append((endpoint, key))
                 elif (slot := rng.randrange(seen)) < sample_size:
                     sample[slot] = (endpoint, key)
-        by_endpoint: dict[str, tuple[Endpoint, list[bytes]]] = {}
-        for endpoint, key in sample:
-            by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append(key)
-        for endpoint, keys in by_endpoint.values():
+        for endpoint, keys in by_endpoint(sample):
             for i in range(0, len(keys), options.batch):
                 self._verify_keys(endpoint, keys[i : i + options.batch], out)
         return out
@@ -533,12 +523,9 @@ class Migration:
         with self.source.errors():
             hashes = self._read(endpoint, keys)
         plans = _plans(keys, hashes, self.options, Report())
-        by_target: dict[str, tuple[Endpoint, list[KeyPlan]]] = {}
-        for plan in plans:
-            target = self.target.endpoint_for(plan.key)
-            by_target.setdefault(target.name, (target, []))[1].append(plan)
         assert out.verify is not None
-        for target, mine in by_target.values():
+        routed = ((self.target.endpoint_for(p.key), p) for p in plans)
+        for target, mine in by_endpoint(routed):
             with self.target.errors():
                 stored = read_hashes(target, [p.key for p in mine])
             for plan, (flat, _) in zip(mine, stored):

@@ -20,6 +20,7 @@ from feast_dragonfly._migrate_merge import TS_PREFIX
 from feast_dragonfly._migrate_scan import (
     Deployment,
     Endpoint,
+    by_endpoint,
     memory_usage,
     project_of,
     project_pattern,
@@ -157,11 +158,9 @@ def _page(
 
 def _measure_sample(stats: ProjectStats, deployment: Deployment) -> None:
     """MEMORY USAGE of the sampled keys, shared among each key's views by field count."""
-    by_endpoint: dict[str, tuple[Endpoint, list[tuple[bytes, dict[str, int]]]]] = {}
-    for endpoint, key, per_view in stats.sample:
-        by_endpoint.setdefault(endpoint.name, (endpoint, []))[1].append((key, per_view))
     measured = 0
-    for endpoint, items in by_endpoint.values():
+    sample = ((endpoint, (key, per_view)) for endpoint, key, per_view in stats.sample)
+    for endpoint, items in by_endpoint(sample):
         with deployment.errors():
             sizes = memory_usage(endpoint, [key for key, _ in items])
         for (_, per_view), size in zip(items, sizes):
