@@ -4,6 +4,9 @@ Servers (all running at once on one Redis-protocol server, measured in interleav
 
 * ``floor`` — uvicorn + uvloop + httptools answering canned bytes of the same size and shape as
   a real answer, touching no store: what HTTP and this load generator cost on this machine;
+* ``floor + store`` — the floor, plus the store round trip any store-backed server makes: the
+  same HMGETs our server sends (one per entity row, pipelined), through redis-py's asyncio
+  client, before the canned bytes go back — the floor a server that reads the store can reach;
 * ``ours`` — ``feast-dragonfly serve`` (one worker; ``ours -w2``: two);
 * ``feast serve + ours`` — Feast's server over our store;
 * ``feast serve + feast`` — Feast's server over Feast's ``RedisOnlineStore`` (the baseline).
@@ -123,6 +126,25 @@ def request_body(rows: int) -> bytes:
             "entities": {"driver_id": ids},
         }
     )
+
+
+def store_reads(rows: int) -> list[list[str]]:
+    """The HMGETs (hex of key and fields) ``feast-dragonfly serve`` sends for a request of
+    ``rows`` entity rows: the floor + store reference sends the same."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from feast_dragonfly import _keys
+
+    names = [f"f{i:02d}" for i in range(FEATURES)]
+    fields = [*_keys.feature_fields("stats", names), _keys.timestamp_field("stats")]
+    reads = []
+    for driver in orjson.loads(request_body(rows))["entities"]["driver_id"]:
+        key = EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=driver)])
+        raw = serialize_entity_key(key, entity_key_serialization_version=3) + b"servebench"
+        reads.append([raw.hex(), *(f.hex() for f in fields)])
+    return reads
 
 
 # --------------------------------------------------------------------------- servers
@@ -313,9 +335,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         repos = _write_repos(workdir, store_server.connection_string)
         canned = workdir / "canned"
         canned.mkdir()
-        cli = [str(BIN / "feast-dragonfly"), "serve", "--no-access-log", "-r", "0"]
+        cli = [str(BIN / "feast-dragonfly"), "serve", "--no-access-log"]
         servers = [
             Server("floor", [sys.executable, __file__, "--floor", str(canned)], free_port()),
+            Server(
+                "floor + store",
+                [
+                    *(sys.executable, __file__, "--floor", str(canned)),
+                    *("--floor-store", store_server.connection_string),
+                ],
+                free_port(),
+            ),
             Server("ours", [*cli, "-C", str(repos["ours"])], free_port()),
             Server("ours -w2", [*cli, "-C", str(repos["ours"]), "-w", "2"], free_port()),
             Server(
@@ -330,25 +360,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         ]
         for server in servers:
-            flag = "--port" if server.name != "floor" else "--floor-port"
+            flag = "--floor-port" if _is_floor(server) else "--port"
             server.command += [flag, str(server.port)]
         bodies = {shape: request_body(rows) for shape, rows in SHAPES.items()}
         # The baseline's answers, and the canned responses the floor sends back.
         baseline = next(s for s in servers if s.name == "feast serve + feast")
         for server in servers:
-            if server.name != "floor":
+            if not _is_floor(server):
                 server.start(workdir)
         answers: dict[str, dict[str, bytes]] = {}
-        for server in servers[1:]:
+        for server in servers[2:]:
             answers[server.name] = {
                 shape: await _wait_ready(server, body) for shape, body in bodies.items()
             }
         for shape, answer in answers[baseline.name].items():
             (canned / f"{shape}.json").write_bytes(answer)
-        servers[0].start(workdir)
-        for shape in SHAPES:
-            servers[0].path = f"/{shape}"
-            await _wait_ready(servers[0], bodies[shape])
+            (canned / f"{shape}.reads").write_bytes(orjson.dumps(store_reads(SHAPES[shape])))
+        for floor in servers[:2]:
+            floor.start(workdir)
+            for shape in SHAPES:
+                floor.path = f"/{shape}"
+                await _wait_ready(floor, bodies[shape])
         checks = {}
         for name, by_shape in answers.items():
             checks[name] = all(
@@ -359,12 +391,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # phase must not pay for them.
         for shape, body in bodies.items():
             for server in servers:
-                server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                server.path = f"/{shape}" if _is_floor(server) else "/get-online-features"
                 await closed_loop(server, body, 4, 1.0)
         for shape, body in bodies.items():
             for rate in args.rates:
                 for server in _rotated(servers, rate):
-                    server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                    server.path = f"/{shape}" if _is_floor(server) else "/get-online-features"
                     phase = await open_loop(server, body, rate, args.duration)
                     results["open"].setdefault(shape, {}).setdefault(str(rate), {})[server.name] = (
                         phase.summary()
@@ -372,7 +404,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"open  {shape:7s} {rate:5d}/s {server.name:22s} {_line(phase)}")
             for clients in args.clients:
                 for server in _rotated(servers, clients):
-                    server.path = f"/{shape}" if server.name == "floor" else "/get-online-features"
+                    server.path = f"/{shape}" if _is_floor(server) else "/get-online-features"
                     phase = await closed_loop(server, body, clients, args.duration)
                     results["closed"].setdefault(shape, {}).setdefault(str(clients), {})[
                         server.name
@@ -390,6 +422,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
         store_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _is_floor(server: Server) -> bool:
+    return server.name.startswith("floor")
 
 
 def _rotated(servers: list[Server], seed: int) -> list[Server]:
@@ -424,6 +460,7 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in results["answers_equal"].items()),
         "",
     ]
+    lines += _latency_ratios(results)
     for shape, by_rate in results["open"].items():
         lines += [f"## {shape}, open loop", ""]
         lines += [
@@ -453,6 +490,31 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _latency_ratios(results: dict[str, Any]) -> list[str]:
+    """p99 of ``ours`` against the floor (the issue's target) and against the floor + store
+    (what is left once the store round trip every store-backed server makes is paid)."""
+    lines = [
+        "## p99 of `feast-dragonfly serve` (one worker) against the floors",
+        "",
+        "| shape | rate | ours | floor | ours / floor | floor + store | ours / floor + store |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape, by_rate in results["open"].items():
+        for rate, by_server in by_rate.items():
+            ours, floor = by_server.get("ours"), by_server.get("floor")
+            if not ours or not floor or ours["unfinished"]:
+                continue
+            store = by_server.get("floor + store")
+            with_store = (
+                f"{store['p99']:.2f} | {ours['p99'] / store['p99']:.2f}×" if store else "– | –"
+            )
+            lines.append(
+                f"| {shape} | {rate}/s | {ours['p99']:.2f} | {floor['p99']:.2f} | "
+                f"{ours['p99'] / floor['p99']:.2f}× | {with_store} |"
+            )
+    return [*lines, ""]
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -480,15 +542,40 @@ def plot(results: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- the floor
 
 
-def floor_app(canned: Path) -> Any:
-    """Raw ASGI: POST /<shape> answers that shape's canned bytes."""
+def floor_app(canned: Path, store: str | None = None) -> Any:
+    """Raw ASGI: POST /<shape> answers that shape's canned bytes — after that shape's HMGETs
+    on the Redis-protocol server at ``store`` (host:port), when given."""
     answers = {f"/{p.stem}": p.read_bytes() for p in canned.glob("*.json")}
+    reads = {
+        f"/{p.stem}": [
+            [bytes.fromhex(part) for part in hmget] for hmget in orjson.loads(p.read_bytes())
+        ]
+        for p in canned.glob("*.reads")
+    }
+    client: Any = None
+    if store is not None:
+        import redis.asyncio
+
+        host, port = store.split(":")
+        client = redis.asyncio.Redis(host=host, port=int(port))
+
+    async def read_store(path: str) -> None:
+        hmgets = reads[path]
+        if len(hmgets) == 1:
+            await client.execute_command("HMGET", *hmgets[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for hmget in hmgets:
+            pipe.execute_command("HMGET", *hmget)
+        await pipe.execute()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):
             pass
+        if client is not None:
+            await read_store(scope["path"])
         body = answers.get(scope["path"], b"{}")
         await send(
             {
@@ -519,12 +606,13 @@ def main() -> None:
     )
     parser.add_argument("--floor", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--floor-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-store", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor is not None:
         import uvicorn
 
         uvicorn.run(
-            floor_app(args.floor),
+            floor_app(args.floor, args.floor_store),
             host="127.0.0.1",
             port=args.floor_port,
             loop="uvloop",
