@@ -224,13 +224,15 @@ class DragonflyOnlineStore(RedisOnlineStore):
             return await backend.client_async()
 
     async def initialize(self, config: RepoConfig) -> None:
-        """Open the async pool and check the server answers, so `feast serve` fails fast;
+        """Open the async pool — every connection it may hold, so a burst of requests never
+        waits for connects — and check the server answers, so `feast serve` fails fast;
         inside `feast serve`, answer its JSON from the stored bytes (``_serve_hook``)."""
         _serve_hook.install()
         backend = self._backend_for(self._settings(config))
         with backend.errors():
             client = await backend.client_async()
             await client.ping()
+            await backend.connect_pool_async()
 
     async def close(self) -> None:
         """Close every pool and thread this store opened (Feast's own store leaks its async

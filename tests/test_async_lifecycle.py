@@ -63,6 +63,26 @@ async def test_initialize_pings_the_server(named_config, count_connections):
         await store.close()
 
 
+async def test_initialize_opens_the_whole_async_pool(
+    tmp_path, server_connection_string, client_name, count_connections
+):
+    """A server's first burst of requests must not wait for connects: initialize() opens as
+    many connections as the pool may hold, and reads then reuse them."""
+    config = repo_config(
+        tmp_path, f"{server_connection_string},client_name={client_name}", max_connections=5
+    )
+    view = feature_view()
+    store = DragonflyOnlineStore()
+    try:
+        await store.initialize(config)
+        assert count_connections() == 5
+        reads = [store.online_read_async(config, view, [entity_key(i)]) for i in range(20)]
+        await asyncio.gather(*reads)
+        assert count_connections() == 5
+    finally:
+        await store.close()
+
+
 async def test_initialize_fails_fast_on_an_unreachable_server(tmp_path):
     port = free_port()
     config = repo_config(tmp_path, f"127.0.0.1:{port},password={SECRET}")

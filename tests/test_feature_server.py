@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,10 +28,12 @@ import requests
 import uvicorn
 import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast import utils as feast_utils
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 from server_kit import ServerProcess
 from store_kit import free_port
 
+from feast_dragonfly import _direct_read
 from feast_dragonfly.feature_server import FeatureServer, check_servable
 
 T0 = datetime(2024, 6, 1, 12, tzinfo=timezone.utc)
@@ -370,6 +373,80 @@ def test_a_repo_with_auth_is_refused_rather_than_served_unprotected(tmp_path):
     (path / "feature_store.yaml").write_text(yaml.safe_dump(settings))
     with pytest.raises(SystemExit, match="auth type 'kubernetes'"):
         check_servable(FeatureStore(repo_path=str(path)))
+
+
+# --------------------------------------------------------------------------- registry refreshes
+
+
+def _plan(store: FeatureStore, features: Any) -> Any:
+    return _direct_read.plan_request(store.config, store.registry, store.project, features, False)
+
+
+def test_a_refresh_that_changes_nothing_keeps_the_plans(repo, monkeypatch):
+    """A server refreshes its registry every few seconds; Feast's own context cache is keyed
+    by the refresh time, and re-resolving the features after each refresh stalled the next
+    request by milliseconds. An unchanged registry must keep the plan, without asking Feast."""
+    store = FeatureStore(repo_path=str(repo))
+    features = GOOD["features"]
+    plan = _plan(store, features)
+    before = store.registry.cached_registry_proto
+    store.refresh_registry()
+    assert store.registry.cached_registry_proto is not before  # a fresh proto, same content
+
+    def feast_resolution(*args: Any) -> Any:
+        raise AssertionError("re-resolved an unchanged registry")
+
+    monkeypatch.setattr(feast_utils, "_get_cached_request_context", feast_resolution)
+    assert _plan(store, features) is plan
+    service = store.get_feature_service("ranking", allow_cache=True)
+    with pytest.raises(AssertionError, match="re-resolved"):
+        _plan(store, service)  # a list never planned still goes through Feast
+
+
+def test_an_expired_registry_cache_is_refreshed_by_feast_as_before(repo, monkeypatch):
+    store = FeatureStore(repo_path=str(repo))
+    features = GOOD["features"]
+    assert _plan(store, features) is not None
+    stale = datetime.now(timezone.utc) - timedelta(days=2)  # past the 600 s cache TTL
+    store.registry.cached_registry_proto_created = stale
+    resolved = []
+    feasts = feast_utils._get_cached_request_context
+
+    def counting(*args: Any) -> Any:
+        resolved.append(args)
+        return feasts(*args)
+
+    monkeypatch.setattr(feast_utils, "_get_cached_request_context", counting)
+    assert _plan(store, features) is not None
+    assert len(resolved) == 1
+    assert store.registry.cached_registry_proto_created > stale
+
+
+def test_a_served_repo_answers_from_the_changed_registry_after_a_refresh(tmp_path, repo):
+    """``feast apply`` elsewhere changes a feature service: the running server answers with
+    the new definition once its registry refresh has run."""
+    shutil.copy(repo.parent / "registry.db", tmp_path / "registry.db")
+    settings = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    path = tmp_path / "repo"
+    _write_repo(path, settings["online_store"], tmp_path / "registry.db")
+    body = {"feature_service": "ranking", "entities": {"driver_id": [1003]}}
+    app = FeatureServer(FeatureStore(repo_path=str(path)), registry_ttl_sec=1)
+    with ThreadedServer(app) as server:
+        names = post(server, body).json()["metadata"]["feature_names"]
+        assert "name" not in names
+        driver, stats, extra, _ = _objects(repo.parent / "drivers.parquet")
+        changed = FeatureService(name="ranking", features=[stats[["conv_rate", "name"]], extra])
+        FeatureStore(repo_path=str(path)).apply([changed])
+        deadline = time.monotonic() + 30
+        while "name" not in names:
+            assert time.monotonic() < deadline, f"still answering the old service: {names}"
+            time.sleep(0.2)
+            names = post(server, body).json()["metadata"]["feature_names"]
+        feasts = FeatureStore(repo_path=str(path)).get_online_features(
+            features=FeatureStore(repo_path=str(path)).get_feature_service("ranking"),
+            entity_rows=[{"driver_id": 1003}],
+        )
+        assert names == list(feasts.to_dict()), names
 
 
 # --------------------------------------------------------------------------- the CLI
