@@ -502,7 +502,12 @@ def _latency_ratios(results: dict[str, Any]) -> list[str]:
     for shape, by_rate in results["open"].items():
         for rate, by_server in by_rate.items():
             ours, floor = by_server.get("ours"), by_server.get("floor")
-            if not ours or not floor or ours["unfinished"]:
+            if not ours or not floor:
+                continue
+            if ours["unfinished"] or ours["req_per_s"] < 0.9 * int(rate):
+                lines.append(
+                    f"| {shape} | {rate}/s | overloaded | {floor['p99']:.2f} | – | – | – |"
+                )
                 continue
             store = by_server.get("floor + store")
             with_store = (

@@ -93,14 +93,13 @@ def plan_request(
 #: request queued behind it paid for. The config is kept alongside: a plan depends on it too.
 _PLANS_BY_CONTENT: dict[tuple, tuple[Any, DirectPlan | None]] = {}
 
-#: Digest of each registry proto Feast has cached, by its identity and refresh time.
+#: Digest of the registry protos Feast has cached, by identity and refresh time. A few
+#: entries: each holds a whole registry proto alive, and a process serves one or two.
 _CONTENT: dict[int, tuple[Any, Any, bytes]] = {}
 
-_MAX_ENTRIES = 1024
 
-
-def _remember(cache: dict, key: Any, value: Any) -> None:
-    if len(cache) >= _MAX_ENTRIES:
+def _remember(cache: dict, key: Any, value: Any, limit: int = 1024) -> None:
+    if len(cache) >= limit:
         cache.clear()
     cache[key] = value
 
@@ -122,7 +121,7 @@ def registry_content(registry: Any) -> bytes | None:
     if known is not None and known[0] is proto and known[1] == refreshed:
         return known[2]
     digest = hashlib.blake2b(proto.SerializeToString(deterministic=True), digest_size=16).digest()
-    _remember(_CONTENT, id(proto), (proto, refreshed, digest))
+    _remember(_CONTENT, id(proto), (proto, refreshed, digest), limit=4)
     return digest
 
 
