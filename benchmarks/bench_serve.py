@@ -130,21 +130,23 @@ def request_body(rows: int) -> bytes:
 
 def store_reads(rows: int) -> list[list[str]]:
     """The HMGETs (hex of key and fields) ``feast-dragonfly serve`` sends for a request of
-    ``rows`` entity rows: the floor + store reference sends the same."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
+    ``rows`` entity rows, planned by the store's own read planner: the floor + store
+    reference sends the same."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from feast_dragonfly import _keys
+    from feast_dragonfly import _read
 
-    names = [f"f{i:02d}" for i in range(FEATURES)]
-    fields = [*_keys.feature_fields("stats", names), _keys.timestamp_field("stats")]
-    reads = []
-    for driver in orjson.loads(request_body(rows))["entities"]["driver_id"]:
-        key = EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=driver)])
-        raw = serialize_entity_key(key, entity_key_serialization_version=3) + b"servebench"
-        reads.append([raw.hex(), *(f.hex() for f in fields)])
-    return reads
+    drivers = orjson.loads(request_body(rows))["entities"]["driver_id"]
+    entity_keys = [
+        EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=d)]) for d in drivers
+    ]
+    view = _read.view_request("stats", [f"f{i:02d}" for i in range(FEATURES)], entity_keys)
+    plan = _read.plan_read([view], project="servebench", key_version=3)
+    return [
+        [key.hex(), *(f.hex() for fieldset in fieldsets for f in fieldset.fields)]
+        for key, fieldsets in zip(plan.keys, plan.key_fieldsets)
+    ]
 
 
 # --------------------------------------------------------------------------- servers

@@ -143,11 +143,16 @@ def _remaining(pttl: Any) -> int:
     return max(pttl, 1)
 
 
+def _out_of_memory(reply: Any) -> bool:
+    text = str(reply)
+    return "OOM" in text or "maxmemory" in text
+
+
 def _fail_on(reply: Any, target: Deployment) -> None:
     """Errors that stop the whole migration (the checkpoint still holds every confirmed
     batch): out of memory, and anything that is not about one key."""
     text = target.scrub(str(reply))
-    if "OOM" in text or "maxmemory" in text:
+    if _out_of_memory(reply):
         raise MigrationError(
             f"the target {target.address} is out of memory ({text}); free memory there (or "
             "raise its maxmemory), then run the same command with --resume to continue"
@@ -228,8 +233,7 @@ def _restore(copies: Sequence[tuple[bytes, Dumped]], target: Deployment, out: Re
                 out.add("keys_copied")
                 out.add("views_written", dumped.views)
                 continue
-            text = str(reply)
-            if "OOM" in text or "maxmemory" in text:
+            if _out_of_memory(reply):
                 _fail_on(reply, target)
             refused.append((key, reply))
     return refused

@@ -434,7 +434,7 @@ def test_a_served_repo_answers_from_the_changed_registry_after_a_refresh(tmp_pat
     with ThreadedServer(app) as server:
         names = post(server, body).json()["metadata"]["feature_names"]
         assert "name" not in names
-        driver, stats, extra, _ = _objects(repo.parent / "drivers.parquet")
+        _, stats, extra, _ = _objects(repo.parent / "drivers.parquet")
         changed = FeatureService(name="ranking", features=[stats[["conv_rate", "name"]], extra])
         FeatureStore(repo_path=str(path)).apply([changed])
         deadline = time.monotonic() + 30
