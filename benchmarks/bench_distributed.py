@@ -37,8 +37,9 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueTyp
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Float64, Int64
 
-from feast_dragonfly import _arrow, _keys
-from feast_dragonfly.local_server import start_server
+from feast_dragonfly._engines import arrow
+from feast_dragonfly._protocol import keys as _keys
+from feast_dragonfly.testing.local_server import start_server
 
 HERE = Path(__file__).resolve().parent
 UTC = timezone.utc
@@ -144,7 +145,7 @@ def write_repo(path: Path, data: Path, connection: str, engine: dict, store_type
 def wrong_rows(client: Any, expected: np.ndarray) -> int:
     """Entities whose stored f00 is not the expected row id (missing ones included)."""
     entities = len(expected)
-    keys = _arrow.entity_key_bytes(
+    keys = arrow.entity_key_bytes(
         {"driver_id": pa.array(np.arange(entities, dtype=np.int64))},
         {"driver_id": ValueType.INT64},
         PROJECT.encode(),

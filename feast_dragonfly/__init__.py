@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from feast_dragonfly._view_writer import ViewWriter
-    from feast_dragonfly.engine import (
+    from feast_dragonfly._engines.local import (
         DragonflyMaterializationEngine,
         DragonflyMaterializationEngineConfig,
     )
+    from feast_dragonfly._engines.ray import DragonflyRayEngine, DragonflyRayEngineConfig
+    from feast_dragonfly._engines.spark import DragonflySparkEngine, DragonflySparkEngineConfig
+    from feast_dragonfly._store.online_store import DragonflyOnlineStore, DragonflyOnlineStoreConfig
+    from feast_dragonfly._store.view_writer import ViewWriter
     from feast_dragonfly.errors import (
         DragonflyConfigError,
         DragonflyConnectionError,
@@ -18,9 +21,6 @@ if TYPE_CHECKING:
         DragonflyScriptingError,
         DragonflyStoreError,
     )
-    from feast_dragonfly.online_store import DragonflyOnlineStore, DragonflyOnlineStoreConfig
-    from feast_dragonfly.ray_engine import DragonflyRayEngine, DragonflyRayEngineConfig
-    from feast_dragonfly.spark_engine import DragonflySparkEngine, DragonflySparkEngineConfig
 
 # Every export is loaded on first use: importing Feast takes seconds, and `feast-dragonfly
 # migrate` / `stats` need none of it. The Spark and Ray engines also import pyspark / ray (the
@@ -28,20 +28,20 @@ if TYPE_CHECKING:
 # this module (and its config class by name: `...DragonflySparkEngine` -> `...Config`), which
 # this serves as well.
 _LAZY = {
-    "ViewWriter": "feast_dragonfly._view_writer",
-    "DragonflyMaterializationEngine": "feast_dragonfly.engine",
-    "DragonflyMaterializationEngineConfig": "feast_dragonfly.engine",
+    "ViewWriter": "feast_dragonfly._store.view_writer",
+    "DragonflyMaterializationEngine": "feast_dragonfly._engines.local",
+    "DragonflyMaterializationEngineConfig": "feast_dragonfly._engines.local",
     "DragonflyConfigError": "feast_dragonfly.errors",
     "DragonflyConnectionError": "feast_dragonfly.errors",
     "DragonflyDataError": "feast_dragonfly.errors",
     "DragonflyScriptingError": "feast_dragonfly.errors",
     "DragonflyStoreError": "feast_dragonfly.errors",
-    "DragonflyOnlineStore": "feast_dragonfly.online_store",
-    "DragonflyOnlineStoreConfig": "feast_dragonfly.online_store",
-    "DragonflySparkEngine": "feast_dragonfly.spark_engine",
-    "DragonflySparkEngineConfig": "feast_dragonfly.spark_engine",
-    "DragonflyRayEngine": "feast_dragonfly.ray_engine",
-    "DragonflyRayEngineConfig": "feast_dragonfly.ray_engine",
+    "DragonflyOnlineStore": "feast_dragonfly._store.online_store",
+    "DragonflyOnlineStoreConfig": "feast_dragonfly._store.online_store",
+    "DragonflySparkEngine": "feast_dragonfly._engines.spark",
+    "DragonflySparkEngineConfig": "feast_dragonfly._engines.spark",
+    "DragonflyRayEngine": "feast_dragonfly._engines.ray",
+    "DragonflyRayEngineConfig": "feast_dragonfly._engines.ray",
 }
 
 

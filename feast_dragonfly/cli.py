@@ -1,29 +1,25 @@
 """The ``feast-dragonfly`` command line (installed as a console script).
 
-``feast-dragonfly serve`` runs :mod:`feast_dragonfly.feature_server` in a feature repo, with
+``feast-dragonfly serve`` runs :mod:`feast_dragonfly._serve.app` in a feature repo, with
 ``feast serve``'s flags where they apply (``-c`` is the TLS certificate there, so the repo
-directory is ``-C/--chdir``). ``migrate`` (:mod:`feast_dragonfly.migrate`) copies projects
-between servers; ``stats`` (:mod:`feast_dragonfly.stats`) describes what a server holds.
-Errors are printed without a traceback and never with a password; exit codes: 0 done,
-1 failed, 2 usage error, 3 ``--verify`` found mismatches.
+directory is ``-C/--chdir``). ``migrate`` (:mod:`feast_dragonfly._admin.migrate`) copies projects
+between servers; ``stats`` (:mod:`feast_dragonfly._admin.stats`) describes what a server holds.
+Both run through :mod:`feast_dragonfly._admin.commands`: this module only parses arguments and
+prints. Errors are printed without a traceback and never with a password; exit codes: 0 done,
+1 failed, 2 usage error, 3 ``--verify`` found mismatches, 130 interrupted.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from feast_dragonfly import _serve_env
-
-if TYPE_CHECKING:
-    from feast_dragonfly._registry_views import RepoViews
+from feast_dragonfly._serve import env
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,14 +67,14 @@ def cli() -> None:
     "--registry_ttl_sec",
     "-r",
     type=int,
-    default=_serve_env.feast_registry_ttl,
+    default=env.feast_registry_ttl,
     show_default="feast serve's default",
     help="Seconds between registry refreshes (0: never).",
 )
 @click.option(
     "--max-entity-rows",
     type=click.IntRange(min=1),
-    default=_serve_env.DEFAULT_MAX_ENTITY_ROWS,
+    default=env.DEFAULT_MAX_ENTITY_ROWS,
     show_default=True,
     help="Entity rows one request may ask for (more: HTTP 413).",
 )
@@ -112,58 +108,35 @@ def serve(
     metrics_port: int,
 ) -> None:
     """Serve online features over HTTP, like `feast serve`, on feast-dragonfly's fast path."""
-    import uvicorn
-    from feast import FeatureStore
-
-    from feast_dragonfly import feature_server
+    from feast_dragonfly._serve import run
 
     if bool(tls_key_path) != bool(tls_cert_path):
         raise click.UsageError("TLS needs both --key and --cert")
-    repo = os.path.abspath(repo)
-    store = FeatureStore(repo_path=repo)  # fails here, clearly, on a broken repo
-    feature_server.check_servable(store)
-    if metrics:
-        from feast import metrics as feast_metrics
-
-        feast_metrics.start_metrics_server(
-            store, port=metrics_port, metrics_config=feast_metrics.build_metrics_flags()
+    run.serve(
+        run.ServeOptions(
+            repo=os.path.abspath(repo),
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=not no_access_log,
+            keep_alive_timeout=keep_alive_timeout,
+            registry_ttl_sec=registry_ttl_sec,
+            max_entity_rows=max_entity_rows,
+            tls_key_path=tls_key_path,
+            tls_cert_path=tls_cert_path,
+            metrics=metrics,
+            metrics_port=metrics_port,
         )
-        os.environ[_serve_env.METRICS_ENV] = "1"
-    os.environ[_serve_env.REPO_ENV] = repo
-    os.environ[_serve_env.REGISTRY_TTL_ENV] = str(registry_ttl_sec)
-    os.environ[_serve_env.MAX_ROWS_ENV] = str(max_entity_rows)
-    logging.basicConfig(level=logging.INFO)
-    uvicorn.run(
-        "feast_dragonfly.feature_server:app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=not no_access_log,
-        timeout_keep_alive=keep_alive_timeout,
-        loop="uvloop",
-        http="httptools",
-        ssl_keyfile=tls_key_path or None,
-        ssl_certfile=tls_cert_path or None,
-        log_level="info",
-        # uvicorn kills a worker that does not answer its supervisor's ping within this many
-        # seconds — the default 5 is shorter than a spawned worker's imports of Feast on a
-        # busy machine, and then every replacement is killed too and none ever serves.
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
-#: How long uvicorn waits for a worker to answer a health ping (see ``serve``).
-WORKER_HEALTHCHECK_SECONDS = 60
-
 _REDIS_TYPES = click.Choice(["redis", "redis_cluster", "redis_sentinel"])
-EXIT_FAILED = 1
-EXIT_MISMATCH = 3
 
 
 @contextmanager
 def _clear_errors() -> Iterator[None]:
     """Our errors (already scrubbed of passwords) as one line and exit code 1."""
+    from feast_dragonfly._admin.commands import EXIT_FAILED
     from feast_dragonfly.errors import DragonflyStoreError
 
     try:
@@ -173,12 +146,8 @@ def _clear_errors() -> Iterator[None]:
         sys.exit(EXIT_FAILED)
 
 
-def _repo_views(repo: str | None) -> RepoViews | None:
-    if repo is None:
-        return None
-    from feast_dragonfly._registry_views import load_repo_views
-
-    return load_repo_views(os.path.abspath(repo))
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
 
 
 @cli.command()
@@ -235,80 +204,32 @@ def migrate(
 ) -> None:
     """Copy Feast projects' entity hashes from one server to another, merging per feature
     view by event time (the target's newer data is kept), resumably. See docs/migration.md."""
-    from feast_dragonfly import migrate as migration
-    from feast_dragonfly._migrate_scan import open_deployment, same_server
+    from feast_dragonfly._admin import commands
 
     if verify and verify_sample:
         raise click.UsageError("--verify and --verify-sample exclude each other")
     with _clear_errors():
-        views = _repo_views(repo)
-        owners = views.field_owners() if views is not None else None
-        src = open_deployment(
-            source, source_type, connections=concurrency, sentinel_master=source_sentinel_master
+        code = commands.migrate(
+            source=source,
+            target=target,
+            projects=projects,
+            source_type=source_type,
+            target_type=target_type,
+            source_sentinel_master=source_sentinel_master,
+            target_sentinel_master=target_sentinel_master,
+            repo=repo,
+            resume=resume,
+            checkpoint=checkpoint,
+            verify=verify,
+            verify_sample=verify_sample,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            batch=batch,
+            out=click.echo,
+            err=_echo_err,
         )
-        try:
-            dst = open_deployment(
-                target, target_type, connections=concurrency, sentinel_master=target_sentinel_master
-            )
-        except BaseException:
-            src.close()
-            raise
-        try:
-            if same_server(src, dst):
-                raise migration.MigrationError(
-                    f"source and target are the same server and database ({dst.address}, "
-                    f"db {dst.db}); a migration needs two different ones"
-                )
-            options = migration.MigrateOptions(
-                projects=projects,
-                checkpoint=Path(checkpoint or migration.checkpoint_path(src, dst, projects)),
-                resume=resume,
-                dry_run=dry_run,
-                verify_sample=verify_sample if verify_sample else (0 if verify else None),
-                concurrency=concurrency,
-                batch=batch,
-                owners=owners,
-            )
-            run = migration.Migration(src, dst, options, lambda text: click.echo(text, err=True))
-            click.echo(
-                f"{'dry run: ' if dry_run else ''}migrating {', '.join(projects)} from "
-                f"{src.address} to {dst.address}",
-                err=True,
-            )
-            with src.errors():
-                total = sum(int(e.client.dbsize()) for e in src.endpoints)
-            try:
-                report = run.run(total)
-            except KeyboardInterrupt:
-                click.echo(
-                    "\ninterrupted: every batch the target confirmed is in the checkpoint; run "
-                    "the same command with --resume to continue",
-                    err=True,
-                )
-                sys.exit(130)
-            click.echo(migration.summary(report, dry_run))
-            for project in migration.empty_projects(report, projects):
-                click.echo(
-                    f"project '{project}': no keys on the source {src.address} "
-                    "(is the name right? project names are case-sensitive)"
-                )
-            if options.verify_sample is not None:
-                checked = run.verify()
-                assert checked.verify is not None
-                v = checked.verify
-                click.echo(
-                    f"verify: {checked.verified_keys:,} keys: {v.match:,} views identical, "
-                    f"{v.kept:,} kept by the target as newer, {v.mismatch:,} mismatched"
-                )
-                for key in checked.mismatched:
-                    click.echo(f"  mismatch: {key}")
-                if v.mismatch:
-                    sys.exit(EXIT_MISMATCH)
-            if migration.empty_projects(report, projects):
-                sys.exit(EXIT_FAILED)
-        finally:
-            src.close()
-            dst.close()
+    if code:
+        sys.exit(code)
 
 
 @cli.command()
@@ -333,36 +254,21 @@ def stats(
 ) -> None:
     """Entity keys, fields, memory and TTLs per Feast project and feature view, and views on
     the server that the registry no longer has."""
-    import json
-
-    from feast_dragonfly import stats as server_stats
-    from feast_dragonfly._migrate_scan import open_deployment
+    from feast_dragonfly._admin import commands
 
     if repo is None and connection_string is None:
         raise click.UsageError("give the feature repo (-C REPO) or --connection-string")
     with _clear_errors():
-        views = _repo_views(repo)
-        wanted: list[str] | None = list(projects) or None
-        owners = None
-        registries: dict[str, list[str]] = {}  # the registry describes the repo's project
-        server, kind, master = connection_string, redis_type or "redis", "mymaster"
-        if views is not None:
-            wanted = wanted or [views.project]
-            owners = views.field_owners()
-            registries[views.project] = list(views.views)
-            if connection_string is None:
-                server, kind = views.connection_string, redis_type or views.redis_type
-                master = views.sentinel_master
-        assert server is not None
-        deployment = open_deployment(
-            server, kind, connections=1, sentinel_master=sentinel_master or master
+        report = commands.stats(
+            repo=repo,
+            connection_string=connection_string,
+            redis_type=redis_type,
+            sentinel_master=sentinel_master,
+            projects=projects,
+            as_json=as_json,
+            sample=sample,
         )
-        try:
-            collected = server_stats.collect(deployment, wanted, owners, sample_size=sample)
-        finally:
-            deployment.close()
-        report = server_stats.as_json(collected, deployment.address, registries)
-        click.echo(json.dumps(report, indent=2) if as_json else server_stats.as_table(report))
+    click.echo(report)
 
 
 if __name__ == "__main__":  # pragma: no cover

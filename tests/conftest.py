@@ -1,6 +1,6 @@
 """Real-server fixtures for the whole suite (no fakes: the store's bytes must match a real server's).
 
-* ``redis_server`` (session): a :class:`feast_dragonfly.local_server.LocalServer` started from
+* ``redis_server`` (session): a :class:`feast_dragonfly.testing.local_server.LocalServer` started from
   the discovered binary, or, when ``$FEAST_DRAGONFLY_TEST_URL`` is set
   (``redis://[:password@]host:port[/db]``), a description of that external server, which we
   neither start nor stop — but DO empty (FLUSHDB of that db) before each test that asks for
@@ -10,7 +10,7 @@
 * ``server_connection_string`` (function): the Feast-format connection string of the same
   emptied server (``127.0.0.1:PORT``).
 * ``server_binary`` (session): the binary discovery picked, for tests that start their own
-  servers (``tests/test_local_server.py``).
+  servers (``tests/testing/test_local_server.py``).
 
 The differential tests (``test_differential_*.py``: Feast's own ``RedisOnlineStore`` next to
 ours) share three more, here so that every one of those modules gets the same ones:
@@ -54,7 +54,7 @@ from feast_repo import (
 )
 
 from feast_dragonfly import DragonflyOnlineStore
-from feast_dragonfly.local_server import (
+from feast_dragonfly.testing.local_server import (
     LocalServer,
     LocalServerError,
     ServerBinary,

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from engine_kit import Repo, typed_frame, window
+from exactness_kit import T0, TieRepo, expected_rows, materialize, stored_rows
 from feast_repo import assert_same_keyspace, dump_keyspace
 from server_kit import ServerProcess
-from test_engine import Repo, typed_frame, window
-from test_exactness import T0, TieRepo, expected_rows, materialize, stored_rows
 
 from feast_dragonfly import DragonflyStoreError
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from feast_dragonfly.local_server import LocalServer
+from feast_dragonfly.testing.local_server import LocalServer
 
 
 class Counts(NamedTuple):

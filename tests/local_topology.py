@@ -2,7 +2,7 @@
 
 Test-only code: it lives in ``tests/`` and is not shipped in the package; the topology tests
 import it as a sibling module (``from local_topology import LocalCluster, start_cluster``).
-Built on the public helpers of :mod:`feast_dragonfly.local_server` (same binary discovery,
+Built on the public helpers of :mod:`feast_dragonfly.testing.local_server` (same binary discovery,
 127.0.0.1 only, free ports, private temporary directories, ``stop()`` ends every process it
 started):
 
@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from feast_dragonfly.local_server import (
+from feast_dragonfly.testing.local_server import (
     DEFAULT_START_TIMEOUT_S,
     HOST,
     LocalServer,

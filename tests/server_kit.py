@@ -1,7 +1,7 @@
 """Servers the security and fault tests control themselves: TLS-only servers, servers that are
 SIGKILLed and restarted on the same port. Plus a throw-away PKI made with the ``openssl`` CLI.
 
-``feast_dragonfly.local_server.start_server`` covers the common case (a plain server that is
+``feast_dragonfly.testing.local_server.start_server`` covers the common case (a plain server that is
 stopped once); these need more: a readiness check over TLS, and a process that can die and
 come back at the same address while a store still holds pooled connections to it. The argv
 comes from ``local_server`` so both start servers the same way (127.0.0.1 only, no disk
@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from feast_dragonfly.local_server import HOST, ServerBinary, free_port, server_command
+from feast_dragonfly.testing.local_server import HOST, ServerBinary, free_port, server_command
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 

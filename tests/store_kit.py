@@ -17,8 +17,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Int64
 from feast.value_type import ValueType
 
-from feast_dragonfly._layout import Row, entity_hash_key
-from feast_dragonfly.local_server import free_port as free_port  # re-exported for the tests
+from feast_dragonfly._store.layout import Row, entity_hash_key
+from feast_dragonfly.testing.local_server import free_port as free_port  # re-exported for the tests
 
 OURS = "feast_dragonfly.DragonflyOnlineStore"
 FEAST_REDIS = "redis"
@@ -144,3 +144,13 @@ def snapshot(client: redis.Redis) -> dict[bytes, tuple[bytes, Any, int]]:
         ttl = client.ttl(key)
         out[key] = (kind, content, -1 if ttl < 0 else 0)
     return out
+
+
+class CountingRows(list):
+    """Rows that count how many were fetched by index (what encoding a row does)."""
+
+    fetched = 0
+
+    def __getitem__(self, index):  # type: ignore[override]
+        self.fetched += 1
+        return super().__getitem__(index)

@@ -1,0 +1,167 @@
+"""One batch of a migration, key by key: which keys to copy whole, which to merge, and how.
+
+A key the target lacks is restored whole from its source ``DUMP`` (``restores`` /
+``restore``); any other key becomes a merge plan (``plans``) applied by the merge script
+(``merge``). Each step counts what it did into a :class:`Report`; a reply that is about the
+target rather than one key (out of memory, scripting refused) stops the migration
+(``fail_on``). ``migrate.Migration`` decides which step a batch takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from feast_dragonfly._admin import merge as _migrate_merge
+from feast_dragonfly._admin import scan
+from feast_dragonfly._admin.merge import KeyPlan
+from feast_dragonfly._admin.registry_views import FieldOwners
+from feast_dragonfly._admin.report import MigrationError, Report
+from feast_dragonfly._admin.scan import Deployment, Dumped, Endpoint, by_endpoint, memory_usage
+from feast_dragonfly._protocol import script as _script
+from feast_dragonfly._protocol import wire
+from feast_dragonfly._protocol.keys import describe_key
+
+
+def plans(
+    keys: Sequence[bytes],
+    hashes: Sequence[tuple[Any, Any]],
+    owners: FieldOwners | None,
+    out: Report,
+) -> list[KeyPlan]:
+    """The merge plans of one batch's source hashes; keys that cannot be merged are counted."""
+    planned = []
+    for key, (flat, pttl) in zip(keys, hashes):
+        if isinstance(flat, Exception):
+            out.add("skipped_not_hash")
+            out.note(f"skipped {describe_key(key)}: the source key is not a hash ({flat})")
+            continue
+        if not flat:
+            out.add("skipped_vanished")  # expired or deleted since the SCAN
+            continue
+        groups, whole_key = _migrate_merge.view_groups(flat, owners)
+        if not groups:
+            out.add("skipped_no_views")
+            out.note(f"skipped {describe_key(key)}: the hash has no _ts:<view> field")
+            continue
+        if whole_key:
+            out.add("whole_key_merges")
+        planned.append(KeyPlan(key, groups, whole_key, remaining(pttl)))
+    return planned
+
+
+def remaining(pttl: Any) -> int:
+    """A source key's remaining time to live for the target, in ms; -1 for none. ``PTTL``
+    answers 0 for a key with less than a millisecond left: it gets 1, not "no expiry"."""
+    if not isinstance(pttl, int) or pttl < 0:
+        return -1
+    return max(pttl, 1)
+
+
+def _out_of_memory(reply: Any) -> bool:
+    """The target is full: no later key will fit either, so the whole run must stop."""
+    text = str(reply)
+    return "OOM" in text or "maxmemory" in text
+
+
+def fail_on(reply: Any, target: Deployment) -> None:
+    """Errors that stop the whole migration (the checkpoint still holds every confirmed
+    batch): out of memory, and anything that is not about one key."""
+    text = target.scrub(str(reply))
+    if _out_of_memory(reply):
+        raise MigrationError(
+            f"the target {target.address} is out of memory ({text}); free memory there (or "
+            "raise its maxmemory), then run the same command with --resume to continue"
+        )
+    raise MigrationError(f"the target {target.address} refused a merge: {text}")
+
+
+def merge(plans: Sequence[KeyPlan], target: Deployment, per_call: int, out: Report) -> None:
+    """Apply the plans with the merge script, ``per_call`` keys per call on each master."""
+    for endpoint, mine in by_endpoint((target.endpoint_for(p.key), p) for p in plans):
+        calls = [mine[i : i + per_call] for i in range(0, len(mine), per_call)]
+        replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
+        if any(_script.is_noscript(r) for r in replies):  # a restarted target: load and resend
+            endpoint.exchange([_migrate_merge.LOAD_COMMAND], 1)
+            replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
+        for call, reply in zip(calls, replies):
+            if isinstance(reply, Exception):
+                fail_on(reply, target)
+            for plan, (written, kept, status) in zip(call, _migrate_merge.parse_reply(reply)):
+                _count_merge(plan, written, kept, status, out)
+
+
+def _count_merge(plan: KeyPlan, written: int, kept: int, status: int, out: Report) -> None:
+    """Count one key's merge outcome; a key the script refused is an error, named."""
+    if status == _migrate_merge.NOT_A_HASH:
+        out.add("errors")
+        out.note(f"skipped {describe_key(plan.key)}: the target key is not a hash (WRONGTYPE)")
+        return
+    if status == _migrate_merge.MALFORMED_TIMESTAMP:
+        out.add("errors")
+        out.note(f"skipped {describe_key(plan.key)}: a _ts field is not a protobuf Timestamp")
+        return
+    out.add("keys_copied" if written else "keys_kept")
+    out.add("views_written", written)
+    out.add("views_kept_newer", kept)
+
+
+def restores(
+    keys: Sequence[bytes], dumps: Sequence[Dumped], out: Report
+) -> list[tuple[bytes, Dumped]]:
+    """The keys of a batch to copy whole; the others are counted as the merge would count
+    them (a key that vanished, is not a hash or is not in Feast's layout is not copied)."""
+    copies = []
+    for key, dumped in zip(keys, dumps):
+        status = dumped.status
+        if status == 0 and dumped.payload is not None:
+            copies.append((key, dumped))
+        elif status == scan.GONE or status == 0:
+            out.add("skipped_vanished")
+        elif status == scan.NOT_A_HASH:
+            out.add("skipped_not_hash")
+            out.note(f"skipped {describe_key(key)}: the source key is not a hash (WRONGTYPE)")
+        elif status == scan.NO_VIEWS:
+            out.add("skipped_no_views")
+            out.note(f"skipped {describe_key(key)}: the hash has no _ts:<view> field")
+        else:
+            out.add("errors")
+            out.note(f"skipped {describe_key(key)}: a _ts field is not a protobuf Timestamp")
+    return copies
+
+
+def is_busy(reply: Any) -> bool:
+    """RESTORE met a key a writer created meanwhile: expected, that key is merged instead."""
+    return isinstance(reply, Exception) and str(reply).startswith("BUSYKEY")
+
+
+def restore(
+    copies: Sequence[tuple[bytes, Dumped]], target: Deployment, out: Report
+) -> list[tuple[bytes, Any]]:
+    """``RESTORE`` (without REPLACE: atomic create-if-absent) each copy on the target; the
+    copies it did not take come back with their error replies: BUSYKEY when a writer created
+    the key meanwhile (it must be merged), anything else when the target will not restore."""
+    refused: list[tuple[bytes, Any]] = []
+    for endpoint, mine in by_endpoint((target.endpoint_for(c[0]), c) for c in copies):
+        commands = [
+            wire.command(
+                b"RESTORE", key, b"%d" % max(remaining(dumped.pttl), 0), dumped.payload or b""
+            )
+            for key, dumped in mine
+        ]
+        for (key, dumped), reply in zip(mine, endpoint.exchange(commands, len(commands))):
+            if not isinstance(reply, Exception):
+                out.add("keys_copied")
+                out.add("views_written", dumped.views)
+                continue
+            if _out_of_memory(reply):
+                fail_on(reply, target)
+            refused.append((key, reply))
+    return refused
+
+
+def dry_run_batch(endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> None:
+    """Count the keys and their bytes (``MEMORY USAGE``) instead of writing anything."""
+    sizes = memory_usage(endpoint, keys)
+    out.add("keys_found", len(keys))
+    out.add("bytes", sum(size or 0 for size in sizes))

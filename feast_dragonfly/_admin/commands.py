@@ -1,0 +1,157 @@
+"""What ``feast-dragonfly migrate`` and ``stats`` do once their arguments are parsed.
+
+The command line (``feast_dragonfly.cli``) only parses arguments and prints: these functions
+open the servers, run the tool and hand back text (through ``out`` / ``err``, as it happens,
+for a migration that runs for hours) and an exit code. Errors are raised as
+``DragonflyStoreError`` / ``ValueError``, already scrubbed of passwords, for the command line
+to print.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from feast_dragonfly._admin import migrate as migration
+from feast_dragonfly._admin import report as migration_report
+from feast_dragonfly._admin import stats as server_stats
+from feast_dragonfly._admin.registry_views import RepoViews, load_repo_views
+from feast_dragonfly._admin.scan import open_deployment, same_server
+
+#: Exit codes (besides 0, done, and click's 2 for a usage error).
+EXIT_FAILED = 1
+EXIT_MISMATCH = 3
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+
+#: Prints one message (a line, or several joined by newlines).
+Echo = Callable[[str], None]
+
+
+def repo_views(repo: str | None) -> RepoViews | None:
+    """The registry's views of the feature repo at ``repo`` (None: no repo given)."""
+    if repo is None:
+        return None
+    return load_repo_views(os.path.abspath(repo))
+
+
+def migrate(
+    *,
+    source: str,
+    target: str,
+    projects: tuple[str, ...],
+    source_type: str,
+    target_type: str,
+    source_sentinel_master: str,
+    target_sentinel_master: str,
+    repo: str | None,
+    resume: bool,
+    checkpoint: str | None,
+    verify: bool,
+    verify_sample: int | None,
+    dry_run: bool,
+    concurrency: int,
+    batch: int,
+    out: Echo,
+    err: Echo,
+) -> int:
+    """Run a migration (then its verification); returns the exit code. ``out``: the report,
+    ``err``: progress notes and warnings."""
+    views = repo_views(repo)
+    owners = views.field_owners() if views is not None else None
+    src = open_deployment(
+        source, source_type, connections=concurrency, sentinel_master=source_sentinel_master
+    )
+    try:
+        dst = open_deployment(
+            target, target_type, connections=concurrency, sentinel_master=target_sentinel_master
+        )
+    except BaseException:
+        src.close()
+        raise
+    try:
+        if same_server(src, dst):
+            raise migration_report.MigrationError(
+                f"source and target are the same server and database ({dst.address}, "
+                f"db {dst.db}); a migration needs two different ones"
+            )
+        options = migration.MigrateOptions(
+            projects=projects,
+            checkpoint=Path(checkpoint or migration.checkpoint_path(src, dst, projects)),
+            resume=resume,
+            dry_run=dry_run,
+            verify_sample=verify_sample if verify_sample else (0 if verify else None),
+            concurrency=concurrency,
+            batch=batch,
+            owners=owners,
+        )
+        run = migration.Migration(src, dst, options, err)
+        err(
+            f"{'dry run: ' if dry_run else ''}migrating {', '.join(projects)} from "
+            f"{src.address} to {dst.address}"
+        )
+        with src.errors():
+            total = sum(int(e.client.dbsize()) for e in src.endpoints)
+        try:
+            report = run.run(total)
+        except KeyboardInterrupt:
+            err(
+                "\ninterrupted: every batch the target confirmed is in the checkpoint; run "
+                "the same command with --resume to continue"
+            )
+            return EXIT_INTERRUPTED
+        out(migration_report.summary(report, dry_run))
+        empty = migration_report.empty_projects(report, projects)
+        for project in empty:
+            out(
+                f"project '{project}': no keys on the source {src.address} "
+                "(is the name right? project names are case-sensitive)"
+            )
+        if options.verify_sample is not None:
+            checked = run.verify()
+            for line in migration_report.verify_summary(checked):
+                out(line)
+            assert checked.verify is not None
+            if checked.verify.mismatch:
+                return EXIT_MISMATCH
+        return EXIT_FAILED if empty else 0
+    finally:
+        src.close()
+        dst.close()
+
+
+def stats(
+    *,
+    repo: str | None,
+    connection_string: str | None,
+    redis_type: str | None,
+    sentinel_master: str | None,
+    projects: tuple[str, ...],
+    as_json: bool,
+    sample: int,
+) -> str:
+    """The ``stats`` report (a table, or JSON) of the repo's server or ``connection_string``;
+    one of the two must be given."""
+    views = repo_views(repo)
+    wanted: list[str] | None = list(projects) or None
+    owners = None
+    registries: dict[str, list[str]] = {}  # the registry describes the repo's project
+    server, kind, master = connection_string, redis_type or "redis", "mymaster"
+    if views is not None:
+        wanted = wanted or [views.project]
+        owners = views.field_owners()
+        registries[views.project] = list(views.views)
+        if connection_string is None:
+            server, kind = views.connection_string, redis_type or views.redis_type
+            master = views.sentinel_master
+    assert server is not None
+    deployment = open_deployment(
+        server, kind, connections=1, sentinel_master=sentinel_master or master
+    )
+    try:
+        collected = server_stats.collect(deployment, wanted, owners, sample_size=sample)
+    finally:
+        deployment.close()
+    report = server_stats.as_json(collected, deployment.address, registries)
+    return json.dumps(report, indent=2) if as_json else server_stats.as_table(report)

@@ -1,0 +1,369 @@
+"""Redis Cluster: routing by hash slot, round trips, ASK following, and the fast read path.
+
+The data layout stays Feast's — no hash tags — so the keys of one request are spread over the
+cluster's 16,384 slots and therefore over every master. Both paths work the same way:
+
+1. **Route** every command by its key's slot to the master that serves it, as redis-py's
+   cluster client currently sees the slot map.
+2. **Send** each master's commands as pre-encoded RESP on one of that master's pooled
+   connections (the same packed ``HMGET`` / ``EVALSHA`` bytes as on a single server), the
+   masters' batches concurrently.
+3. **Follow ASK** (a slot being migrated, the key already moved): resend to the node named,
+   right after ``ASKING`` on the same connection. (redis-py's asyncio cluster client sends its
+   ``ASKING`` on whichever pooled connection is free, so it loops when a node has several.)
+4. **Fall back** for whatever is still unserved — ``MOVED`` (the slot moved: a resharding or a
+   failover), ``TRYAGAIN``, ``CLUSTERDOWN``, or a connection that broke — by resending just
+   those commands through redis-py's cluster pipeline, which follows the redirection,
+   refreshes its slot map and retries. The next request then routes by the new map.
+
+The read path is here (``fetch``); the write senders, built on the same round trips and
+ASK following, are in ``cluster_write.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, cast
+
+from redis import exceptions as redis_exceptions
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.cluster import ClusterNode
+from redis.crc import key_slot
+
+from feast_dragonfly._protocol import flow, wire
+from feast_dragonfly._protocol import script as _script
+from feast_dragonfly._protocol.flow import Flow
+from feast_dragonfly._protocol.topology import AsyncRedisCluster, SyncRedisCluster
+from feast_dragonfly._store import read as _read
+
+#: The cluster clients (with their fast-path limits) and their nodes, sync or asyncio.
+Cluster = SyncRedisCluster | AsyncRedisCluster
+Node = ClusterNode | AsyncClusterNode
+
+#: Replies a master sends for a key it does not (or not yet, or no longer) serve: the command
+#: did not run, and redis-py's cluster client knows how to get it served.
+REDIRECTS = (
+    redis_exceptions.AskError,  # MOVED too (MovedError subclasses AskError)
+    redis_exceptions.TryAgainError,
+    redis_exceptions.ClusterDownError,
+)
+#: A node we cannot talk to right now: its commands go through the cluster client, which
+#: retries and refreshes the slot map (a replica may have taken over).
+TRANSPORT_ERRORS = (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def _route(cluster: Cluster, keys: Sequence[bytes]) -> dict[str, tuple[Node, list[int]]]:
+    """Indices of ``keys`` per master (by node name), in key order."""
+    groups: dict[str, tuple[Node, list[int]]] = {}
+    node_of_slot: dict[int, Any] = {}
+    nodes_manager = cluster.nodes_manager
+    for index, key in enumerate(keys):
+        slot = key_slot(key)
+        node = node_of_slot.get(slot)
+        if node is None:
+            node = node_of_slot[slot] = nodes_manager.get_node_from_slot(slot)
+        entry = groups.get(node.name)
+        if entry is None:
+            entry = groups[node.name] = (node, [])
+        entry[1].append(index)
+    return groups
+
+
+class NoFreeConnection(redis_exceptions.ConnectionError):
+    """Every fast-path connection to a node stayed busy for ``socket_timeout`` seconds: an
+    overload, reported like the standalone pool's "No connection available", not retried."""
+
+
+def _node_semaphore(cluster: Cluster, node: Node, factory: Callable[[int], Any]) -> Any:
+    semaphore = cluster.node_semaphores.get(node.name)
+    if semaphore is None:
+        with cluster.node_semaphores_lock:
+            semaphore = cluster.node_semaphores.get(node.name)
+            if semaphore is None:
+                semaphore = factory(cluster.fast_path_connections)
+                cluster.node_semaphores[node.name] = semaphore
+    return semaphore
+
+
+def _no_free_connection(cluster: Cluster, node: Node) -> NoFreeConnection:
+    return NoFreeConnection(
+        f"no free connection to cluster node {node.name} within "
+        f"{cluster.fast_path_timeout:g} s (max_connections={cluster.fast_path_connections})"
+    )
+
+
+def _roundtrip(
+    cluster: SyncRedisCluster, node: ClusterNode, payloads: list[bytes], count: int
+) -> list[Any]:
+    """Send pre-encoded commands on one of ``node``'s pooled connections; read ``count``
+    replies (error replies as exception objects). At most ``max_connections`` at once per
+    node (``_topology.FastPathLimits``)."""
+    semaphore = _node_semaphore(cluster, node, threading.BoundedSemaphore)
+    if not semaphore.acquire(timeout=cluster.fast_path_timeout):
+        raise _no_free_connection(cluster, node)
+    try:
+        pool = cluster.get_redis_connection(node).connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(payloads, check_health=False)
+            return [wire.read_reply(connection) for _ in range(count)]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+    finally:
+        semaphore.release()
+
+
+async def _roundtrip_async(
+    cluster: AsyncRedisCluster, node: AsyncClusterNode, payloads: list[bytes], count: int
+) -> list[Any]:
+    """The asyncio twin of :func:`_roundtrip` (the client, and so its semaphores, belong to
+    one event loop)."""
+    semaphore = _node_semaphore(cluster, node, asyncio.BoundedSemaphore)
+    try:
+        await asyncio.wait_for(semaphore.acquire(), cluster.fast_path_timeout)
+    except asyncio.TimeoutError:
+        raise _no_free_connection(cluster, node) from None
+    try:
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(payloads, check_health=False)
+            return await wire.read_replies_async(connection, count)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+    finally:
+        semaphore.release()
+
+
+# --------------------------------------------------------------------------- requests
+
+# What the flows below ask their driver to send (see ``flow``): pre-encoded commands to one
+# node's fast-path connection, commands through redis-py's cluster pipeline (which follows
+# MOVED / ASK, refreshes the slot map and retries), or the script to every primary.
+
+
+@dataclass(frozen=True)
+class _RoundTrip:
+    node: Node
+    payloads: list[bytes]
+    replies: int
+
+
+@dataclass(frozen=True)
+class ViaClusterClient:
+    commands: list[list[Any]]
+
+
+class LoadScriptEverywhere:
+    pass
+
+
+def send_request(cluster: SyncRedisCluster, request: Any) -> Any:
+    if isinstance(request, _RoundTrip):
+        return _roundtrip(
+            cluster, cast(ClusterNode, request.node), request.payloads, request.replies
+        )
+    if isinstance(request, ViaClusterClient):
+        pipe = cluster.pipeline()
+        for args in request.commands:
+            pipe.execute_command(*args)
+        return pipe.execute(raise_on_error=False)
+    return cluster.script_load(_script.SOURCE)
+
+
+async def send_request_async(cluster: AsyncRedisCluster, request: Any) -> Any:
+    if isinstance(request, _RoundTrip):
+        return await _roundtrip_async(
+            cluster, cast(AsyncClusterNode, request.node), request.payloads, request.replies
+        )
+    if isinstance(request, ViaClusterClient):
+        pipe = cluster.pipeline()
+        for args in request.commands:
+            pipe.execute_command(*args)
+        return await pipe.execute(raise_on_error=False)
+    return await cluster.script_load(_script.SOURCE)
+
+
+# --------------------------------------------------------------------------- ASK
+
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
+def _is_ask(reply: Any) -> bool:
+    return isinstance(reply, redis_exceptions.AskError) and not isinstance(
+        reply, redis_exceptions.MovedError
+    )
+
+
+def _ask_groups(cluster: Cluster, replies: Sequence[Any]) -> dict[str, tuple[Node, list[int]]]:
+    """Indices of the replies that are ASK, by the (known) node each names; an unknown node
+    is left to the cluster client."""
+    groups: dict[str, tuple[Node, list[int]]] = {}
+    for index, reply in enumerate(replies):
+        if _is_ask(reply):
+            node = cluster.nodes_manager.get_node(host=reply.host, port=reply.port)
+            if node is not None:
+                groups.setdefault(node.name, (node, []))[1].append(index)
+    return groups
+
+
+def exchange(
+    node: Node, payloads: list[bytes], *, asking: bool = False, scripts: bool = False
+) -> Flow[list[Any]]:
+    """One reply per payload (one command each). ``asking``: each command goes right after an
+    ``ASKING`` on the same connection, as an ASK redirection requires (redis-py's asyncio
+    cluster client sends ``ASKING`` on whichever pooled connection is free, so redirections
+    are followed here). ``scripts``: on ``NOSCRIPT``, load the script on that node, resend."""
+    sent = [_ASKING + payload for payload in payloads] if asking else payloads
+    per = 2 if asking else 1
+    replies = wire.last_of_each((yield _RoundTrip(node, sent, per * len(sent))), per)
+    missing = _script.needs_load(replies) if scripts else []
+    if missing:
+        [loaded] = yield _RoundTrip(node, [_script.LOAD_COMMAND], 1)
+        _script.check_loaded(loaded)
+        again = yield _RoundTrip(node, [sent[i] for i in missing], per * len(missing))
+        for i, reply in zip(missing, wire.last_of_each(again, per)):
+            replies[i] = reply
+    return replies
+
+
+def follow_asks(
+    cluster: Cluster, payload_of: Callable[[int], bytes], replies: list[Any], *, scripts: bool
+) -> Flow[None]:
+    """Resend each command answered ``ASK`` to the node named, after ``ASKING``; replies are
+    replaced in place (if that node cannot be reached, the ASK is left to the cluster client)."""
+    for node, indices in _ask_groups(cluster, replies).values():
+        try:
+            answers = yield from exchange(
+                node, [payload_of(i) for i in indices], asking=True, scripts=scripts
+            )
+        except NoFreeConnection:
+            raise
+        except TRANSPORT_ERRORS:
+            continue
+        for i, answer in zip(indices, answers):
+            replies[i] = answer
+
+
+def raise_unserved(replies: Sequence[Any]) -> None:
+    """A redirection the cluster client could not resolve either (its retries exhausted):
+    the cluster is not serving that slot, which is not a data problem."""
+    for reply in replies:
+        if isinstance(reply, REDIRECTS):
+            raise redis_exceptions.ClusterError(f"still redirected after retries: {reply}")
+
+
+def _needs_cluster_client(reply: Any) -> bool:
+    """A reply the fast path could not get: no answer (broken connection) or a redirection."""
+    return reply is None or isinstance(reply, REDIRECTS)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _sub_plan(plan: _read.ReadPlan, indices: Sequence[int]) -> _read.ReadPlan:
+    return _read.ReadPlan(
+        views=[],
+        keys=[plan.keys[i] for i in indices],
+        key_fieldsets=[plan.key_fieldsets[i] for i in indices],
+        key_entities=[plan.key_entities[i] for i in indices] if plan.key_entities else [],
+    )
+
+
+def _hmget_command(plan: _read.ReadPlan, index: int) -> bytes:
+    return _sub_plan(plan, [index]).commands(0, 1)
+
+
+def _hmget_args(plan: _read.ReadPlan, index: int) -> list[Any]:
+    fields = [f for fieldset in plan.key_fieldsets[index] for f in fieldset.fields]
+    return ["HMGET", plan.keys[index], *fields]
+
+
+def _read_tasks(
+    cluster: Cluster, plan: _read.ReadPlan, chunk_size: int
+) -> list[tuple[Node, list[int]]]:
+    tasks = []
+    for node, indices in _route(cluster, plan.keys).values():
+        for start in range(0, len(indices), chunk_size):
+            tasks.append((node, indices[start : start + chunk_size]))
+    return tasks
+
+
+def _merge(
+    tasks: Sequence[tuple[Node, list[int]]], results: Sequence[list[Any] | None], total: int
+) -> list[Any]:
+    """Replies in plan order; ``None`` where a master could not be reached."""
+    replies: list[Any] = [None] * total
+    for (_node, indices), result in zip(tasks, results):
+        if result is not None:
+            for index, reply in zip(indices, result):
+                replies[index] = reply
+    return replies
+
+
+def _read_on_node(plan: _read.ReadPlan, node: Node, indices: list[int]) -> Flow[list[Any] | None]:
+    sub = _sub_plan(plan, indices)
+    try:
+        return (yield _RoundTrip(node, [sub.commands(0, len(indices))], len(indices)))
+    except NoFreeConnection:
+        raise
+    except TRANSPORT_ERRORS:
+        return None  # redone through the cluster client, which retries and re-learns slots
+
+
+def _complete_read(cluster: Cluster, plan: _read.ReadPlan, replies: list[Any]) -> Flow[list[Any]]:
+    """ASK redirections followed, whatever is left redone through the cluster client."""
+    yield from follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=False)
+    redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
+    if redo:
+        answers = yield ViaClusterClient([_hmget_args(plan, index) for index in redo])
+        for index, reply in zip(redo, answers):
+            replies[index] = reply
+    raise_unserved(replies)
+    _read.raise_on_error(plan, replies)
+    return replies
+
+
+def fetch(
+    cluster: SyncRedisCluster, plan: _read.ReadPlan, chunk_size: int, executor: Executor | None
+) -> list[Any]:
+    """Every HMGET reply in plan order: per-master chunks sent concurrently (``executor``),
+    ASK redirections followed, whatever is left redone through redis-py's cluster pipeline."""
+    tasks = _read_tasks(cluster, plan, chunk_size)
+    send = partial(send_request, cluster)
+
+    def read(node: Node, indices: list[int]) -> list[Any] | None:
+        return flow.run(_read_on_node(plan, node, indices), send)
+
+    if executor is None or len(tasks) <= 1:
+        results = [read(node, indices) for node, indices in tasks]
+    else:
+        futures = [executor.submit(read, node, indices) for node, indices in tasks]
+        results = [future.result() for future in futures]
+    replies = _merge(tasks, results, len(plan.keys))
+    return flow.run(_complete_read(cluster, plan, replies), send)
+
+
+async def fetch_async(
+    cluster: AsyncRedisCluster, plan: _read.ReadPlan, chunk_size: int
+) -> list[Any]:
+    tasks = _read_tasks(cluster, plan, chunk_size)
+    send = partial(send_request_async, cluster)
+    results = await asyncio.gather(
+        *(flow.run_async(_read_on_node(plan, node, indices), send) for node, indices in tasks)
+    )
+    replies = _merge(tasks, results, len(plan.keys))
+    return await flow.run_async(_complete_read(cluster, plan, replies), send)

@@ -1,0 +1,163 @@
+"""Build Feast's ``GetOnlineFeaturesResponse`` straight from the stored bytes.
+
+Stored values are already serialized ``ValueProto`` messages, and a ``FeatureVector`` is just
+those messages, a packed status array and timestamps, each length-prefixed. So instead of one
+Python ``ValueProto`` object per value, a dict per entity and a copy into the response (Feast's
+path), each feature column is concatenated as bytes and the whole result parsed once by
+protobuf's C implementation. The output is the message Feast's own Redis store produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from feast.metrics import track_feature_statuses
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
+
+from feast_dragonfly._store import layout
+from feast_dragonfly._store.direct_read import Prepared
+from feast_dragonfly._store.read import ReadPlan
+from feast_dragonfly._store.value_columns import value_entries, varint
+
+_PRESENT = FieldStatus.PRESENT
+_NOT_FOUND = FieldStatus.NOT_FOUND
+
+
+# Tag bytes of FeatureVector's fields: statuses = 2 (packed), event_timestamps = 3; and of
+# GetOnlineFeaturesResponse.results = 2. (Values, field 1: ``_value_columns.value_entries``.)
+_TS_HEAD = b"\x1a"
+_UNSET_TIMESTAMP = _TS_HEAD + b"\x00"
+_RESULT_HEAD = b"\x12"
+
+
+def _feast_timestamp(raw: bytes | None, cache: dict[bytes | None, bytes]) -> bytes:
+    """The event timestamp entry exactly as Feast writes it into the response (once per
+    distinct stored timestamp)."""
+    entry = cache.get(raw)
+    if entry is None:
+        body = layout.response_timestamp(raw).SerializeToString()
+        entry = cache[raw] = _TS_HEAD + varint(len(body)) + body
+    return entry
+
+
+def track_statuses(view_name: str, present: int, not_found: int) -> None:
+    """Feast's per-view PRESENT / NOT_FOUND counters (``feast serve --metrics``), which Feast's
+    own response builder feeds and ours replaces; a no-op unless metrics are on."""
+    try:
+        track_feature_statuses(view_name, present, not_found)
+    except Exception:  # noqa: BLE001 - metrics must never fail a read (Feast: the same)
+        pass
+
+
+def _add_metadata(
+    response: Any, table: Any, names: Sequence[str], full_names: bool, with_versions: bool
+) -> None:
+    projection = table.projection
+    prefix = projection.name_to_use()
+    refs = [f"{prefix}__{name}" for name in names] if full_names else list(names)
+    response.metadata.feature_names.val.extend(refs)
+    if with_versions:
+        shown_name = projection.name_alias or projection.name
+        existing = {m.name for m in response.metadata.feature_view_metadata}
+        if shown_name not in existing:
+            entry = response.metadata.feature_view_metadata.add()
+            entry.name = shown_name
+            entry.version = getattr(table, "current_version_number", 0) or 0
+
+
+def fill_response(
+    response: Any,
+    plan: ReadPlan,
+    replies: Sequence[Any],
+    placements: Sequence[tuple[Any, Sequence[Sequence[int]], int]],
+    full_feature_names: bool,
+    include_version_metadata: bool,
+) -> None:
+    """Append one FeatureVector per requested feature, view by view, as Feast does."""
+    timestamps: dict[bytes | None, bytes] = {}
+    blobs: list[bytes] = []
+    for view, (table, indexes, output_len) in zip(plan.views, placements):
+        names = view.feature_names
+        width = len(names)
+        _add_metadata(response, table, names, full_feature_names, include_version_metadata)
+        if width == 0:
+            continue
+        # For every output row: the view's fields in its entity's reply (None: no entity).
+        rows: list[Sequence[bytes | None] | None] = [None] * output_len
+        for (command, offset), destinations in zip(view.positions, indexes):
+            fields = replies[command][offset : offset + width + 1]
+            for position in destinations:
+                rows[position] = fields
+        _append_view(blobs, table.name, width, rows, timestamps)
+    if blobs:
+        response.MergeFromString(b"".join(blobs))
+
+
+def _append_view(
+    blobs: list[bytes],
+    metrics_name: str,
+    width: int,
+    rows: Sequence[Sequence[bytes | None] | None],
+    timestamps: dict[bytes | None, bytes],
+) -> None:
+    """The serialized FeatureVectors of one view's features: ``rows`` holds, per output row,
+    the stored feature values followed by the ``_ts`` field (None: the entity was not read)."""
+    statuses = bytearray()
+    ts_entries = []
+    values: list[Sequence[bytes | None]] = []
+    missing: list[bytes | None] = [None] * (width + 1)
+    found = 0
+    for row in rows:
+        if row is None:
+            statuses.append(_NOT_FOUND)
+            ts_entries.append(_UNSET_TIMESTAMP)
+            values.append(missing)
+        else:
+            found += 1
+            statuses.append(_PRESENT)
+            ts_entries.append(_feast_timestamp(row[width], timestamps))
+            values.append(row)
+    output_len = len(rows)
+    track_statuses(metrics_name, width * found, width * (output_len - found))
+    tail = (
+        b"\x12" + varint(len(statuses)) + bytes(statuses) + b"".join(ts_entries)
+        if output_len
+        else b""
+    )
+    columns = list(zip(*values))[:width] if output_len else [()] * width
+    for column in columns:
+        vector = value_entries(column) + tail
+        blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
+
+
+#: How each join-key type served by ``_direct_read`` becomes Feast's entity ``Value``.
+_ENTITY_VALUE_FIELD = {ValueType.INT64: "int64_val", ValueType.INT32: "int32_val"}
+
+
+def direct_response(prepared: Prepared, replies: Sequence[Any]) -> GetOnlineFeaturesResponse:
+    """Feast's response message for a request ``_direct_read`` planned: the join-key columns
+    (as Feast's ``_populate_result_rows_from_columnar`` writes them), then every view's
+    features from the stored bytes, with the same metadata."""
+    plan = prepared.plan
+    rows = prepared.rows
+    names: list[str] = []
+    blobs: list[bytes] = []
+    # Join keys: every row PRESENT, with an unset event timestamp.
+    entity_tail = b"\x12" + varint(rows) + bytes([_PRESENT]) * rows + _UNSET_TIMESTAMP * rows
+    for join_key, values in prepared.entities.items():
+        names.append(join_key)
+        field = _ENTITY_VALUE_FIELD.get(plan.join_key_types[join_key], "string_val")
+        entries = value_entries([ValueProto(**{field: v}).SerializeToString() for v in values])
+        vector = entries + entity_tail
+        blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
+    timestamps: dict[bytes | None, bytes] = {}
+    for view, view_rows in zip(plan.views, prepared.view_rows(replies)):
+        names.extend(view.output_names)
+        _append_view(blobs, view.metrics_name, view.fieldset.width, view_rows, timestamps)
+    response = GetOnlineFeaturesResponse()
+    response.metadata.feature_names.val.extend(names)
+    response.MergeFromString(b"".join(blobs))
+    return response

@@ -1,0 +1,123 @@
+"""The package's shape: the rules a newcomer relies on to know where a change goes.
+
+The import contracts themselves run in ``make contracts`` (lint-imports); these check what
+they cannot: the document drawn from them, module sizes, the top level, and the public paths
+older configs and scripts use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+from architecture_kit import PACKAGE, REPO, documented, render
+
+MAX_MODULE_LINES = 500
+#: The public entry points: the package, its errors, the CLI, and older import paths kept
+#: working for feature_store.yaml files and scripts written against them.
+TOP_LEVEL = {
+    "__init__.py",
+    "errors.py",
+    "cli.py",
+    "local_server.py",
+    "online_store.py",
+    "engine.py",
+    "spark_engine.py",
+    "ray_engine.py",
+}
+
+
+def test_architecture_doc_is_drawn_from_the_contracts_and_modules() -> None:
+    assert documented() == render(), (
+        "docs/architecture.md is out of date: run `make architecture-doc`"
+    )
+
+
+def test_no_module_over_the_size_limit() -> None:
+    sizes = {
+        str(path.relative_to(REPO)): len(path.read_text().splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_the_top_level_holds_only_public_entry_points() -> None:
+    assert {p.name for p in PACKAGE.glob("*.py")} == TOP_LEVEL
+    assert len(TOP_LEVEL) <= 10
+
+
+def test_every_subpackage_says_what_it_is_for() -> None:
+    for package in (p for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        init = package / "__init__.py"
+        assert init.exists(), f"{package.name}/ is not a package"
+        assert init.read_text().lstrip().startswith('"""'), f"{package.name}/__init__.py"
+
+
+def test_tests_mirror_the_package() -> None:
+    """One test folder per concern; every protocol and store module has a test of its own."""
+    tests = REPO / "tests"
+    for package in ("_protocol", "_store", "_engines", "_serve", "_admin", "testing"):
+        assert (tests / package.lstrip("_")).is_dir(), f"tests/{package.lstrip('_')}/ missing"
+    own = {p.name for folder in ("protocol", "store") for p in (tests / folder).glob("test_*.py")}
+    for module in (
+        "wire",
+        "flow",
+        "transport",
+        "connection",
+        "topology",
+        "script",
+        "read",
+        "write",
+    ):
+        assert f"test_{module}.py" in own, f"no tests/*/test_{module}.py"
+
+
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [
+        ("feast_dragonfly", ["DragonflyOnlineStore", "DragonflyOnlineStoreConfig", "ViewWriter"]),
+        ("feast_dragonfly.online_store", ["DragonflyOnlineStore", "DragonflyOnlineStoreConfig"]),
+        (
+            "feast_dragonfly.engine",
+            ["DragonflyMaterializationEngine", "DragonflyMaterializationEngineConfig"],
+        ),
+        ("feast_dragonfly.errors", ["DragonflyStoreError", "DragonflyConfigError"]),
+        ("feast_dragonfly.local_server", ["start_server", "LocalServer", "find_server_binary"]),
+        ("feast_dragonfly.testing", ["start_server", "LocalServer", "find_server_binary"]),
+    ],
+)
+def test_public_paths_keep_working(path: str, names: list[str]) -> None:
+    module = importlib.import_module(path)
+    for name in names:
+        assert getattr(module, name) is not None, f"{path}.{name}"
+
+
+def test_feast_loads_the_store_by_its_older_module_path() -> None:
+    """Feast finds the config class beside the store class, by name, in the named module."""
+    from feast.repo_config import get_online_config_from_type
+
+    config_class = get_online_config_from_type("feast_dragonfly.online_store.DragonflyOnlineStore")
+    assert config_class.__name__ == "DragonflyOnlineStoreConfig"
+    assert config_class is importlib.import_module("feast_dragonfly").DragonflyOnlineStoreConfig
+
+
+def test_lua_scripts_ship_in_their_packages() -> None:
+    """The scripts load from package data (a wheel without them fails here, not in production)."""
+    from feast_dragonfly._protocol import script
+
+    assert "redis.call" in script.SOURCE
+    assert script.script_source("migrate_merge.lua", package="feast_dragonfly._admin")
+
+
+def test_admin_commands_start_without_importing_feast() -> None:
+    code = (
+        "import sys, feast_dragonfly.cli, feast_dragonfly._admin.migrate, "
+        "feast_dragonfly._admin.stats; "
+        "print(sorted(m for m in sys.modules if m == 'feast' or m.startswith('feast.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
