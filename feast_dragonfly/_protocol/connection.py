@@ -133,9 +133,16 @@ def _parse_feast_format(text: str) -> ConnectionSettings:
 def _parse_host_port(item: str, position: int) -> tuple[str, int]:
     match = _HOST_PORT.match(item)
     if not match:
-        shown = item if position == 0 or len(item) < 64 else item[:61] + "..."
+        if position > 0:
+            # A later entry may be the tail of a password that contained a comma
+            # ("password=abc,def"): never echo it.
+            raise DragonflyConfigError(
+                f"connection_string entry {position + 1} (not shown: it may hold part of a "
+                "password) is neither 'host:port' nor 'key=value'; a password containing a "
+                "comma needs a redis:// URL with the comma written as %2C"
+            )
         raise DragonflyConfigError(
-            f"connection_string entry '{shown}' is neither 'host:port' nor 'key=value'"
+            f"connection_string entry '{item}' is neither 'host:port' nor 'key=value'"
         )
     port = int(match["port"])
     if not 0 < port < 65536:
