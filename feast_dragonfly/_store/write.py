@@ -447,12 +447,17 @@ def _send_calls(group: Sequence[ScriptCall]) -> Flow[list[Any]]:
 
 
 def _write_group(group: Sequence[ScriptCall], view_name: str) -> Flow[int]:
-    """One round trip; the script loaded and the group resent if the server lacks it."""
-    replies = yield from _send_calls(group)
-    if _script.needs_load(replies):
+    """One round trip; the script loaded and the calls that met NOSCRIPT resent if the server
+    lacks it. Only those: when another connection loads the script mid-group, the calls after
+    that point ran, and resending them would count their rows as 0 (already written)."""
+    replies = list((yield from _send_calls(group)))
+    again = _script.needs_load(replies)
+    if again:
         [loaded] = yield _Exchange([_script.LOAD_COMMAND], 1)
         _script.check_loaded(loaded)
-        replies = yield from _send_calls(group)
+        answers = yield from _send_calls([group[i] for i in again])
+        for i, reply in zip(again, answers):
+            replies[i] = reply
     return _script.rows_written(group, replies, view_name)
 
 

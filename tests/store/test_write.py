@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from store_kit import entity_key, hash_key, row
 
-from feast_dragonfly._protocol import script, wire
+from feast_dragonfly._protocol import flow, script, transport, wire
 from feast_dragonfly._protocol.keys import feature_field
 from feast_dragonfly._store import write
 from feast_dragonfly._store.layout import encode_event_time
@@ -171,10 +171,6 @@ def expected_hash(r) -> dict[bytes, bytes]:
 def test_send_all_writes_feasts_layout_and_reloads_the_script(redis_client, concurrency):
     rows = [row(k, T0, k, ("a", "b")) for k in range(23)]
     redis_client.script_flush()  # the first round trip meets NOSCRIPT and loads the script
-    if concurrency > 1:
-        # Round trips meeting NOSCRIPT at once can under-count: a call that ran before another
-        # connection loaded the script counts 0 when its group is resent. Start loaded.
-        redis_client.script_load(script.SOURCE)
     seen: list[int] = []
     with ThreadPoolExecutor(concurrency) as executor:
         sender = write.Sender(redis_client.connection_pool, VIEW, executor=executor,
@@ -186,6 +182,32 @@ def test_send_all_writes_feasts_layout_and_reloads_the_script(redis_client, conc
     older = [row(k, T0 - timedelta(seconds=1), -1, ("a", "b")) for k in range(23)]
     for group in write.group_calls(plan(older, rows_per_call=5)):
         assert write.run_group(redis_client.connection_pool, group, VIEW) == 0  # guarded
+
+
+def test_a_group_that_meets_the_script_loaded_midway_counts_every_row(redis_client):
+    """Another connection can load the script while a group is on the wire: the calls before
+    that point answer NOSCRIPT, the later ones run. Only the NOSCRIPT calls are resent, so
+    the rows of the calls that ran are counted (a whole resend counted them as 0)."""
+    rows = [row(k, T0, k, ("a", "b")) for k in range(8)]
+    [group] = write.group_calls(plan(rows, rows_per_call=2))  # 4 calls of 2 rows
+    pool = redis_client.connection_pool
+    redis_client.script_flush()
+    first = True
+
+    def send(request):
+        nonlocal first
+        if not first:
+            return transport.exchange(pool, request.payloads, request.replies)
+        first = False
+        # The first exchange, split where "another connection" loads the script.
+        head = transport.exchange(pool, [group[0].command, group[1].command], 2)
+        redis_client.script_load(script.SOURCE)
+        tail = transport.exchange(pool, [group[2].command, group[3].command], 2)
+        return head + tail
+
+    assert flow.run(write._write_group(group, VIEW), send) == 8
+    for r in rows:
+        assert redis_client.hgetall(hash_key(r[0])) == expected_hash(r)
 
 
 async def test_the_async_path_writes_the_same(redis_client, redis_server):
