@@ -185,49 +185,16 @@ def _echo_err(text: str) -> None:
     "--batch", type=click.IntRange(min=1), default=500, show_default=True,
     help="Keys per SCAN page (one batch, one checkpoint step).",
 )  # fmt: skip
-def migrate(
-    source: str,
-    target: str,
-    projects: tuple[str, ...],
-    source_type: str,
-    target_type: str,
-    source_sentinel_master: str,
-    target_sentinel_master: str,
-    repo: str | None,
-    resume: bool,
-    checkpoint: str | None,
-    verify: bool,
-    verify_sample: int | None,
-    dry_run: bool,
-    concurrency: int,
-    batch: int,
-) -> None:
+def migrate(**options: Any) -> None:
     """Copy Feast projects' entity hashes from one server to another, merging per feature
     view by event time (the target's newer data is kept), resumably. See docs/migration.md."""
     from feast_dragonfly._admin import commands
 
-    if verify and verify_sample:
+    if options["verify"] and options["verify_sample"]:
         raise click.UsageError("--verify and --verify-sample exclude each other")
     with _clear_errors():
-        code = commands.migrate(
-            source=source,
-            target=target,
-            projects=projects,
-            source_type=source_type,
-            target_type=target_type,
-            source_sentinel_master=source_sentinel_master,
-            target_sentinel_master=target_sentinel_master,
-            repo=repo,
-            resume=resume,
-            checkpoint=checkpoint,
-            verify=verify,
-            verify_sample=verify_sample,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            batch=batch,
-            out=click.echo,
-            err=_echo_err,
-        )
+        # The options are commands.migrate's keyword arguments, one per flag.
+        code = commands.migrate(**options, out=click.echo, err=_echo_err)
     if code:
         sys.exit(code)
 

@@ -94,6 +94,14 @@ def test_public_paths_keep_working(path: str, names: list[str]) -> None:
         assert getattr(module, name) is not None, f"{path}.{name}"
 
 
+def test_the_testing_package_and_local_server_export_the_same_names() -> None:
+    """Both list the public API literally (linters need a literal ``__all__``): kept in step."""
+    testing = importlib.import_module("feast_dragonfly.testing")
+    local_server = importlib.import_module("feast_dragonfly.testing.local_server")
+    assert sorted(testing.__all__) == sorted(local_server.__all__)
+    assert all(getattr(testing, name) is getattr(local_server, name) for name in testing.__all__)
+
+
 def test_feast_loads_the_store_by_its_older_module_path() -> None:
     """Feast finds the config class beside the store class, by name, in the named module."""
     from feast.repo_config import get_online_config_from_type
