@@ -129,3 +129,19 @@ def test_admin_commands_start_without_importing_feast() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """Module-level imports only (``TYPE_CHECKING`` ones never run); a cycle means two
+    modules share a job that belongs in one, or in a third below both."""
+    import grimp
+
+    graph = grimp.build_graph("feast_dragonfly", exclude_type_checking_imports=True)
+    cycles = {
+        tuple(sorted((module, imported)))
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported.startswith("feast_dragonfly")
+        and graph.chain_exists(importer=imported, imported=module)
+    }
+    assert cycles == set()
