@@ -93,41 +93,14 @@ def cli() -> None:
     show_default=True,
     help="Port of the Prometheus endpoint (feast serve: always 8000).",
 )
-def serve(
-    repo: str,
-    host: str,
-    port: int,
-    workers: int,
-    no_access_log: bool,
-    keep_alive_timeout: int,
-    registry_ttl_sec: int,
-    max_entity_rows: int,
-    tls_key_path: str,
-    tls_cert_path: str,
-    metrics: bool,
-    metrics_port: int,
-) -> None:
+def serve(**options: Any) -> None:
     """Serve online features over HTTP, like `feast serve`, on feast-dragonfly's fast path."""
     from feast_dragonfly._serve import run
 
-    if bool(tls_key_path) != bool(tls_cert_path):
+    if bool(options["tls_key_path"]) != bool(options["tls_cert_path"]):
         raise click.UsageError("TLS needs both --key and --cert")
-    run.serve(
-        run.ServeOptions(
-            repo=os.path.abspath(repo),
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=not no_access_log,
-            keep_alive_timeout=keep_alive_timeout,
-            registry_ttl_sec=registry_ttl_sec,
-            max_entity_rows=max_entity_rows,
-            tls_key_path=tls_key_path,
-            tls_cert_path=tls_cert_path,
-            metrics=metrics,
-            metrics_port=metrics_port,
-        )
-    )
+    # The options are run.ServeOptions' fields, one per flag.
+    run.serve(run.ServeOptions(**{**options, "repo": os.path.abspath(options["repo"])}))
 
 
 _REDIS_TYPES = click.Choice(["redis", "redis_cluster", "redis_sentinel"])

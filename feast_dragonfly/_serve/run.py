@@ -21,13 +21,13 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """``feast-dragonfly serve``'s flags, parsed."""
+    """``feast-dragonfly serve``'s flags, parsed (one field per flag, named as the flag)."""
 
     repo: str
     host: str
     port: int
     workers: int
-    access_log: bool
+    no_access_log: bool
     keep_alive_timeout: int
     registry_ttl_sec: int
     max_entity_rows: int
@@ -63,7 +63,7 @@ def serve(options: ServeOptions) -> None:
         host=options.host,
         port=options.port,
         workers=options.workers,
-        access_log=options.access_log,
+        access_log=not options.no_access_log,
         timeout_keep_alive=options.keep_alive_timeout,
         loop="uvloop",
         http="httptools",

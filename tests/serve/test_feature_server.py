@@ -505,3 +505,15 @@ def test_the_cli_serves_a_repo(repo, workers, metrics):
             os.killpg(process.pid, signal.SIGKILL)
             output = process.communicate()[0].decode(errors="replace")
     assert PASSWORD not in output
+
+
+@pytest.mark.parametrize("half", [["--key", "key.pem"], ["--cert", "cert.pem"]])
+def test_serve_refuses_half_a_tls_pair_before_loading_the_repo(tmp_path, half):
+    """A usage error (exit 2) naming both flags; nothing is loaded from the empty folder."""
+    from click.testing import CliRunner
+
+    from feast_dragonfly.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "-C", str(tmp_path), *half])
+    assert result.exit_code == 2
+    assert "TLS needs both --key and --cert" in result.output
