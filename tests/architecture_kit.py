@@ -41,6 +41,20 @@ def modules_of(package: Path) -> list[Path]:
     return sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
 
 
+def nested_modules_of(package: Path) -> list[Path]:
+    """The modules of ``package`` and of its subpackages (a subpackage's own job: the first
+    line of its ``__init__``), subpackages after the package's own modules."""
+    out = modules_of(package)
+    for sub in sorted(p for p in package.iterdir() if (p / "__init__.py").exists()):
+        out += [sub / "__init__.py", *nested_modules_of(sub)]
+    return out
+
+
+def _relative(module: Path, package: Path) -> str:
+    name = module.relative_to(package).as_posix()
+    return name.removesuffix("__init__.py") if module.name == "__init__.py" else name
+
+
 def render() -> str:
     """The generated part: layers, the other rules, then every module with its job."""
     out = [START, "", "## The layers (enforced)", ""]
@@ -70,7 +84,9 @@ def render() -> str:
     for package in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
         out += ["", f"### `{package.name}/` — {first_line(package / '__init__.py')}", ""]
         out += ["| module | its job |", "|---|---|"]
-        out += [f"| `{p.name}` | {first_line(p)} |" for p in modules_of(package)]
+        out += [
+            f"| `{_relative(p, package)}` | {first_line(p)} |" for p in nested_modules_of(package)
+        ]
         lua = sorted(package.glob("*.lua"))
         if lua:
             out += [f"| {', '.join(f'`{p.name}`' for p in lua)} | server-side scripts (Lua) |"]

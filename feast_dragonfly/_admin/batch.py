@@ -17,9 +17,10 @@ from feast_dragonfly._admin import scan
 from feast_dragonfly._admin.merge import KeyPlan
 from feast_dragonfly._admin.registry_views import FieldOwners
 from feast_dragonfly._admin.report import MigrationError, Report
-from feast_dragonfly._admin.scan import Deployment, Dumped, Endpoint, by_endpoint, memory_usage
+from feast_dragonfly._admin.scan import Dumped, by_endpoint, memory_usage
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol import wire
+from feast_dragonfly._protocol.deployment import Deployment, Endpoint
 from feast_dragonfly._protocol.keys import describe_key
 
 

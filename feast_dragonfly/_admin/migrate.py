@@ -38,8 +38,6 @@ from feast_dragonfly._admin import verify as _migrate_verify
 from feast_dragonfly._admin.registry_views import FieldOwners
 from feast_dragonfly._admin.report import MAX_REPORTED, MigrationError, Report
 from feast_dragonfly._admin.scan import (
-    Deployment,
-    Endpoint,
     ScriptRefused,
     by_endpoint,
     present_on,
@@ -48,6 +46,7 @@ from feast_dragonfly._admin.scan import (
     read_hashes,
     scan_page,
 )
+from feast_dragonfly._protocol.deployment import Deployment, Endpoint
 from feast_dragonfly._protocol.keys import belongs_to_project, describe_key
 from feast_dragonfly.errors import DragonflyConnectionError
 

@@ -10,71 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from typing import Any, NamedTuple, TypeVar
 
-from redis import exceptions as redis_exceptions
-from redis.crc import key_slot
-
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol import script as _script
-from feast_dragonfly._protocol import topology, transport, wire
-from feast_dragonfly._protocol.connection import scrub, translated_errors
-from feast_dragonfly._protocol.settings import ClientSettings
+from feast_dragonfly._protocol import wire
+from feast_dragonfly._protocol.deployment import Deployment, Endpoint, client_settings, connect
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One server of a deployment (a cluster master, or the only server): ``name`` is its
-    ``host:port`` (safe to print), ``client`` a redis-py client of that server alone."""
-
-    name: str
-    client: Any
-
-    def exchange(self, commands: Sequence[bytes], replies: int) -> list[Any]:
-        """Packed commands in one round trip (one write: redis-py would send each command
-        with its own system call); error replies come back in place."""
-        return transport.exchange(self.client.connection_pool, [b"".join(commands)], replies)
-
-
-@dataclass
-class Deployment:
-    """A connected source or target: its masters, and which one serves a key."""
-
-    settings: ClientSettings
-    endpoints: list[Endpoint]
-    _client: Any
-    _route: Callable[[bytes], Endpoint] | None = None
-    _by_name: dict[str, Endpoint] = field(default_factory=dict)
-    #: DragonflyDB (``INFO server`` names a ``dragonfly_version``): its scripts run fastest
-    #: one key per call, each on the thread that owns the key, and its DUMP is slow.
-    dragonfly: bool = False
-
-    @property
-    def address(self) -> str:
-        """What messages name: every node (a Sentinel deployment: the master's name)."""
-        return self.settings.connection.address
-
-    @property
-    def db(self) -> int:
-        return int(self.settings.connection.options.get("db") or 0)
-
-    def endpoint_for(self, key: bytes) -> Endpoint:
-        return self._route(key) if self._route is not None else self.endpoints[0]
-
-    def errors(self) -> Any:
-        """redis-py's failures as errors naming this deployment, never its password."""
-        return translated_errors(self.settings.connection)
-
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.settings.connection)
-
-    def close(self) -> None:
-        topology.close_sync(self._client)
 
 
 def by_endpoint(items: Iterable[tuple[Endpoint, T]]) -> list[tuple[Endpoint, list[T]]]:
@@ -89,57 +34,16 @@ def by_endpoint(items: Iterable[tuple[Endpoint, T]]) -> list[tuple[Endpoint, lis
 def open_deployment(
     connection_string: str, redis_type: str, *, connections: int, sentinel_master: str
 ) -> Deployment:
-    """Parse, connect and PING every master (errors say where, never the password)."""
-    connection = topology.parse_topology(connection_string, redis_type, sentinel_master)
-    settings = ClientSettings(
-        connection=connection,
-        redis_type=redis_type,
-        sentinel_master=sentinel_master,
+    """Parse, connect and PING every master (errors say where, never the password): pools
+    of ``connections`` (+1 for the scan), and a long socket timeout for big batches."""
+    settings = client_settings(
+        connection_string,
+        redis_type,
+        sentinel_master,
         max_connections=max(2, connections + 1),
         socket_timeout=60.0,
     )
-    settings.pool_kwargs(object)  # validates the TLS options
-    with translated_errors(connection):
-        if redis_type == "redis_cluster":
-            return _cluster_deployment(settings)
-        if redis_type == "redis_sentinel":
-            client = topology.sentinel_client(settings)
-        else:
-            client = topology.standalone_client(settings)
-        try:
-            client.ping()
-            dragonfly = _is_dragonfly(client)
-        except BaseException:
-            topology.close_sync(client)
-            raise
-    return Deployment(settings, [Endpoint(connection.address, client)], client, dragonfly=dragonfly)
-
-
-def _cluster_deployment(settings: ClientSettings) -> Deployment:
-    cluster = topology.cluster_client(settings)
-    endpoints = {}
-    for node in cluster.get_primaries():
-        endpoint = Endpoint(node.name, cluster.get_redis_connection(node))
-        endpoint.client.ping()
-        endpoints[node.name] = endpoint
-
-    def route(key: bytes) -> Endpoint:
-        node = cluster.nodes_manager.get_node_from_slot(key_slot(key))
-        return endpoints[node.name]
-
-    dragonfly = _is_dragonfly(next(iter(endpoints.values())).client)
-    return Deployment(
-        settings, list(endpoints.values()), cluster, route, endpoints, dragonfly=dragonfly
-    )
-
-
-def _is_dragonfly(client: Any) -> bool:
-    """Whether the server is DragonflyDB (``INFO server`` names a ``dragonfly_version``); a
-    user the ACL denies INFO is taken for Redis (the choices it steers are speed only)."""
-    try:
-        return "dragonfly_version" in client.info("server")
-    except redis_exceptions.ResponseError:
-        return False
+    return connect(settings)
 
 
 def same_server(source: Deployment, target: Deployment) -> bool:

@@ -17,8 +17,6 @@ from typing import Any
 
 from feast_dragonfly._admin.registry_views import FieldOwners
 from feast_dragonfly._admin.scan import (
-    Deployment,
-    Endpoint,
     by_endpoint,
     memory_usage,
     project_of,
@@ -26,6 +24,7 @@ from feast_dragonfly._admin.scan import (
     scan_all,
 )
 from feast_dragonfly._protocol import wire
+from feast_dragonfly._protocol.deployment import Deployment, Endpoint
 from feast_dragonfly._protocol.keys import TIMESTAMP_PREFIX
 
 #: Fields of a multi-view hash that no registry view claims (no -C given, or fields of a

@@ -3,7 +3,7 @@
 Feast's ``RedisOnlineStore`` names the kind with ``redis_type`` (``redis``, ``redis_cluster``,
 ``redis_sentinel``) and lists every node (cluster startup nodes, or sentinels) as ``host:port``
 entries of one ``connection_string``. This module parses that, builds the matching redis-py
-clients (sync and async) for the backends of ``_store/backends.py``, and closes them again.
+clients (sync and async) for ``deployment.py``, and closes them again.
 
 * **Standalone** (``redis``): ``redis.Redis`` on a blocking pool.
 * **Cluster** (``redis_cluster``): ``redis.cluster.RedisCluster`` /
@@ -11,8 +11,9 @@ clients (sync and async) for the backends of ``_store/backends.py``, and closes 
   live in ``_store/cluster.py``.
 * **Sentinel** (``redis_sentinel``): ``Sentinel(...).master_for(sentinel_master)`` on a
   *blocking* sentinel-managed pool, so the raw ``get_connection()`` / ``send_packed_command``
-  fast paths of ``_store/read.py`` and ``_store/write.py`` work unchanged: every new connection asks the
-  sentinels where the master is, so after a failover fresh connections reach the new one.
+  fast paths of ``_store/read.py`` and ``_store/send.py`` work unchanged: every new connection
+  asks the sentinels where the master is, so after a failover fresh connections reach the new
+  one.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feast_dragonfly._protocol import connection as _connection
-from feast_dragonfly._protocol import transport
+from feast_dragonfly._protocol import flow, transport
 from feast_dragonfly._protocol.connection import ConnectionSettings, parse_connection_string
+from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._protocol.keys import Progress
 from feast_dragonfly._protocol.settings import ClientSettings
 from feast_dragonfly.errors import (
@@ -442,6 +444,23 @@ class _Progress:
             self._progress(rows - hide)
 
 
+class _Disconnect:
+    """Request of :func:`_failover_flow`: drop the pool's idle connections."""
+
+
+def _failover_flow(progress: Progress) -> Flow[Any]:
+    """The attempt (a request: the reporter it runs with) and, if a failover broke it, one
+    more after dropping the idle connections: new ones ask the sentinels for the master."""
+    counter = _Progress(progress)
+    try:
+        return (yield counter.report_first_attempt)
+    except DragonflyStoreError as exc:
+        if not _failover_symptom(exc):
+            raise
+    yield _Disconnect
+    return (yield counter.report_second_attempt)
+
+
 def retry_after_failover(
     write: Callable[[Callable[[int], Any]], T],
     progress: Progress,
@@ -450,14 +469,13 @@ def retry_after_failover(
     """Run ``write`` and, if a Sentinel failover broke it, once more on fresh connections
     (which ask the sentinels for the current master). Safe because every script call is
     event-time guarded: rows the first attempt wrote are skipped by the second."""
-    counter = _Progress(progress)
-    try:
-        return write(counter.report_first_attempt)
-    except DragonflyStoreError as exc:
-        if not _failover_symptom(exc):
-            raise
-    client.connection_pool.disconnect(inuse_connections=False)
-    return write(counter.report_second_attempt)
+
+    def send(request: Any) -> Any:
+        if request is _Disconnect:
+            return client.connection_pool.disconnect(inuse_connections=False)
+        return write(request)
+
+    return flow.run(_failover_flow(progress), send)
 
 
 async def retry_after_failover_async(
@@ -466,11 +484,10 @@ async def retry_after_failover_async(
     client: Any,
 ) -> T:
     """The asyncio twin of :func:`retry_after_failover`."""
-    counter = _Progress(progress)
-    try:
-        return await write(counter.report_first_attempt)
-    except DragonflyStoreError as exc:
-        if not _failover_symptom(exc):
-            raise
-    await client.connection_pool.disconnect(inuse_connections=False)
-    return await write(counter.report_second_attempt)
+
+    async def send(request: Any) -> Any:
+        if request is _Disconnect:
+            return await client.connection_pool.disconnect(inuse_connections=False)
+        return await write(request)
+
+    return await flow.run_async(_failover_flow(progress), send)

@@ -10,21 +10,18 @@ and the fallback through redis-py's cluster client are shared with reads (``clus
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from redis import exceptions as redis_exceptions
 from redis.crc import key_slot
 
-from feast_dragonfly._protocol import flow, wire
 from feast_dragonfly._protocol import script as _script
+from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.flow import Flow
-from feast_dragonfly._protocol.keys import Progress
 from feast_dragonfly._protocol.script import ScriptCall
 from feast_dragonfly._protocol.topology import AsyncRedisCluster, SyncRedisCluster
-from feast_dragonfly._store import write as _write
 from feast_dragonfly._store.cluster import (
     REDIRECTS,
     TRANSPORT_ERRORS,
@@ -39,6 +36,7 @@ from feast_dragonfly._store.cluster import (
     send_request,
     send_request_async,
 )
+from feast_dragonfly._store.send import AsyncRoundTrips, Job, RoundTrips, progress_rows
 
 #: Script calls per round trip to one master (each carries one row in cluster mode).
 CALLS_PER_NODE_ROUND_TRIP = 64
@@ -109,132 +107,72 @@ def _write_via_cluster_client(calls: Sequence[ScriptCall], view_name: str) -> Fl
     return _script.rows_written(calls, replies, view_name)
 
 
-def run_on_node(
-    cluster: SyncRedisCluster, node: Node, calls: Sequence[ScriptCall], view_name: str
-) -> int:
-    """Send script calls to the master serving their slots; returns the rows written."""
-    return flow.run(_write_on_node(cluster, node, calls, view_name), partial(send_request, cluster))
+class NodePlanner:
+    """Routes single-slot script calls to the master serving their slot and makes a round
+    trip of a master's calls once it has ``per_round_trip`` of them; the partly filled
+    batches at the end (no I/O here: ``send.RoundTrips`` / ``AsyncRoundTrips`` run them)."""
 
-
-async def run_on_node_async(
-    cluster: AsyncRedisCluster, node: Node, calls: Sequence[ScriptCall], view_name: str
-) -> int:
-    return await flow.run_async(
-        _write_on_node(cluster, node, calls, view_name), partial(send_request_async, cluster)
-    )
-
-
-class _NodeBatches:
-    """Routes single-slot script calls to the master serving their slot and hands back a
-    master's calls once it has ``per_round_trip`` of them: the batching both the sync and the
-    async sender use (no I/O here)."""
-
-    def __init__(self, cluster: Cluster, per_round_trip: int) -> None:
+    def __init__(self, cluster: Cluster, view_name: str, per_round_trip: int) -> None:
+        self._cluster = cluster
+        self._view_name = view_name
         self._nodes = cluster.nodes_manager
         self._per_round_trip = max(1, per_round_trip)
         self._open: dict[str, tuple[Node, list[ScriptCall]]] = {}
 
-    def add(self, call: ScriptCall) -> tuple[Node, list[ScriptCall]] | None:
-        """Buffer ``call``; a full batch ``(node, calls)`` to send now, or None."""
-        node = self._nodes.get_node_from_slot(_slot_of_call(call))
-        entry = self._open.get(node.name)
-        if entry is None:
-            entry = self._open[node.name] = (node, [])
-        entry[1].append(call)
-        if len(entry[1]) < self._per_round_trip:
-            return None
-        del self._open[node.name]
-        return entry
+    def jobs(self, group: Sequence[ScriptCall]) -> list[Job]:
+        full = []
+        for call in group:
+            node = self._nodes.get_node_from_slot(_slot_of_call(call))
+            entry = self._open.get(node.name)
+            if entry is None:
+                entry = self._open[node.name] = (node, [])
+            entry[1].append(call)
+            if len(entry[1]) >= self._per_round_trip:
+                del self._open[node.name]
+                full.append(self._job(*entry))
+        return full
 
-    def drain(self) -> list[tuple[Node, list[ScriptCall]]]:
-        """Every partly filled batch, emptied out."""
-        batches = list(self._open.values())
+    def drain(self) -> list[Job]:
+        batches = [self._job(node, calls) for node, calls in self._open.values()]
         self._open.clear()
         return batches
 
+    def _job(self, node: Node, calls: list[ScriptCall]) -> Job:
+        return Job(
+            progress_rows(calls), _write_on_node(self._cluster, node, calls, self._view_name)
+        )
 
-def _rows(calls: Sequence[ScriptCall]) -> int:
-    return sum(call.progress_rows for call in calls)
 
-
-class ClusterSender(_write.RoundTrips):
+class ClusterSender(RoundTrips):
     """Routes single-slot script calls to their masters (sync API), ``calls_per_round_trip``
     calls per round trip, up to ``concurrency`` round trips in flight on the executor.
 
-    Same interface as ``_write.Sender`` (``submit`` groups, then ``finish`` or ``abort``);
+    Same interface as ``send.Sender`` (``submit`` groups, then ``finish`` or ``abort``);
     progress is reported from the calling thread as round trips complete, in rows.
     """
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: SyncRedisCluster,
         view_name: str,
         *,
-        executor: Executor | None,
-        concurrency: int,
-        progress: Progress,
         calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
-        window: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            executor=executor, concurrency=concurrency, progress=progress, window=window
-        )
-        self._cluster = cluster
-        self._view_name = view_name
-        self._batches = _NodeBatches(cluster, calls_per_round_trip)
-
-    def submit(self, group: Iterable[ScriptCall]) -> None:
-        for call in group:
-            batch = self._batches.add(call)
-            if batch is not None:
-                self._dispatch(*batch)
-
-    def _dispatch(self, node: Node, calls: list[ScriptCall]) -> None:
-        self._start(_rows(calls), run_on_node, self._cluster, node, calls, self._view_name)
-
-    def _flush(self) -> None:
-        for node, calls in self._batches.drain():
-            self._dispatch(node, calls)
-
-    def abort(self) -> None:
-        """Drop what is buffered and wait for what is in flight, without reporting."""
-        self._batches.drain()
-        super().abort()
+        planner = NodePlanner(cluster, view_name, calls_per_round_trip)
+        super().__init__(planner, partial(send_request, cluster), **options)
 
 
-class AsyncClusterSender(_write.AsyncRoundTrips):
+class AsyncClusterSender(AsyncRoundTrips):
     """:class:`ClusterSender` for the asyncio cluster client."""
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: AsyncRedisCluster,
         view_name: str,
         *,
-        concurrency: int,
-        progress: Progress,
         calls_per_round_trip: int = CALLS_PER_NODE_ROUND_TRIP,
-        window: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(concurrency=concurrency, progress=progress, window=window)
-        self._cluster = cluster
-        self._view_name = view_name
-        self._batches = _NodeBatches(cluster, calls_per_round_trip)
-
-    async def submit(self, group: Iterable[ScriptCall]) -> None:
-        for call in group:
-            batch = self._batches.add(call)
-            if batch is not None:
-                await self._dispatch(*batch)
-
-    async def _dispatch(self, node: Node, calls: list[ScriptCall]) -> None:
-        await self._start(
-            _rows(calls), run_on_node_async, self._cluster, node, calls, self._view_name
-        )
-
-    async def _flush(self) -> None:
-        for node, calls in self._batches.drain():
-            await self._dispatch(node, calls)
-
-    async def abort(self) -> None:
-        self._batches.drain()
-        await super().abort()
+        planner = NodePlanner(cluster, view_name, calls_per_round_trip)
+        super().__init__(planner, partial(send_request_async, cluster), **options)

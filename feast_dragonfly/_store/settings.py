@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from feast_dragonfly._protocol import topology
+from feast_dragonfly._protocol.deployment import client_settings
 from feast_dragonfly._protocol.settings import ClientSettings
 
 
@@ -43,10 +43,8 @@ class StoreSettings:
         return max(1, min(requested or self.write_concurrency, self.client.max_connections))
 
 
-#: The config fields that become :class:`ClientSettings` (besides the parsed connection).
+#: The config fields that become the rest of :class:`ClientSettings`.
 CLIENT_FIELDS = (
-    "redis_type",
-    "sentinel_master",
     "max_connections",
     "socket_timeout",
     "socket_connect_timeout",
@@ -63,18 +61,19 @@ TUNING_FIELDS = (
     "read_concurrency",
     "full_scan_for_deletion",
 )
+#: The config fields parsed together into the connection (where, and which topology).
+CONNECTION_FIELDS = ("connection_string", "redis_type", "sentinel_master")
 #: Config fields that are not settings of their own.
-NOT_SETTINGS = ("type", "connection_string")
+NOT_SETTINGS = ("type",)
 
 
 def settings_from(config: Any) -> StoreSettings:
     """Parse a ``DragonflyOnlineStoreConfig`` (raises ``DragonflyConfigError`` on a bad
     connection string, and on TLS options without TLS, without echoing a password)."""
-    connection = topology.parse_topology(
-        config.connection_string, config.redis_type, config.sentinel_master
+    client = client_settings(
+        config.connection_string,
+        config.redis_type,
+        config.sentinel_master,
+        **{name: getattr(config, name) for name in CLIENT_FIELDS},
     )
-    client = ClientSettings(
-        connection=connection, **{name: getattr(config, name) for name in CLIENT_FIELDS}
-    )
-    client.pool_kwargs(object)  # validates the TLS options against ssl=...
     return StoreSettings(client=client, **{name: getattr(config, name) for name in TUNING_FIELDS})

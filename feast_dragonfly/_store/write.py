@@ -3,23 +3,19 @@
 Feast's store reads every row's timestamp, compares in Python and writes in a second round
 trip, so a concurrent writer can slip in between. Here the comparison runs inside a Lua
 script on the server, atomically for the keys of one call, and the TTL is applied in the same
-call. Sync and async paths share the encoding and differ only in how they send.
+call. This module encodes; ``send.py`` carries the calls, the same way for the sync and the
+async API.
 
 Encoding goes straight to RESP bytes (no redis-py command packing): each ``EVALSHA`` is built
 from pre-encoded pieces, so the hot path is a handful of byte joins per row (per batch, for
-the column-wise materialization path). Chunks are spread over several pooled connections —
-threads for the sync API, asyncio tasks for the async one — ``write_concurrency`` at a
-time, and a bounded window ahead of the caller, so encoding and sending overlap. Within one batch only the row Feast would keep survives per entity key (the first row
-with the newest event time), so chunks can run in any order and still give Feast's result.
+the column-wise materialization path). Within one batch only the row Feast would keep
+survives per entity key (the first row with the newest event time), so calls can run in any
+order, over several connections at once, and still give Feast's result.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -27,14 +23,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from redis import exceptions as redis_exceptions
 
-from feast_dragonfly._protocol import flow, wire
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol import script as _script
-from feast_dragonfly._protocol import transport as _transport
-from feast_dragonfly._protocol.flow import Flow
-from feast_dragonfly._protocol.keys import Progress
+from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.script import ScriptCall
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store.layout import Row
@@ -202,11 +194,14 @@ def plan_columnar_calls(
         yield ScriptCall(command, keys.slice(start, stop - start), stop - start)
 
 
-# --------------------------------------------------------------------------- sending
+# --------------------------------------------------------------------------- round trips
 
 
-def group_calls(calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP):
-    """Consecutive calls in groups: one group is one round trip on one connection."""
+def group_calls(
+    calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP
+) -> Iterator[list[ScriptCall]]:
+    """Consecutive calls in groups: on a single server one group is one round trip on one
+    connection (``send.ServerPlanner``)."""
     group: list[ScriptCall] = []
     for call in calls:
         group.append(call)
@@ -215,265 +210,3 @@ def group_calls(calls: Iterable[ScriptCall], size: int = CALLS_PER_ROUND_TRIP):
             group = []
     if group:
         yield group
-
-
-def _progress_rows(calls: Iterable[ScriptCall]) -> int:
-    return sum(call.progress_rows for call in calls)
-
-
-class RoundTrips:
-    """Runs round trips (a function returning the rows it wrote) on ``executor``, up to
-    ``concurrency`` at once, each on its own pooled connection; shared by the single-server
-    :class:`Sender` and the cluster's per-master sender.
-
-    Starting one returns as soon as it is queued, unless ``window`` round trips (default:
-    ``concurrency``) are already queued or in flight, in which case it first waits for the
-    oldest — so the caller encodes the next chunk while the server executes the previous ones,
-    and memory stays bounded. A window larger than ``concurrency`` lets a caller that encodes
-    in large batches (materialization) queue a whole batch and convert the next one while the
-    server works through it, instead of leaving the server idle during each conversion.
-    Progress is reported from the calling thread, in rows, in submission order.
-    """
-
-    def __init__(
-        self,
-        *,
-        executor: Executor | None,
-        concurrency: int,
-        progress: Progress,
-        window: int | None = None,
-    ) -> None:
-        self._executor = executor if concurrency > 1 else None
-        self._window = max(1, concurrency, window or 0)
-        self._progress = progress
-        self._in_flight: deque[tuple[Future, int]] = deque()
-        self.written = 0
-
-    def _start(self, rows: int, run: Callable[..., int], *args: Any) -> None:
-        if self._executor is None:
-            self.written += run(*args)
-            self._report(rows)
-            return
-        while len(self._in_flight) >= self._window:
-            self._collect_oldest()
-        self._in_flight.append((self._executor.submit(run, *args), rows))
-
-    def _collect_oldest(self) -> None:
-        future, rows = self._in_flight.popleft()
-        self.written += future.result()
-        self._report(rows)
-
-    def _report(self, rows: int) -> None:
-        if self._progress and rows:
-            self._progress(rows)
-
-    def submit(self, group: Sequence[ScriptCall]) -> None:
-        """Start (or queue) the round trips of ``group``."""
-        raise NotImplementedError
-
-    def _flush(self) -> None:
-        """Start whatever a subclass still buffers (called by :meth:`finish`)."""
-
-    def finish(self) -> int:
-        """Wait for every round trip; returns the rows written. On an error, waits for the
-        others (without reporting them) and raises the first."""
-        try:
-            self._flush()
-            while self._in_flight:
-                self._collect_oldest()
-        except BaseException:
-            self.abort()
-            raise
-        return self.written
-
-    def abort(self) -> None:
-        """Wait for what is in flight without reporting (after an error elsewhere)."""
-        for future, _ in self._in_flight:
-            future.cancel()
-        for future, _ in self._in_flight:
-            try:
-                future.result()
-            except BaseException:  # noqa: BLE001 - the first error is the one raised
-                pass
-        self._in_flight.clear()
-
-
-class AsyncRoundTrips:
-    """:class:`RoundTrips` for asyncio: round trips are tasks, at most ``concurrency`` of them
-    talking to the server at once and at most ``window`` started ahead of the caller, so an
-    async write encodes as it sends instead of encoding everything first."""
-
-    def __init__(
-        self,
-        *,
-        concurrency: int,
-        progress: Progress,
-        window: int | None = None,
-    ) -> None:
-        self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._window = max(1, concurrency, window or 0)
-        self._progress = progress
-        self._in_flight: deque[tuple[asyncio.Task, int]] = deque()
-        self.written = 0
-
-    async def _start(self, rows: int, run: Callable[..., Awaitable[int]], *args: Any) -> None:
-        while len(self._in_flight) >= self._window:
-            await self._collect_oldest()
-        self._in_flight.append((asyncio.ensure_future(self._limited(run, *args)), rows))
-
-    async def _limited(self, run: Callable[..., Awaitable[int]], *args: Any) -> int:
-        async with self._slots:
-            return await run(*args)
-
-    async def _collect_oldest(self) -> None:
-        task, rows = self._in_flight.popleft()
-        self.written += await task
-        if self._progress and rows:
-            self._progress(rows)
-
-    async def submit(self, group: Sequence[ScriptCall]) -> None:
-        """Start (or queue) the round trips of ``group``."""
-        raise NotImplementedError
-
-    async def _flush(self) -> None:
-        """Start whatever a subclass still buffers (called by :meth:`finish`)."""
-
-    async def finish(self) -> int:
-        """Wait for every round trip; returns the rows written, or raises the first error
-        once the others are done."""
-        try:
-            await self._flush()
-            while self._in_flight:
-                await self._collect_oldest()
-        except BaseException:
-            await self.abort()
-            raise
-        return self.written
-
-    async def abort(self) -> None:
-        """Cancel what has not finished and wait for it, without reporting."""
-        tasks = [task for task, _ in self._in_flight]
-        self._in_flight.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class Sender(RoundTrips):
-    """Sends groups of calls (one group: one round trip on one connection) to one server."""
-
-    def __init__(
-        self,
-        pool: Any,
-        view_name: str,
-        *,
-        executor: Executor | None,
-        concurrency: int,
-        progress: Progress,
-        window: int | None = None,
-    ) -> None:
-        super().__init__(
-            executor=executor, concurrency=concurrency, progress=progress, window=window
-        )
-        self._pool = pool
-        self._view_name = view_name
-
-    def submit(self, group: Sequence[ScriptCall]) -> None:
-        self._start(_progress_rows(group), run_group, self._pool, group, self._view_name)
-
-
-class AsyncSender(AsyncRoundTrips):
-    """:class:`Sender` for asyncio pools."""
-
-    def __init__(
-        self,
-        pool: Any,
-        view_name: str,
-        *,
-        concurrency: int,
-        progress: Progress,
-        window: int | None = None,
-    ) -> None:
-        super().__init__(concurrency=concurrency, progress=progress, window=window)
-        self._pool = pool
-        self._view_name = view_name
-
-    async def submit(self, group: Sequence[ScriptCall]) -> None:
-        await self._start(
-            _progress_rows(group), run_group_async, self._pool, group, self._view_name
-        )
-
-
-def send_all(sender: RoundTrips, calls: Iterable[ScriptCall]) -> int:
-    """Every call through ``sender`` (a :class:`Sender` or the cluster's); rows written."""
-    try:
-        for group in group_calls(calls):
-            sender.submit(group)
-    except BaseException:
-        sender.abort()
-        raise
-    return sender.finish()
-
-
-async def send_all_async(sender: AsyncRoundTrips, calls: Iterable[ScriptCall]) -> int:
-    """:func:`send_all` for an async sender."""
-    try:
-        for group in group_calls(calls):
-            await sender.submit(group)
-    except BaseException:
-        await sender.abort()
-        raise
-    return await sender.finish()
-
-
-# --------------------------------------------------------------------------- one round trip
-
-
-@dataclass(frozen=True)
-class _Exchange:
-    """Packed commands for one pooled connection, and how many replies to read."""
-
-    payloads: list[bytes]
-    replies: int
-
-
-def _send_calls(group: Sequence[ScriptCall]) -> Flow[list[Any]]:
-    # Resent whole on a fresh connection after a transient failure (by the transport): every
-    # call is event-time guarded, so one the server already applied is skipped the second time.
-    try:
-        return (yield _Exchange([call.command for call in group], len(group)))
-    except redis_exceptions.ConnectionError as exc:
-        raise _script.with_size_hint(exc, group) from exc.__context__
-
-
-def _write_group(group: Sequence[ScriptCall], view_name: str) -> Flow[int]:
-    """One round trip; the script loaded and the calls that met NOSCRIPT resent if the server
-    lacks it. Only those: when another connection loads the script mid-group, the calls after
-    that point ran, and resending them would count their rows as 0 (already written)."""
-    replies = list((yield from _send_calls(group)))
-    again = _script.needs_load(replies)
-    if again:
-        [loaded] = yield _Exchange([_script.LOAD_COMMAND], 1)
-        _script.check_loaded(loaded)
-        answers = yield from _send_calls([group[i] for i in again])
-        for i, reply in zip(again, answers):
-            replies[i] = reply
-    return _script.rows_written(group, replies, view_name)
-
-
-def run_group(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
-    """Send one group of calls on one connection; returns the number of rows written."""
-
-    def send(request: _Exchange) -> list[Any]:
-        return _transport.exchange(pool, request.payloads, request.replies, check_health=False)
-
-    return flow.run(_write_group(group, view_name), send)
-
-
-async def run_group_async(pool: Any, group: Sequence[ScriptCall], view_name: str) -> int:
-    async def send(request: _Exchange) -> list[Any]:
-        return await _transport.exchange_async(
-            pool, request.payloads, request.replies, check_health=False
-        )
-
-    return await flow.run_async(_write_group(group, view_name), send)

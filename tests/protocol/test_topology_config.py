@@ -240,3 +240,49 @@ def test_other_write_errors_and_a_second_failure_are_not_retried():
     with pytest.raises(DragonflyConnectionError):
         topology.retry_after_failover(always_down, None, Client())
     assert calls[0] == 2
+
+
+def test_the_failover_flow_asks_for_an_attempt_a_disconnect_and_one_more():
+    """The decision itself, no client: each request is the reporter of an attempt, or
+    ``_Disconnect`` between the two."""
+    seen: list[int] = []
+    steps = topology._failover_flow(seen.append)
+    first = next(steps)
+    first(3)
+    assert steps.throw(DragonflyConnectionError("the master went away")) is topology._Disconnect
+    second = steps.send(None)
+    second(2)
+    second(5)
+    with pytest.raises(StopIteration) as done:
+        steps.send("written")
+    assert done.value.value == "written"
+    assert seen == [3, 4]  # the second attempt's first 3 rows were reported already
+
+    steps = topology._failover_flow(None)
+    next(steps)
+    with pytest.raises(DragonflyDataError):  # not a failover: raised, nothing retried
+        steps.throw(DragonflyDataError("WRONGTYPE"))
+
+
+async def test_the_async_driver_carries_the_same_flow():
+    class Pool:
+        dropped = 0
+
+        async def disconnect(self, inuse_connections: bool = True) -> None:
+            assert inuse_connections is False
+            Pool.dropped += 1
+
+    client = type("Client", (), {"connection_pool": Pool()})()
+    seen: list[int] = []
+    attempts: list[int] = []
+
+    async def write(report):
+        attempts.append(1)
+        report(4)
+        if len(attempts) == 1:
+            raise DragonflyDataError("-READONLY You can't write against a read only replica.")
+        report(6)
+        return len(attempts)
+
+    assert await topology.retry_after_failover_async(write, seen.append, client) == 2
+    assert Pool.dropped == 1 and seen == [4, 6]

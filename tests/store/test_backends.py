@@ -30,8 +30,9 @@ from store_kit import (
 
 from feast_dragonfly import DragonflyConfigError, DragonflyOnlineStore
 from feast_dragonfly._protocol import wire as _wire
+from feast_dragonfly._protocol.deployment import Deployment
 from feast_dragonfly._store import settings as _settings
-from feast_dragonfly._store.backends import Backend, ClusterBackend, SentinelBackend, open_backend
+from feast_dragonfly._store.backends import Backend, ClusterBackend, open_backend
 from feast_dragonfly._store.online_store import DragonflyOnlineStoreConfig
 
 UTC = timezone.utc
@@ -135,7 +136,12 @@ def test_packed_commands_round_trip_through_the_wire_module():
 
 
 def test_every_config_field_is_a_setting():
-    mapped = set(_settings.CLIENT_FIELDS + _settings.TUNING_FIELDS + _settings.NOT_SETTINGS)
+    mapped = set(
+        _settings.CONNECTION_FIELDS
+        + _settings.CLIENT_FIELDS
+        + _settings.TUNING_FIELDS
+        + _settings.NOT_SETTINGS
+    )
     assert mapped == set(DragonflyOnlineStoreConfig.model_fields)
 
 
@@ -157,12 +163,16 @@ def test_settings_are_parsed_once_and_follow_assignments():
 
 @pytest.mark.parametrize(
     ("redis_type", "backend"),
-    [("redis", Backend), ("redis_cluster", ClusterBackend), ("redis_sentinel", SentinelBackend)],
+    [("redis", Backend), ("redis_cluster", ClusterBackend), ("redis_sentinel", Backend)],
 )
-def test_one_backend_class_per_deployment(redis_type, backend):
+def test_one_backend_class_per_way_of_reading_and_writing(redis_type, backend):
+    """A Sentinel master is read and written as a server is (its clients and its failover
+    retry are the deployment's); a cluster routes by slot."""
     nodes = "h1:7000" if redis_type == "redis" else "h1:7000,h2:7001"
     config = DragonflyOnlineStoreConfig(connection_string=nodes, redis_type=redis_type)
-    assert type(open_backend(config.settings().client)) is backend
+    opened = open_backend(config.settings().client)
+    assert type(opened) is backend
+    assert isinstance(opened, Deployment) and opened.kind == redis_type
 
 
 def test_the_store_keeps_its_backend_until_the_connection_changes(

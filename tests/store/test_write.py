@@ -1,34 +1,29 @@
-"""``_store.write``: rows and columns planned into event-time script calls, and sent.
+"""``_store.write``: rows and columns planned into event-time script calls (sent by ``send``).
 
 * ``plan_calls`` packs rows as ``EVALSHA sha n keys... ttl _ts:view`` + per row ``seconds nanos
   m _ts:view stamp field value...`` (checked argument by argument, for any feature names and
   values), at most ``rows_per_call`` rows and ``MAX_ARGS_PER_CALL`` arguments per call, one row
   per entity key (the first with the newest time) while progress still counts every row.
 * ``plan_columnar_calls`` (with ``bulk_array`` / ``offsets``) produces the very same bytes.
-* ``run_group`` / ``run_group_async`` and ``send_all`` through ``Sender`` / ``AsyncSender`` on
-  the real server: rows land in Feast's layout (read back with HGETALL), the script is loaded
-  again after ``SCRIPT FLUSH``, and an error reply becomes an error naming the entity.
+* ``group_calls`` cuts calls into consecutive groups of ``CALLS_PER_ROUND_TRIP``.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
 import pytest
-import redis.asyncio as redis_asyncio
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from hypothesis import given
 from hypothesis import strategies as st
 from store_kit import entity_key, hash_key, row
 
-from feast_dragonfly._protocol import flow, script, transport, wire
+from feast_dragonfly._protocol import script, wire
 from feast_dragonfly._protocol.keys import feature_field
 from feast_dragonfly._store import write
 from feast_dragonfly._store.layout import encode_event_time
-from feast_dragonfly.errors import DragonflyDataError
 
 VIEW = "drivers"
 TS = b"_ts:drivers"
@@ -45,13 +40,6 @@ def row_args(values: dict[str, ValueProto], when: datetime, view: str = VIEW) ->
     pairs = [p for n, v in values.items() for p in (feature_field(view, n), v.SerializeToString())]
     ts = b"_ts:" + view.encode()
     return [b"%d" % seconds, b"%d" % nanos, b"%d" % (2 + len(pairs)), ts, stamp, *pairs]
-
-
-def async_pool(server) -> redis_asyncio.ConnectionPool:
-    return redis_asyncio.ConnectionPool(
-        host=server.host, port=server.port, db=server.db, username=server.username,
-        password=server.password,
-    )  # fmt: skip
 
 
 def test_rows_are_packed_call_by_call_in_the_scripts_layout():
@@ -157,83 +145,3 @@ def test_group_calls():
     calls = plan([row(k, T0, k) for k in range(10)], rows_per_call=1)
     assert [len(g) for g in write.group_calls(calls)] == [4, 4, 2]
     assert [len(g) for g in write.group_calls(calls, 3)] == [3, 3, 3, 1]
-
-
-# --------------------------------------------------------------------------- sending
-
-
-def expected_hash(r) -> dict[bytes, bytes]:
-    args = row_args(r[1], r[2])
-    return dict(zip(args[3::2], args[4::2]))
-
-
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_send_all_writes_feasts_layout_and_reloads_the_script(redis_client, concurrency):
-    rows = [row(k, T0, k, ("a", "b")) for k in range(23)]
-    redis_client.script_flush()  # the first round trip meets NOSCRIPT and loads the script
-    seen: list[int] = []
-    with ThreadPoolExecutor(concurrency) as executor:
-        sender = write.Sender(redis_client.connection_pool, VIEW, executor=executor,
-                              concurrency=concurrency, progress=seen.append)  # fmt: skip
-        assert write.send_all(sender, plan(rows, rows_per_call=2)) == 23
-    assert seen == [8, 8, 7]  # per round trip: 4 calls of 2 rows
-    for r in rows:
-        assert redis_client.hgetall(hash_key(r[0])) == expected_hash(r)
-    older = [row(k, T0 - timedelta(seconds=1), -1, ("a", "b")) for k in range(23)]
-    for group in write.group_calls(plan(older, rows_per_call=5)):
-        assert write.run_group(redis_client.connection_pool, group, VIEW) == 0  # guarded
-
-
-def test_a_group_that_meets_the_script_loaded_midway_counts_every_row(redis_client):
-    """Another connection can load the script while a group is on the wire: the calls before
-    that point answer NOSCRIPT, the later ones run. Only the NOSCRIPT calls are resent, so
-    the rows of the calls that ran are counted (a whole resend counted them as 0)."""
-    rows = [row(k, T0, k, ("a", "b")) for k in range(8)]
-    [group] = write.group_calls(plan(rows, rows_per_call=2))  # 4 calls of 2 rows
-    pool = redis_client.connection_pool
-    redis_client.script_flush()
-    first = True
-
-    def send(request):
-        nonlocal first
-        if not first:
-            return transport.exchange(pool, request.payloads, request.replies)
-        first = False
-        # The first exchange, split where "another connection" loads the script.
-        head = transport.exchange(pool, [group[0].command, group[1].command], 2)
-        redis_client.script_load(script.SOURCE)
-        tail = transport.exchange(pool, [group[2].command, group[3].command], 2)
-        return head + tail
-
-    assert flow.run(write._write_group(group, VIEW), send) == 8
-    for r in rows:
-        assert redis_client.hgetall(hash_key(r[0])) == expected_hash(r)
-
-
-async def test_the_async_path_writes_the_same(redis_client, redis_server):
-    rows = [row(k, T0, k, ("a",)) for k in range(9)] + [row(3, T0 + timedelta(hours=1), 33, ("a",))]
-    redis_client.script_flush()
-    pool = async_pool(redis_server)
-    seen: list[int] = []
-    try:
-        [group] = write.group_calls(plan(rows[:2], rows_per_call=1))
-        assert await write.run_group_async(pool, group, VIEW) == 2  # NOSCRIPT, load, resend
-        sender = write.AsyncSender(pool, VIEW, concurrency=2, progress=seen.append)
-        assert await write.send_all_async(sender, plan(rows, rows_per_call=2)) == 7
-        assert await write.run_group_async(pool, group, VIEW) == 0  # already stored
-    finally:
-        await pool.disconnect()
-    assert sum(seen) == 10
-    assert redis_client.hgetall(hash_key(3)) == expected_hash(rows[-1])
-    assert redis_client.hgetall(hash_key(8)) == expected_hash(rows[8])
-
-
-def test_an_error_reply_names_the_entity_and_keeps_its_data(redis_client):
-    redis_client.set(hash_key(4), b"not a hash")
-    calls = plan([row(k, T0, k) for k in range(6)], rows_per_call=2)
-    sender = write.Sender(redis_client.connection_pool, VIEW, executor=None, concurrency=1,
-                          progress=None)  # fmt: skip
-    with pytest.raises(DragonflyDataError, match=r"'drivers' for entity driver_id=4: .*WRONGTYPE"):
-        write.send_all(sender, calls)
-    assert redis_client.get(hash_key(4)) == b"not a hash"
-    assert redis_client.exists(hash_key(1)) and not redis_client.exists(hash_key(5))
