@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import redis
 import redis.asyncio as redis_asyncio
 import redis.asyncio.cluster as redis_asyncio_cluster
+import redis.asyncio.retry as redis_async_retry
 import redis.asyncio.sentinel as redis_asyncio_sentinel
 import redis.cluster as redis_cluster
 import redis.sentinel as redis_sentinel
@@ -213,11 +214,14 @@ class AsyncRedisCluster(FastPathLimits, redis_asyncio_cluster.RedisCluster):  # 
     """redis-py's asyncio cluster client with :class:`FastPathLimits`."""
 
 
-def _sentinel_kwargs(settings: TopologySettings, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _sentinel_kwargs(
+    settings: TopologySettings, kwargs: Mapping[str, Any], *, for_asyncio: bool
+) -> dict[str, Any]:
     """How to talk to the sentinels themselves: redis-py's default (the socket options of the
-    data connections), no retry, plus our ``sentinel_username`` / ``sentinel_password``."""
+    data connections), no retry (of the client's own kind: redis-py converts a sync one with
+    a warning), plus our ``sentinel_username`` / ``sentinel_password``."""
     out = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
-    out["retry"] = _NO_RETRY
+    out["retry"] = redis_async_retry.Retry(NoBackoff(), 0) if for_asyncio else _NO_RETRY
     if "sentinel_username" in settings.sentinel_options:
         out["username"] = settings.sentinel_options["sentinel_username"]
     if "sentinel_password" in settings.sentinel_options:
@@ -296,7 +300,7 @@ def _sentinel_master(settings: ClientSettings, *, for_asyncio: bool) -> Any:
     kwargs = _topology_kwargs(settings, ssl_class)
     sentinel = sentinel_class(
         list(connection.nodes),
-        sentinel_kwargs=_sentinel_kwargs(connection, kwargs),
+        sentinel_kwargs=_sentinel_kwargs(connection, kwargs, for_asyncio=for_asyncio),
         **kwargs,
         retry=make_retry(settings, for_asyncio=for_asyncio),
     )
