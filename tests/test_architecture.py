@@ -1,8 +1,8 @@
 """The package's shape: the rules a newcomer relies on to know where a change goes.
 
 The import contracts themselves run in ``make contracts`` (lint-imports); these check what
-they cannot: the document drawn from them, module sizes, the top level, and the public paths
-older configs and scripts use.
+they cannot: the document drawn from them, module sizes, the top level, a test file for every
+protocol and store module, and the public paths older configs and scripts use.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 from architecture_kit import PACKAGE, REPO, documented, render
 
 MAX_MODULE_LINES = 500
+#: Packages whose every module has a test file of its own, and the tests folder mirroring each.
+MIRRORED_TESTS = {"_protocol": "protocol", "_store": "store"}
 #: The public entry points: the package, its errors, the CLI, and older import paths kept
 #: working for feature_store.yaml files and scripts written against them.
 TOP_LEVEL = {
@@ -55,23 +57,44 @@ def test_every_subpackage_says_what_it_is_for() -> None:
         assert init.read_text().lstrip().startswith('"""'), f"{package.name}/__init__.py"
 
 
+def _missing_test_files(package: str, folder: str) -> list[str]:
+    """Modules of ``feast_dragonfly/<package>`` (subpackages too) without a test file of their
+    own: ``test_<module>.py`` or ``test_<module>_<aspect>.py`` in the folder of
+    ``tests/<folder>`` that mirrors the module's subpackage."""
+    source, tests = PACKAGE / package, REPO / "tests" / folder
+    taken = {path.name for path in (REPO / "tests").rglob("test_*.py")}
+    missing = []
+    for module in sorted(source.rglob("*.py")):
+        if module.name == "__init__.py":
+            continue
+        relative = module.relative_to(source)
+        where = tests / relative.parent
+        name = f"test_{module.stem}"
+        if (where / f"{name}.py").is_file() or any(where.glob(f"{name}_*.py")):
+            continue
+        # pytest needs unique basenames across tests/ (its folders are no packages).
+        expected = f"{name}.py" if f"{name}.py" not in taken else f"{name}_<aspect>.py"
+        missing.append(
+            f"feast_dragonfly/{package}/{relative}: add {where.relative_to(REPO)}/{expected}"
+        )
+    return missing
+
+
 def test_tests_mirror_the_package() -> None:
     """One test folder per concern; every protocol and store module has a test of its own."""
     tests = REPO / "tests"
     for package in ("_protocol", "_store", "_engines", "_serve", "_admin", "testing"):
         assert (tests / package.lstrip("_")).is_dir(), f"tests/{package.lstrip('_')}/ missing"
-    own = {p.name for folder in ("protocol", "store") for p in (tests / folder).glob("test_*.py")}
-    for module in (
-        "wire",
-        "flow",
-        "transport",
-        "connection",
-        "topology",
-        "script",
-        "read",
-        "write",
-    ):
-        assert f"test_{module}.py" in own, f"no tests/*/test_{module}.py"
+    missing = [
+        line
+        for package, folder in MIRRORED_TESTS.items()
+        for line in _missing_test_files(package, folder)
+    ]
+    assert not missing, (
+        "modules without a test file of their own (test_<module>.py or "
+        "test_<module>_<aspect>.py, in the tests folder mirroring the module's package):\n  "
+        + "\n  ".join(missing)
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 The store parses them from its config (``_store.settings.settings_from``) and the admin tools
 build them from command-line flags; both hand them to ``topology``'s client builders. Equal
-settings mean the same clients can serve them, so they are a frozen, hashable value.
+settings mean the same clients can serve them, so they are a frozen value compared with ``==``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""The store's core: settings parsed once, one backend per deployment, and the rules that used
-to be written twice (sync and async) and had drifted apart.
+"""``_store.backends``: one backend per deployment, and the rules that used to be written
+twice (sync and async) and had drifted apart.
 
+* ``open_backend`` picks one backend class per way of reading and writing (a Sentinel master
+  is read and written as a server is, a cluster by slot); the store keeps its backend until
+  the connection settings change (tuning alone keeps it).
 * ``close()`` stops every thread the store started — it used to stop the read threads and
   leave the write threads running.
 * An async write encodes its script calls as it sends them, a bounded window ahead, as the
@@ -8,6 +11,9 @@ to be written twice (sync and async) and had drifted apart.
   cluster variant is in ``test_cluster.py``).
 * A protocol error (the server gave up on a command and closes the connection) stands for
   every reply still owed, decided in one place for both drivers.
+
+How the config becomes settings (parsed once) is in ``test_config.py`` and
+``test_settings.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +34,9 @@ from store_kit import (
     stored_values,
 )
 
-from feast_dragonfly import DragonflyConfigError, DragonflyOnlineStore
+from feast_dragonfly import DragonflyOnlineStore
 from feast_dragonfly._protocol import wire as _wire
 from feast_dragonfly._protocol.deployment import Deployment
-from feast_dragonfly._store import settings as _settings
 from feast_dragonfly._store.backends import Backend, ClusterBackend, open_backend
 from feast_dragonfly._store.online_store import DragonflyOnlineStoreConfig
 
@@ -132,33 +137,7 @@ def test_packed_commands_round_trip_through_the_wire_module():
     assert _wire.arguments(packed) == [b"HMGET", b"key", b"", b"\r\n$3"]
 
 
-# --------------------------------------------------------------------------- settings, once
-
-
-def test_every_config_field_is_a_setting():
-    mapped = set(
-        _settings.CONNECTION_FIELDS
-        + _settings.CLIENT_FIELDS
-        + _settings.TUNING_FIELDS
-        + _settings.NOT_SETTINGS
-    )
-    assert mapped == set(DragonflyOnlineStoreConfig.model_fields)
-
-
-def test_settings_are_parsed_once_and_follow_assignments():
-    config = DragonflyOnlineStoreConfig(connection_string="db1:6379,password=s3cret")
-    first = config.settings()
-    assert config.settings() is first
-    assert first.client.connection.address == "db1:6379"
-    config.read_chunk_size = 7
-    assert config.settings().read_chunk_size == 7
-    assert config.settings().client == first.client  # same connections: same backend
-    config.connection_string = "db2:6380"
-    assert config.settings().client.connection.address == "db2:6380"
-    with pytest.raises(DragonflyConfigError) as caught:
-        config.connection_string = "db3:6379,password=hunter2,ssl_ca_certs=/x"
-    assert "hunter2" not in str(caught.value)
-    assert config.settings().client.connection.address == "db2:6380"  # unchanged
+# --------------------------------------------------------------------------- backends
 
 
 @pytest.mark.parametrize(

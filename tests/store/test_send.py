@@ -1,8 +1,7 @@
 """``_store.send``: a write's round trips planned without I/O, run by a sync or async driver.
 
-* Planners, no server: a single server makes one round trip of each submitted group; a
-  cluster routes calls to the master of their slot, makes a round trip of each full batch and
-  of the partly filled ones at ``drain`` (which forgets them).
+* The single-server planner, no server: one round trip of each submitted group (the
+  cluster's, ``NodePlanner``, is in ``test_cluster_write.py``).
 * Drivers, with stand-in planners and sends: progress in submission order whatever order the
   round trips end in; at most ``window`` round trips queued ahead of the caller (the caller
   collecting the oldest when it is full); at most ``concurrency`` talking at once (asyncio);
@@ -20,17 +19,14 @@ import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as redis_asyncio
-from redis.crc import key_slot
 from store_kit import hash_key, row
 
 from feast_dragonfly._protocol import flow, script, transport
 from feast_dragonfly._protocol.keys import feature_field
 from feast_dragonfly._store import send, write
-from feast_dragonfly._store.cluster_write import NodePlanner
 from feast_dragonfly._store.layout import encode_event_time
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -55,50 +51,6 @@ def test_a_single_server_makes_one_round_trip_of_each_group():
     assert request.payloads == [calls[0].command, calls[1].command] and request.replies == 2
     assert [job.rows for job in planner.jobs(calls[2:])] == [4]
     assert planner.drain() == []
-
-
-class Slots:
-    """A cluster's slot map: slots below 8192 on master ``a``, the others on ``b``."""
-
-    def __init__(self) -> None:
-        self.a, self.b = SimpleNamespace(name="a"), SimpleNamespace(name="b")
-        self.nodes_manager = SimpleNamespace(get_node_from_slot=self.node)
-
-    def node(self, slot: int) -> SimpleNamespace:
-        return self.a if slot < 8192 else self.b
-
-
-def test_a_cluster_batches_calls_per_master_by_slot_and_drains_the_rest():
-    cluster = Slots()
-    calls = plan([row(k, T0, k) for k in range(40)], rows_per_call=1)
-    on = {"a": [], "b": []}
-    for call in calls:
-        on[cluster.node(key_slot(call.key(0))).name].append(call)
-    assert len(on["a"]) >= 7 and len(on["b"]) >= 7  # both masters get several
-    planner = NodePlanner(cluster, VIEW, per_round_trip=3)
-
-    jobs = [job for start in range(0, 40, 4) for job in planner.jobs(calls[start : start + 4])]
-    rest = planner.drain()
-    assert planner.drain() == []  # forgotten once drained
-    batches = {"a": [], "b": []}
-    for job in jobs + rest:
-        request = next(job.flow)  # a round trip to one master, its calls in input order
-        batches[request.node.name].append(request.payloads)
-        assert job.rows == len(request.payloads) == request.replies
-    for name, routed in on.items():
-        commands = [call.command for call in routed]
-        assert batches[name] == [commands[i : i + 3] for i in range(0, len(commands), 3)]
-    assert all(job.rows == 3 for job in jobs) and all(job.rows < 3 for job in rest)
-
-
-def test_a_cluster_batch_is_sent_as_soon_as_it_is_full():
-    cluster = Slots()
-    calls = plan([row(k, T0, k) for k in range(40)], rows_per_call=1)
-    first_on_a = [c for c in calls if key_slot(c.key(0)) < 8192][:2]
-    planner = NodePlanner(cluster, VIEW, per_round_trip=2)
-    assert planner.jobs(first_on_a[:1]) == []
-    [job] = planner.jobs(first_on_a[1:])
-    assert next(job.flow).payloads == [c.command for c in first_on_a]
 
 
 # --------------------------------------------------------------------------- drivers

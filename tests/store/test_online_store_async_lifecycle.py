@@ -1,4 +1,5 @@
-"""initialize() / close() and event-loop handling, as `feast serve` drives them.
+"""``_store.online_store``: initialize() / close() and event-loop handling, as `feast serve`
+drives them.
 
 Connections are counted on the server (CLIENT LIST, by a client name unique to each test),
 so "closed" means the server saw the sockets go, not that a Python object was dropped.

@@ -1,6 +1,8 @@
-"""update() / teardown() scoping, feature-view versioning, precompute, and Feast hook guards.
+"""``_store.online_store``: update() / teardown() scoping, feature-view versioning, precompute,
+and Feast hook guards.
 
-All against a real server. Several projects share one server, as they do in production.
+All against a real server. Several projects share one server, as they do in production (the
+deletions themselves, without the store, are ``test_maintenance.py``'s).
 """
 
 from __future__ import annotations
