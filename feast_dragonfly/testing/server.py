@@ -38,10 +38,10 @@ NO_RETRY = Retry(NoBackoff(), 0)
 class LocalServer:
     """A Redis-protocol server at ``host:port``; ``stop()`` ends it if we started it.
 
-    Attributes: ``host``, ``port``, ``kind`` (``"dragonfly"`` / ``"redis"``), ``version``,
-    ``binary`` (path, or ``None`` for an external server), ``pid``, ``password`` (never shown
-    by ``repr``), ``username`` (external servers with ACL users), ``db``, ``managed`` (``True``
-    when this object started the process).
+    Attributes: ``host``, ``port``, ``kind`` (``"dragonfly"`` / ``"redis"`` / ``"valkey"``),
+    ``version``, ``binary`` (path, or ``None`` for an external server), ``pid``, ``password``
+    (never shown by ``repr``), ``username`` (external servers with ACL users), ``db``,
+    ``managed`` (``True`` when this object started the process).
     """
 
     def __init__(
@@ -206,7 +206,9 @@ def connect_external(url: str) -> LocalServer:
     """Describe a server someone else runs (``redis://[[user]:password@]host:port[/db]``).
 
     The result has the same attributes as a started server; ``stop()`` leaves it alone. The
-    kind comes from ``INFO server`` (Dragonfly reports ``dragonfly_version``).
+    kind comes from ``INFO server``: Dragonfly reports ``dragonfly_version``, Valkey
+    ``server_name:valkey`` and ``valkey_version`` (its ``redis_version`` is the Redis release
+    it is compatible with, 7.2.4, not its own).
     """
     parts = urlsplit(url)
     if parts.scheme != "redis" or not parts.hostname:
@@ -241,6 +243,9 @@ def connect_external(url: str) -> LocalServer:
         server.kind = "dragonfly"
         match = SEMVER.search(str(info["dragonfly_version"]))
         server.version = match.group(1) if match else str(info["dragonfly_version"])
+    elif "valkey_version" in info or str(info.get("server_name", "")).lower() == "valkey":
+        server.kind = "valkey"
+        server.version = str(info.get("valkey_version", info.get("redis_version", "unknown")))
     else:
         server.version = str(info.get("redis_version", "unknown"))
     return server

@@ -6,8 +6,8 @@ Every local server — :func:`start_server`'s, and the test suite's TLS / restar
 reports free, and keep no data on disk.
 
 A password, when given, never appears on the server's command line (where ``ps`` would show
-it): redis-server reads it from a 0600 config file, Dragonfly from the ``DFLY_requirepass``
-environment variable.
+it): redis-server (and valkey-server, which takes the same flags) reads it from a 0600 config
+file, Dragonfly from the ``DFLY_requirepass`` environment variable.
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ def server_command(
     """The argv and environment for one start; the password goes in neither argv nor logs.
 
     What :func:`start_server` runs: ``binary`` on ``HOST:port`` in ``workdir``, no disk state,
-    ``requirepass password`` (redis-server: a 0600 config file in ``workdir``, Dragonfly: the
-    ``DFLY_requirepass`` variable), then ``extra``; ``proactor_threads`` is Dragonfly's thread
-    count. Public so servers started some other way (TLS, restarts on the same port, cluster
-    nodes) get the same safe command line.
+    ``requirepass password`` (redis-server and valkey-server: a 0600 config file in
+    ``workdir``, Dragonfly: the ``DFLY_requirepass`` variable), then ``extra``;
+    ``proactor_threads`` is Dragonfly's thread count. Public so servers started some other way
+    (TLS, restarts on the same port, cluster nodes) get the same safe command line.
     """
     env = dict(os.environ)
     if binary.kind == "dragonfly":

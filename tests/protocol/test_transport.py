@@ -104,6 +104,7 @@ class Killer(threading.Thread):
         assert self.killed is not None
 
 
+@pytest.mark.valkey
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 async def test_exchange_reads_every_reply_in_order_with_errors_in_place(
     redis_client, redis_server, use_async

@@ -19,6 +19,7 @@ def rows(count: int, shift: int = 0):
     return [row(e, T0 + timedelta(seconds=shift + e % 3), e, FEATURES) for e in range(count)]
 
 
+@pytest.mark.valkey
 @pytest.mark.parametrize("concurrency", [1, 2, 8])
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 async def test_chunks_over_several_connections_store_feasts_bytes(
@@ -66,6 +67,7 @@ def user_without_scripting(redis_client):
         redis_client.execute_command("ACL", "DELUSER", name)
 
 
+@pytest.mark.valkey
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 async def test_a_server_refusing_scripts_gives_a_clear_error(
     tmp_path, redis_server, redis_client, user_without_scripting, use_async

