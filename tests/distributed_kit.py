@@ -62,6 +62,35 @@ def test_same_bytes_as_the_single_process_engine(
     assert_same_keyspace(expected, dump_keyspace(redis_client))
 
 
+def record_dump(client: Any) -> dict[bytes, tuple[Any, bool]]:
+    """Every key: its string value (a compact record) or hash contents, and whether it
+    expires."""
+    out = {}
+    for key in sorted(client.scan_iter(count=1000)):
+        kind = client.type(key)
+        value = client.get(key) if kind in (b"string", "string") else client.hgetall(key)
+        out[key] = (value, client.pttl(key) > 0)
+    return out
+
+
+def test_compact_records_equal_the_single_process_engines(
+    tmp_path: Path, redis_client: Any, server_connection_string: str, engine: dict
+) -> None:
+    """``layout: compact``: the distributed engine stores the single-process engine's records
+    (and schema directory), byte for byte."""
+    repo = Repo(tmp_path, server_connection_string, typed_frame(600, seed=11))
+    compact = {"store_options": {"layout": "compact"}}
+    redis_client.flushall()
+    window(repo.store("ours", type=SINGLE, **compact))
+    expected = record_dump(redis_client)
+    assert sum(key.endswith(b":typed") for key in expected) > 100
+    redis_client.flushall()
+    store = repo.store("ours", **{**engine, "partitions": 3}, **compact)
+    assert engine_of(store) == expected_engine(engine)
+    window(store)
+    assert record_dump(redis_client) == expected
+
+
 def tie_frames(entities: int = 800, seed: int = 5) -> list[pd.DataFrame]:
     """Per entity 1-4 rows: equal event times with different created times, equal both
     (the digest decides), rows without a created time; shuffled over 4 files."""

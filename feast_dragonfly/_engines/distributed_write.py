@@ -216,6 +216,7 @@ def write_partition(spec: WriteSpec, batches: Iterable[pa.RecordBatch | pa.Table
                 concurrency=spec.write_concurrency,
                 rows_per_call=spec.write_rows_per_call,
                 ahead_rows=spec.batch_size,
+                schema=plan.schema,
             ) as writer:
                 for batch in chosen.to_batches(max_chunksize=spec.batch_size):
                     table = pa.Table.from_batches([batch])
@@ -303,7 +304,7 @@ class DistributedEngine:
         **kwargs: Any,
     ) -> MaterializationJob:
         view = task.feature_view
-        reason = delegation_reason(self.online_store, view)
+        reason = delegation_reason(self.online_store, view, self.repo_config)
         if from_offline_store or reason is not None:
             logger.info(
                 "%s: Feast's %s engine materializes it (%s)",

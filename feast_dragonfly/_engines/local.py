@@ -106,7 +106,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
 
     def delegation_reason(self, feature_view: Any) -> str | None:
         """Why Feast's local engine must materialize this view, or None for the fast path."""
-        return delegation_reason(self.online_store, feature_view)
+        return delegation_reason(self.online_store, feature_view, self.repo_config)
 
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
@@ -146,6 +146,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
                 progress=bar.update,
                 # Room for a whole batch: the next batch converts while this one is written.
                 ahead_rows=self.settings.batch_size,
+                schema=plan.schema,
             ) as writer:
                 for table, rows_read in source.batches():
                     read += rows_read

@@ -36,6 +36,9 @@ from feast_dragonfly._engines import latest as _latest
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store import wide, write
+from feast_dragonfly._store.compact import columns as compact_columns
+from feast_dragonfly._store.compact import views as compact_views
+from feast_dragonfly._store.compact import write as compact_write
 from feast_dragonfly._store.online_store import DragonflyOnlineStore
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -44,9 +47,10 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- which views
 
 
-def delegation_reason(online_store: Any, feature_view: Any) -> str | None:
+def delegation_reason(online_store: Any, feature_view: Any, config: Any = None) -> str | None:
     """Why Feast's own engine must materialize this view, or None when ours can: shared by
-    every engine of this package (local, Spark, Ray), so they specialise the same views."""
+    every engine of this package (local, Spark, Ray), so they specialise the same views.
+    ``config``: the repo config (a compact record has no width limit)."""
     if not isinstance(online_store, DragonflyOnlineStore):
         return "the online store is not feast_dragonfly.DragonflyOnlineStore"
     if not getattr(feature_view, "online", True):
@@ -67,9 +71,14 @@ def delegation_reason(online_store: Any, feature_view: Any) -> str | None:
         return "the feature view has no batch source"
     if list(feature_view.entities) == [DUMMY_ENTITY_NAME]:
         return "the feature view has no entities"
-    if wide.is_wide_view(len(feature_view.features)):
+    if wide.is_wide_view(len(feature_view.features)) and not _compact(config):
         return "a row has more features than one server command carries"
     return None
+
+
+def _compact(config: Any) -> bool:
+    """Whether the repo config's online store writes compact records."""
+    return getattr(getattr(config, "online_store", None), "layout", "feast") == "compact"
 
 
 # --------------------------------------------------------------------------- per view
@@ -110,6 +119,9 @@ class ViewPlan:
         self.fields = [_keys.feature_field(self.view_name, name) for name, _ in self.features]
         self.suffix = project.encode("utf-8")
         self.key_version = config.entity_key_serialization_version
+        #: With ``layout: compact``: the record schema and the view's ttl (seconds, 0: never).
+        self.schema = compact_views.schema_of(view) if _compact(config) else None
+        self.view_ttl = compact_views.ttl_seconds(view)
 
     @classmethod
     def for_task(cls, registry: BaseRegistry, task: MaterializationTask, config: Any) -> ViewPlan:
@@ -190,6 +202,9 @@ class ViewPlan:
         )
         micros = arrow.event_time_micros(table[self.event_column(table)])
         seconds, nanos = arrow.timestamp_parts(micros)
+        if self.schema is not None:
+            yield from self._compact_calls(table, keys, seconds, nanos, ttl_seconds, rows_per_call)
+            return
         stamps = arrow.timestamp_bytes(seconds, nanos)
         values = list(zip(self.fields, self.value_columns(table)))
         yield from write.plan_columnar_calls(
@@ -201,6 +216,33 @@ class ViewPlan:
             view_name=self.view_name,
             ttl_seconds=ttl_seconds,
             rows_per_call=rows_per_call,
+        )
+
+    def _compact_calls(
+        self,
+        table: pa.Table,
+        keys: pa.BinaryArray,
+        seconds: np.ndarray,
+        nanos: np.ndarray,
+        key_ttl: int | None,
+        rows_per_call: int,
+    ) -> Iterator[write.ScriptCall]:
+        """``layout: compact``: one record per row, encoded column-wise."""
+        assert self.schema is not None
+        records = compact_columns.encode_columns(
+            self.schema, {name: table[name] for name, _ in self.features}, seconds, nanos
+        )
+        now = compact_views.now_ms()
+        expire_at = compact_views.expire_at_ms_array(
+            seconds, nanos, view_ttl=self.view_ttl, key_ttl=key_ttl, now=now
+        )
+        yield from compact_write.plan_columnar_calls(
+            keys,
+            records,
+            expire_at,
+            view_name=self.view_name,
+            rows_per_call=rows_per_call,
+            now=now,
         )
 
 

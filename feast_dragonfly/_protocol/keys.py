@@ -28,6 +28,27 @@ _UINT32_LE = struct.Struct("<I")
 TIMESTAMP_PREFIX = b"_ts:"
 
 
+#: Between a hash key and a view's name in a compact record's key (Feast's project names are
+#: letters, digits, ``_`` and ``-``: the first ``:`` after the entity part ends the project).
+COMPACT_SEPARATOR = b":"
+
+
+def compact_key(hash_key: bytes, view_name: str) -> bytes:
+    """The compact layout's key of one (entity, view): the entity's hash key, ``:``, the view's
+    storage name."""
+    return hash_key + COMPACT_SEPARATOR + view_name.encode("utf-8")
+
+
+def record_view(key: bytes, project_bytes: bytes) -> bytes | None:
+    """The view name of a compact record key of this project (``<entity><project>:<view>``),
+    or None when ``key`` is not one."""
+    length = entity_part_length(key)
+    if length is None:
+        return None
+    project, separator, view = key[length:].partition(COMPACT_SEPARATOR)
+    return view if separator and project == project_bytes and view else None
+
+
 @lru_cache(maxsize=65536)
 def feature_field(view_name: str, feature_name: str) -> bytes:
     """The hash field that holds one feature of one view (cached: murmur3 per call adds up)."""

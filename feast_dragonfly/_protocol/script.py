@@ -1,7 +1,8 @@
-"""The event-time write script: its calls, loading it, and what its replies mean.
+"""The event-time write scripts: their calls, loading them, and what their replies mean.
 
-Every write of the normal path is one ``EVALSHA`` of ``event_time_write.lua``: the comparison
-with the stored event time runs on the server, atomically for the keys of one call. Standalone
+Every write of the normal path is one ``EVALSHA`` of ``event_time_write.lua`` (Feast's hash
+layout) or ``compact_write.lua`` (one record per entity and view): the comparison with the
+stored event time runs on the server, atomically for the keys of one call. Standalone
 servers, Sentinel masters and cluster nodes all speak to it through this module: how a call is
 packed, how the script is (re)loaded on a server that lacks it (``NOSCRIPT``: after a restart
 or a failover), and how a reply becomes rows written or an error that names the entity.
@@ -37,14 +38,40 @@ def script_source(
     )
 
 
-SOURCE = script_source("event_time_write.lua")
-SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
+@dataclass(frozen=True)
+class Script:
+    """A write script as the server knows it: its source, its SHA1, the packed head of every
+    call (``EVALSHA <sha>``) and the packed ``SCRIPT LOAD`` that teaches it to a server."""
 
-#: ``EVALSHA <sha>``: the head of every packed call.
-_CALL_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + wire.CRLF
+    source: str
+    sha: str
+    call_head: bytes
+    load_command: bytes
 
-#: ``SCRIPT LOAD <source>``, packed.
-LOAD_COMMAND = wire.command(b"SCRIPT", b"LOAD", SOURCE.encode())
+    @classmethod
+    def named(cls, name: str, *, shared: bool = True) -> Script:
+        """The script in ``name`` (with the shared helpers unless ``shared`` is false)."""
+        source = script_source(name, shared=shared)
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        return cls(
+            source=source,
+            sha=sha,
+            call_head=b"$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + wire.CRLF,
+            load_command=wire.command(b"SCRIPT", b"LOAD", source.encode()),
+        )
+
+
+#: Rows into Feast's hash layout (``event_time_write.lua``).
+EVENT_TIME_WRITE = Script.named("event_time_write.lua")
+#: Records of the compact layout (``compact_write.lua``).
+COMPACT_WRITE = Script.named("compact_write.lua", shared=False)
+
+#: The hash-layout script's source, SHA1 and packed ``SCRIPT LOAD`` (the store's default).
+SOURCE, SHA, LOAD_COMMAND = (
+    EVENT_TIME_WRITE.source,
+    EVENT_TIME_WRITE.sha,
+    EVENT_TIME_WRITE.load_command,
+)
 
 #: A value this large may be over the server's argument limit (Redis accepts no lower
 #: proto-max-bulk-len than 1 MiB).
@@ -58,6 +85,7 @@ class ScriptCall:
     command: bytes
     keys: Sequence[Any]  # hash keys (bytes, or an Arrow binary array for the columnar path)
     progress_rows: int  # rows reported to ``progress`` once this call is done
+    script: Script = EVENT_TIME_WRITE  # what a server lacking it must load (NOSCRIPT)
 
     @property
     def rows(self) -> int:
@@ -68,12 +96,21 @@ class ScriptCall:
         return key if isinstance(key, bytes) else key.as_py()  # an Arrow binary scalar
 
 
-def pack_call(keys_resp: bytes, n_keys: int, header: bytes, body: bytes, n_body_args: int) -> bytes:
-    """``EVALSHA sha n_keys keys... header body``; ``keys_resp`` and ``body`` already RESP."""
-    total = 3 + n_keys + 2 + n_body_args
+def pack_call(
+    keys_resp: bytes,
+    n_keys: int,
+    header: bytes,
+    body: bytes,
+    n_body_args: int,
+    script: Script = EVENT_TIME_WRITE,
+    n_header_args: int = 2,
+) -> bytes:
+    """``EVALSHA sha n_keys keys... header body``; ``keys_resp``, ``header`` (``n_header_args``
+    arguments) and ``body`` already RESP."""
+    total = 3 + n_keys + n_header_args + n_body_args
     return b"*%d\r\n%b%b%b%b%b" % (
         total,
-        _CALL_HEAD,
+        script.call_head,
         wire.bulk_int(n_keys),
         keys_resp,
         header,
@@ -94,6 +131,11 @@ def is_noscript(reply: Any) -> bool:
     return isinstance(reply, redis_exceptions.NoScriptError) or (
         isinstance(reply, redis_exceptions.ResponseError) and str(reply).startswith("NOSCRIPT")
     )
+
+
+def scripts_to_load(calls: Sequence[ScriptCall], indices: Sequence[int]) -> list[Script]:
+    """The distinct scripts of the calls at ``indices`` (those that met ``NOSCRIPT``)."""
+    return list({calls[i].script.sha: calls[i].script for i in indices}.values())
 
 
 def needs_load(replies: Sequence[Any]) -> list[int]:
@@ -143,7 +185,11 @@ def _reply_error(call: ScriptCall, reply: Exception, view_name: str) -> Exceptio
             entity = "an entity of this batch"
         hint = ""
         if "WRONGTYPE" in reason:
-            hint = " — the key holds a non-hash value written by something other than Feast"
+            hint = (
+                " — the key holds a non-string value, not a compact record"
+                if call.script is COMPACT_WRITE
+                else " — the key holds a non-hash value written by something other than Feast"
+            )
         return DragonflyDataError(
             f"cannot write feature view '{view_name}' for {entity}: {reason}{hint}; "
             "stored data for that key was left unchanged"
@@ -194,12 +240,26 @@ def _largest_in(calls: Sequence[ScriptCall]) -> tuple[int, str]:
     """Size of the largest argument of these calls, and whose row it belongs to."""
     best: tuple[int, ScriptCall, int | None] | None = None
     for call in calls:
-        size, row = _largest_argument(call.command)
+        if call.script is COMPACT_WRITE:
+            size, row = _largest_record(call.command)
+        else:
+            size, row = _largest_argument(call.command)
         if best is None or size > best[0]:
             best = (size, call, row)
     assert best is not None
     size, call, row = best
     return size, describe_key(call.key(row)) if row is not None else "a row of this batch"
+
+
+def _largest_record(packed: bytes) -> tuple[int, int | None]:
+    """:func:`_largest_argument` of a compact call: EVALSHA sha numkeys keys..., then per row
+    its record and its expiry."""
+    spans = wire.argument_spans(packed)
+    largest = max(range(len(spans)), key=lambda i: spans[i][1])
+    start, length = spans[2]
+    first = 3 + int(packed[start : start + length])
+    row = (largest - first) // 2 if largest >= first else None
+    return spans[largest][1], row
 
 
 def _largest_argument(packed: bytes) -> tuple[int, int | None]:

@@ -34,6 +34,7 @@ from feast_dragonfly._store import cluster_write as _cluster_write
 from feast_dragonfly._store import maintenance as _maintenance
 from feast_dragonfly._store import read as _read
 from feast_dragonfly._store import send as _send
+from feast_dragonfly._store.compact.directory import Directory
 
 T = TypeVar("T")
 
@@ -52,6 +53,8 @@ class Backend(Deployment):
     def __init__(self, settings: ClientSettings) -> None:
         super().__init__(settings)
         self._executors: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+        #: The compact layout's schemas, as far as this process knows this deployment's.
+        self.compact_schemas = Directory()
 
     def executor(self, purpose: str, workers: int) -> ThreadPoolExecutor | None:
         """Threads (``purpose``: "read" or "write") that carry one call's round trips over

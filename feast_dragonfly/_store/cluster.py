@@ -167,8 +167,9 @@ class ViaClusterClient:
     commands: list[list[Any]]
 
 
+@dataclass(frozen=True)
 class LoadScriptEverywhere:
-    pass
+    script: _script.Script
 
 
 def send_request(cluster: SyncRedisCluster, request: Any) -> Any:
@@ -181,7 +182,7 @@ def send_request(cluster: SyncRedisCluster, request: Any) -> Any:
         for args in request.commands:
             pipe.execute_command(*args)
         return pipe.execute(raise_on_error=False)
-    return cluster.script_load(_script.SOURCE)
+    return cluster.script_load(request.script.source)
 
 
 async def send_request_async(cluster: AsyncRedisCluster, request: Any) -> Any:
@@ -194,7 +195,7 @@ async def send_request_async(cluster: AsyncRedisCluster, request: Any) -> Any:
         for args in request.commands:
             pipe.execute_command(*args)
         return await pipe.execute(raise_on_error=False)
-    return await cluster.script_load(_script.SOURCE)
+    return await cluster.script_load(request.script.source)
 
 
 # --------------------------------------------------------------------------- ASK
@@ -221,18 +222,24 @@ def _ask_groups(cluster: Cluster, replies: Sequence[Any]) -> dict[str, tuple[Nod
 
 
 def exchange(
-    node: Node, payloads: list[bytes], *, asking: bool = False, scripts: bool = False
+    node: Node,
+    payloads: list[bytes],
+    *,
+    asking: bool = False,
+    scripts: _script.Script | None = None,
 ) -> Flow[list[Any]]:
     """One reply per payload (one command each). ``asking``: each command goes right after an
     ``ASKING`` on the same connection, as an ASK redirection requires (redis-py's asyncio
     cluster client sends ``ASKING`` on whichever pooled connection is free, so redirections
-    are followed here). ``scripts``: on ``NOSCRIPT``, load the script on that node, resend."""
+    are followed here). ``scripts``: the script the commands call — on ``NOSCRIPT``, it is
+    loaded on that node and the commands resent."""
     sent = [_ASKING + payload for payload in payloads] if asking else payloads
     per = 2 if asking else 1
     replies = wire.last_of_each((yield _RoundTrip(node, sent, per * len(sent))), per)
-    missing = _script.needs_load(replies) if scripts else []
+    missing = _script.needs_load(replies) if scripts is not None else []
     if missing:
-        [loaded] = yield _RoundTrip(node, [_script.LOAD_COMMAND], 1)
+        assert scripts is not None
+        [loaded] = yield _RoundTrip(node, [scripts.load_command], 1)
         _script.check_loaded(loaded)
         again = yield _RoundTrip(node, [sent[i] for i in missing], per * len(missing))
         for i, reply in zip(missing, wire.last_of_each(again, per)):
@@ -241,7 +248,11 @@ def exchange(
 
 
 def follow_asks(
-    cluster: Cluster, payload_of: Callable[[int], bytes], replies: list[Any], *, scripts: bool
+    cluster: Cluster,
+    payload_of: Callable[[int], bytes],
+    replies: list[Any],
+    *,
+    scripts: _script.Script | None,
 ) -> Flow[None]:
     """Resend each command answered ``ASK`` to the node named, after ``ASKING``; replies are
     replaced in place (if that node cannot be reached, the ASK is left to the cluster client)."""
@@ -280,6 +291,7 @@ def _sub_plan(plan: _read.ReadPlan, indices: Sequence[int]) -> _read.ReadPlan:
         keys=[plan.keys[i] for i in indices],
         key_fieldsets=[plan.key_fieldsets[i] for i in indices],
         key_entities=[plan.key_entities[i] for i in indices] if plan.key_entities else [],
+        records=plan.records,
     )
 
 
@@ -288,6 +300,8 @@ def _hmget_command(plan: _read.ReadPlan, index: int) -> bytes:
 
 
 def _hmget_args(plan: _read.ReadPlan, index: int) -> list[Any]:
+    if plan.records:
+        return ["GET", plan.keys[index]]
     fields = [f for fieldset in plan.key_fieldsets[index] for f in fieldset.fields]
     return ["HMGET", plan.keys[index], *fields]
 
@@ -326,7 +340,7 @@ def _read_on_node(plan: _read.ReadPlan, node: Node, indices: list[int]) -> Flow[
 
 def _complete_read(cluster: Cluster, plan: _read.ReadPlan, replies: list[Any]) -> Flow[list[Any]]:
     """ASK redirections followed, whatever is left redone through the cluster client."""
-    yield from follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=False)
+    yield from follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=None)
     redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
     if redo:
         answers = yield ViaClusterClient([_hmget_args(plan, index) for index in redo])

@@ -36,7 +36,13 @@ from feast_dragonfly._store.cluster import (
     send_request,
     send_request_async,
 )
-from feast_dragonfly._store.send import AsyncRoundTrips, Job, RoundTrips, progress_rows
+from feast_dragonfly._store.send import (
+    AsyncRoundTrips,
+    Job,
+    RoundTrips,
+    no_round_trip,
+    progress_rows,
+)
 
 #: Script calls per round trip to one master (each carries one row in cluster mode).
 CALLS_PER_NODE_ROUND_TRIP = 64
@@ -78,8 +84,9 @@ def _write_on_node(
     not serve goes through the cluster client. Returns the rows written."""
     commands = [call.command for call in calls]
     try:
-        replies = yield from exchange(node, commands, scripts=True)
-        yield from follow_asks(cluster, commands.__getitem__, replies, scripts=True)
+        script = calls[0].script  # one writer, one layout: every call runs the same script
+        replies = yield from exchange(node, commands, scripts=script)
+        yield from follow_asks(cluster, commands.__getitem__, replies, scripts=script)
     except NoFreeConnection:
         raise
     except TRANSPORT_ERRORS:
@@ -97,7 +104,8 @@ def _write_via_cluster_client(calls: Sequence[ScriptCall], view_name: str) -> Fl
     again = _script.needs_load(replies)
     if again:
         try:
-            yield LoadScriptEverywhere()
+            for script in _script.scripts_to_load(calls, again):
+                yield LoadScriptEverywhere(script)
         except redis_exceptions.ResponseError as exc:
             raise _script.scripting_refused(exc) from None
         answers = yield ViaClusterClient([_command_args(calls[i].command) for i in again])
@@ -122,6 +130,9 @@ class NodePlanner:
     def jobs(self, group: Sequence[ScriptCall]) -> list[Job]:
         full = []
         for call in group:
+            if not call.rows:  # progress only: nothing to route
+                full.append(Job(call.progress_rows, no_round_trip()))
+                continue
             node = self._nodes.get_node_from_slot(_slot_of_call(call))
             entry = self._open.get(node.name)
             if entry is None:

@@ -59,6 +59,17 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     """Expire each entity hash this many seconds after its last write (as Feast's store);
     0 or unset: never (0 is accepted because Feast's store treats it so)."""
 
+    layout: Literal["feast", "compact"] = "feast"
+    """How rows are stored. ``feast``: Feast's Redis layout, byte for byte (a drop-in for
+    Feast's store, and readable by it). ``compact``: one record per entity and feature view,
+    its values encoded by the view's schema — about a third of the memory, each view's ``ttl``
+    enforced on read and by the server's own expiry, faster writes; only this store reads it
+    (``feast-dragonfly migrate`` converts). See docs/data-layout.md."""
+
+    enforce_view_ttl: bool = False
+    """With ``layout: feast``, return a value older than its feature view's ``ttl`` as not
+    found (Feast's store returns it; ``compact`` always applies the rule)."""
+
     max_connections: PositiveInt = 16
     """Size of each connection pool (one sync, one per event loop for async)."""
 

@@ -34,6 +34,7 @@ from feast.value_type import ValueType
 
 from feast_dragonfly._store import layout
 from feast_dragonfly._store import read as _read
+from feast_dragonfly._store.compact import views as compact_views
 
 _INT64 = struct.Struct("<q")
 _INT32 = struct.Struct("<i")
@@ -150,6 +151,7 @@ def _plan_from_context(
     ) = context
     if on_demand_views or request_data or entityless:
         return None
+    settings = config.online_store.settings()
     views = []
     for table, requested in grouped_refs:
         if not isinstance(table, FeatureView) or table.projection.join_key_map:
@@ -163,7 +165,13 @@ def _plan_from_context(
         names = tuple(f"{prefix}__{name}" for name in requested) if full_feature_names else None
         views.append(
             ViewPart(
-                fieldset=_read.field_set(layout.storage_view_name(table, config), tuple(requested)),
+                fieldset=_read.field_set(
+                    layout.storage_view_name(table, config),
+                    tuple(requested),
+                    **compact_views.read_options(
+                        table, compact=settings.compact, enforce_ttl=settings.enforce_view_ttl
+                    ),
+                ),
                 join_keys=join_keys,
                 output_names=names or tuple(requested),
                 metrics_name=table.name,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.redis import RedisOnlineStore
@@ -25,31 +25,25 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.value_type import ValueType
 
 from feast_dragonfly._protocol.keys import Progress
-from feast_dragonfly._protocol.script import ScriptCall
 from feast_dragonfly._store import direct_path, feast_serve_hook, feature_types, response_builder
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store import read as _read
 from feast_dragonfly._store import wide as _wide
-from feast_dragonfly._store import write as _write
 from feast_dragonfly._store.backends import Backend, open_backend
+from feast_dragonfly._store.compact import directory as _directory
+from feast_dragonfly._store.compact import read as _compact_read
+from feast_dragonfly._store.compact import views as _views
 from feast_dragonfly._store.config import DragonflyOnlineStoreConfig
 from feast_dragonfly._store.layout import Row
 from feast_dragonfly._store.online_response import FastOnlineResponse
 from feast_dragonfly._store.settings import StoreSettings
 from feast_dragonfly._store.view_writer import ViewWriter
+from feast_dragonfly._store.write_jobs import WriteJob, write_job
 from feast_dragonfly.errors import DragonflyConfigError
 
 __all__ = ["DragonflyOnlineStore", "DragonflyOnlineStoreConfig"]
 
 logger = logging.getLogger(__name__)
-
-
-class _WriteJob(NamedTuple):
-    backend: Backend
-    view_name: str
-    workers: int
-    wide_flow: Any  # a ``_wide.writing`` flow, or None
-    plan_calls: Callable[[], Iterable[ScriptCall]] | None
 
 
 class DragonflyOnlineStore(RedisOnlineStore):
@@ -141,15 +135,22 @@ class DragonflyOnlineStore(RedisOnlineStore):
         rows_per_call: int | None = None,
         progress: Progress = None,
         ahead_rows: int = 0,
+        schema: Any = None,
     ) -> ViewWriter:
         """A :class:`~feast_dragonfly.ViewWriter` for bulk writers (materialization engines,
         tools) that plan their own script calls; ``view_name`` is the storage name
         (``_layout.storage_view_name``). ``concurrency`` / ``rows_per_call`` default to the
         store's ``write_concurrency`` / ``write_rows_per_call``; ``ahead_rows``: rows that may
-        be queued beyond the round trips in flight."""
+        be queued beyond the round trips in flight. ``schema``: with ``layout: compact``, the
+        view's record schema (``compact.views.schema_of``), registered on the server first."""
         settings = self._settings(config)
+        backend = self._backend_for(settings)
+        if schema is not None:
+            registering = backend.compact_schemas.registering(config.project, view_name, schema)
+            with backend.errors():
+                _directory.run(registering, backend.client())
         return ViewWriter(
-            self._backend_for(settings),
+            backend,
             view_name,
             workers=settings.workers_for(concurrency),
             rows_per_call=rows_per_call or settings.write_rows_per_call,
@@ -160,38 +161,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
 
     def _write_job(
         self, config: RepoConfig, table: FeatureView, data: list[Row], progress: Progress
-    ) -> _WriteJob:
-        """What ``online_write_batch`` (sync or async) sends: a wide view's transaction flow,
-        or the planner of its event-time script calls."""
+    ) -> WriteJob:
         settings = self._settings(config)
-        backend = self._backend_for(settings)
-        view_name = _layout.storage_view_name(table, config)
-        project, key_version = config.project, config.entity_key_serialization_version
-        ttl_seconds = settings.key_ttl_seconds
-        if _wide.is_wide_view(len(table.features)):
-            # Rows too wide for one server command: one transaction per row (see ``_wide``).
-            flow = _wide.writing(
-                data,
-                view_name=view_name,
-                project=project,
-                key_version=key_version,
-                ttl_seconds=ttl_seconds,
-                progress=progress,
-            )
-            return _WriteJob(backend, view_name, settings.write_workers, flow, None)
-        rows_per_call = backend.rows_per_call(settings.write_rows_per_call)
-
-        def plan_calls() -> Iterable[ScriptCall]:
-            return _write.plan_calls(
-                data,
-                view_name=view_name,
-                project=project,
-                key_version=key_version,
-                ttl_seconds=ttl_seconds,
-                rows_per_call=rows_per_call,
-            )
-
-        return _WriteJob(backend, view_name, settings.write_workers, None, plan_calls)
+        return write_job(settings, self._backend_for(settings), config, table, data, progress)
 
     def online_write_batch(
         self,
@@ -206,6 +178,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if not data:
             return
         job = self._write_job(config, table, data, progress)
+        if job.registering is not None:
+            with job.backend.errors():
+                _directory.run(job.registering, job.backend.client())
         if job.wide_flow is not None:
             with job.backend.errors():
                 _wide.write_rows(job.backend.client(), job.wide_flow)
@@ -223,6 +198,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if not data:
             return
         job = self._write_job(config, table, data, progress)
+        if job.registering is not None:
+            with job.backend.errors():
+                await _directory.run_async(job.registering, await job.backend.client_async())
         if job.wide_flow is not None:
             with job.backend.errors():
                 await _wide.write_rows_async(await job.backend.client_async(), job.wide_flow)
@@ -233,24 +211,46 @@ class DragonflyOnlineStore(RedisOnlineStore):
     # ------------------------------------------------------------------ reads
 
     def _fetch(self, config: Any, plan: _read.ReadPlan) -> list:
+        """HMGET replies for ``plan`` (with ``layout: compact``, made from its records)."""
         settings = self._settings(config)
-        return self._backend_for(settings).fetch(
-            plan, settings.read_chunk_size, settings.read_concurrency
-        )
+        backend = self._backend_for(settings)
+        if settings.compact:
+            return _compact_read.fetch(backend, plan, settings, config.project)
+        replies = backend.fetch(plan, settings.read_chunk_size, settings.read_concurrency)
+        if settings.enforce_view_ttl:
+            _read.drop_expired(plan, replies, _views.now_ms())
+        return replies
 
     async def _fetch_async(self, config: Any, plan: _read.ReadPlan) -> list:
         settings = self._settings(config)
-        return await self._backend_for(settings).fetch_async(plan, settings.read_chunk_size)
+        backend = self._backend_for(settings)
+        if settings.compact:
+            return await _compact_read.fetch_async(backend, plan, settings, config.project)
+        replies = await backend.fetch_async(plan, settings.read_chunk_size)
+        if settings.enforce_view_ttl:
+            _read.drop_expired(plan, replies, _views.now_ms())
+        return replies
 
-    @staticmethod
+    def _read_options(self, config: Any, table: FeatureView) -> dict[str, Any]:
+        settings = self._settings(config)
+        return _views.read_options(
+            table, compact=settings.compact, enforce_ttl=settings.enforce_view_ttl
+        )
+
     def _single_view_plan(
+        self,
         config: RepoConfig,
         table: FeatureView,
         entity_keys: list[EntityKeyProto],
         requested_features: list[str] | None,
     ) -> _read.ReadPlan:
         names = list(requested_features) if requested_features else [f.name for f in table.features]
-        view = _read.view_request(_layout.storage_view_name(table, config), names, entity_keys)
+        view = _read.view_request(
+            _layout.storage_view_name(table, config),
+            names,
+            entity_keys,
+            **self._read_options(config, table),
+        )
         return _read.plan_read(
             [view], project=config.project, key_version=config.entity_key_serialization_version
         )
@@ -275,8 +275,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
         return _read.decode_rows(plan.views[0], await self._fetch_async(config, plan))
 
-    @staticmethod
-    def _plan_feature_views(config, grouped_refs, join_key_values, entity_name_to_join_key_map):
+    def _plan_feature_views(
+        self, config, grouped_refs, join_key_values, entity_name_to_join_key_map
+    ):
         views: list[_read.ViewRequest] = []
         placements = []
         for table, requested_features in grouped_refs:
@@ -285,7 +286,11 @@ class DragonflyOnlineStore(RedisOnlineStore):
             )
             entity_keys = utils._get_entity_key_protos(entity_values)
             view_name = _layout.storage_view_name(table, config)
-            views.append(_read.view_request(view_name, requested_features, entity_keys))
+            views.append(
+                _read.view_request(
+                    view_name, requested_features, entity_keys, **self._read_options(config, table)
+                )
+            )
             placements.append((table, indexes, output_len))
         plan = _read.plan_read(
             views, project=config.project, key_version=config.entity_key_serialization_version
@@ -397,20 +402,39 @@ class DragonflyOnlineStore(RedisOnlineStore):
         entities_to_keep: Sequence[Entity],
         partial: bool,
     ) -> None:
-        """Delete the stored fields of removed feature views, in this project only."""
-        if not self._settings(config).full_scan_for_deletion:
+        """Delete the stored fields of removed feature views, in this project only. With
+        ``layout: compact``, refuse a feature type a record cannot hold (naming it) and tell
+        the server each kept view's schema, so records written under it stay readable."""
+        settings = self._settings(config)
+        if settings.compact:
+            backend = self._backend_for(settings)
+            schemas = backend.compact_schemas
+            for table in tables_to_keep:
+                view_name = _layout.storage_view_name(table, config)
+                registering = schemas.registering(
+                    config.project, view_name, _views.schema_of(table)
+                )
+                with backend.errors():
+                    _directory.run(registering, backend.client())
+        if not settings.full_scan_for_deletion:
             return
         for table in tables_to_delete:
             self.delete_table(config, table)
 
     def delete_table(self, config: RepoConfig, table: FeatureView) -> None:
-        """Remove one view's fields from every hash of this project; other views stay."""
-        self._backend_for(self._settings(config)).delete_view(
+        """Remove one view's fields from every hash of this project, and its compact records
+        and schemas; other views stay."""
+        backend = self._backend_for(self._settings(config))
+        view_name = _layout.storage_view_name(table, config)
+        backend.delete_view(
             project=config.project,
             join_keys=table.join_keys,
-            view_name=_layout.storage_view_name(table, config),
+            view_name=view_name,
             feature_names=[f.name for f in table.features],
         )
+        forgetting = backend.compact_schemas.forgetting(config.project, [view_name])
+        with backend.errors():
+            _directory.run(forgetting, backend.client())
 
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:
         """Remove every hash of this project for entities with these join keys."""
@@ -424,6 +448,10 @@ class DragonflyOnlineStore(RedisOnlineStore):
         tables: Sequence[FeatureView],
         entities: Sequence[Entity],
     ) -> None:
-        """Delete this project's data for these views, and nothing of any other project."""
+        """Delete this project's data for these views (and its compact schemas), and nothing
+        of any other project."""
         for join_keys in sorted({tuple(table.join_keys) for table in tables}):
             self.delete_entity_values(config, list(join_keys))
+        backend = self._backend_for(self._settings(config))
+        with backend.errors():
+            _directory.run(backend.compact_schemas.forgetting(config.project), backend.client())

@@ -21,6 +21,7 @@ from typing import Any
 
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
 from redis import exceptions as redis_exceptions
 
 from feast_dragonfly._protocol import keys as _keys
@@ -29,6 +30,7 @@ from feast_dragonfly._protocol import wire as _wire
 from feast_dragonfly._protocol.keys import describe_entity
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store import wide
+from feast_dragonfly._store.compact import views
 from feast_dragonfly._store.value_columns import parsed_values
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -43,6 +45,11 @@ class FieldSet:
     feature_names: tuple[str, ...]
     fields: tuple[bytes, ...]  # feature fields, then the view's timestamp field
     wire: bytes
+    #: The view's ``ttl`` in seconds (0: forever): applied on read with ``layout: compact``
+    #: or ``enforce_view_ttl``.
+    ttl: int = 0
+    #: The view's compact record schema (``compact.schema.Schema``), with ``layout: compact``.
+    schema: Any = None
 
     @property
     def width(self) -> int:
@@ -50,11 +57,14 @@ class FieldSet:
 
 
 @lru_cache(maxsize=4096)
-def field_set(view_name: str, feature_names: tuple[str, ...]) -> FieldSet:
-    """Cached by view storage name and features: a changed view (renamed, new version, other
-    features) has a different key, so an entry can never go stale."""
+def field_set(
+    view_name: str, feature_names: tuple[str, ...], ttl: int = 0, schema: Any = None
+) -> FieldSet:
+    """Cached by view storage name, features, ttl and schema: a changed view (renamed, new
+    version, other features or types) has a different key, so an entry can never go stale."""
     fields = (*_keys.feature_fields(view_name, feature_names), _keys.timestamp_field(view_name))
-    return FieldSet(view_name, feature_names, fields, b"".join(_wire.bulk(f) for f in fields))
+    wire = b"".join(_wire.bulk(f) for f in fields)
+    return FieldSet(view_name, feature_names, fields, wire, ttl, schema)
 
 
 @dataclass
@@ -83,6 +93,8 @@ class ReadPlan:
     keys: list[bytes] = field(default_factory=list)
     key_fieldsets: list[list[FieldSet]] = field(default_factory=list)
     key_entities: list[EntityKeyProto] = field(default_factory=list)
+    #: One ``GET`` per key instead of an ``HMGET`` (compact records: ``compact.read``).
+    records: bool = False
 
     def describe(self, index: int) -> str:
         """``entity driver_id=1001`` for the hash of HMGET ``index`` (for error messages;
@@ -92,7 +104,9 @@ class ReadPlan:
         return _keys.describe_key(self.keys[index])
 
     def commands(self, start: int, stop: int) -> bytes:
-        """RESP bytes of HMGETs ``start:stop``, ready to write to a socket."""
+        """RESP bytes of HMGETs (or GETs) ``start:stop``, ready to write to a socket."""
+        if self.records:
+            return b"".join(_wire.command(b"GET", key) for key in self.keys[start:stop])
         out = []
         for key, fieldsets in zip(self.keys[start:stop], self.key_fieldsets[start:stop]):
             count = 2 + sum(len(fs.fields) for fs in fieldsets)
@@ -103,9 +117,13 @@ class ReadPlan:
 
 
 def view_request(
-    view_name: str, feature_names: Sequence[str], entity_keys: list[EntityKeyProto]
+    view_name: str,
+    feature_names: Sequence[str],
+    entity_keys: list[EntityKeyProto],
+    ttl: int = 0,
+    schema: Any = None,
 ) -> ViewRequest:
-    return ViewRequest(field_set(view_name, tuple(feature_names)), entity_keys)
+    return ViewRequest(field_set(view_name, tuple(feature_names), ttl, schema), entity_keys)
 
 
 def plan_read(views: Sequence[ViewRequest], *, project: str, key_version: int) -> ReadPlan:
@@ -182,7 +200,11 @@ def raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
             raise reply  # a credentials problem, reported as such by translated_errors
         hint = ""
         if "WRONGTYPE" in str(reply):
-            hint = " — the key holds a non-hash value, not data in Feast's layout"
+            hint = (
+                " — the key holds a non-string value, not a compact record"
+                if plan.records
+                else " — the key holds a non-hash value, not data in Feast's layout"
+            )
         raise DragonflyDataError(f"reading {plan.describe(index)} failed: {reply}{hint}")
 
 
@@ -199,3 +221,20 @@ def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) ->
         values = parsed_values(reply[offset : offset + width])
         rows.append((_layout.decode_event_time(reply[offset + width]), dict(zip(names, values))))
     return rows
+
+
+def drop_expired(plan: ReadPlan, replies: list[Any], now: int) -> None:
+    """``enforce_view_ttl`` on Feast's layout: every view whose stored event time is past its
+    ``ttl`` at ``now`` (Unix ms) reads as not found, in place."""
+    for index, fieldsets in enumerate(plan.key_fieldsets):
+        reply = replies[index]
+        offset = 0
+        for fieldset in fieldsets:
+            width = len(fieldset.fields)
+            stamp = reply[offset + width - 1]
+            if fieldset.ttl > 0 and stamp is not None:
+                parsed = Timestamp.FromString(stamp)
+                if views.expired(parsed.seconds, parsed.nanos, fieldset.ttl, now):
+                    reply = replies[index] = list(reply)
+                    reply[offset : offset + width] = [None] * width
+            offset += width

@@ -73,10 +73,20 @@ class ServerPlanner:
         self._view_name = view_name
 
     def jobs(self, group: Sequence[ScriptCall]) -> list[Job]:
-        return [Job(progress_rows(group), _write_group(group, self._view_name))]
+        sent = [call for call in group if call.rows]
+        if not sent:
+            return [Job(progress_rows(group), no_round_trip())]
+        return [Job(progress_rows(group), _write_group(sent, self._view_name))]
 
     def drain(self) -> list[Job]:
         return []
+
+
+def no_round_trip() -> Flow[int]:
+    """The flow of a job with nothing to send (calls of no row that only report progress:
+    rows a writer left out, e.g. already past their ttl)."""
+    return 0
+    yield  # a generator: a flow like every other
 
 
 # --------------------------------------------------------------------------- one round trip
@@ -106,8 +116,9 @@ def _write_group(group: Sequence[ScriptCall], view_name: str) -> Flow[int]:
     replies = list((yield from _send_calls(group)))
     again = _script.needs_load(replies)
     if again:
-        [loaded] = yield _Exchange([_script.LOAD_COMMAND], 1)
-        _script.check_loaded(loaded)
+        for script in _script.scripts_to_load(group, again):
+            [loaded] = yield _Exchange([script.load_command], 1)
+            _script.check_loaded(loaded)
         answers = yield from _send_calls([group[i] for i in again])
         for i, reply in zip(again, answers):
             replies[i] = reply

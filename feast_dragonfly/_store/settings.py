@@ -31,6 +31,13 @@ class StoreSettings:
     read_chunk_size: int = 100
     read_concurrency: int = 4
     full_scan_for_deletion: bool = True
+    layout: str = "feast"
+    enforce_view_ttl: bool = False
+
+    @property
+    def compact(self) -> bool:
+        """Whether rows are stored as compact records (``layout: compact``)."""
+        return self.layout == "compact"
 
     @property
     def write_workers(self) -> int:
@@ -60,6 +67,8 @@ TUNING_FIELDS = (
     "read_chunk_size",
     "read_concurrency",
     "full_scan_for_deletion",
+    "layout",
+    "enforce_view_ttl",
 )
 #: The config fields parsed together into the connection (where, and which topology).
 CONNECTION_FIELDS = ("connection_string", "redis_type", "sentinel_master")

@@ -61,21 +61,10 @@ def plan_calls(
     ts_field_bulk = wire.bulk(ts_field)
     header = _script.header(ttl_seconds, ts_field)
 
-    keys: list[bytes] = []
-    times: list[tuple[bytes, int, int]] = []
-    winner: dict[bytes, int] = {}
-    for index, (entity_key, _values, event_time, _created) in enumerate(rows):
-        key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
-        stamp, seconds, nanos = _layout.encode_event_time(event_time)
-        keys.append(key)
-        times.append((stamp, seconds, nanos))
-        best = winner.get(key)
-        if best is None or (seconds, nanos) > times[best][1:]:
-            winner[key] = index
+    keys, times, chosen = newest_rows(rows, project_bytes, key_version)
     if not keys:
         return
-    chosen = sorted(winner.values()) if len(winner) != len(keys) else range(len(keys))
-    dropped = len(keys) - len(winner)
+    dropped = len(keys) - len(chosen)
 
     shape: tuple[str, ...] | None = None
     row_format = count_bulk = b""
@@ -106,6 +95,27 @@ def plan_calls(
         body.append(row)
         n_args += row_args
     yield _call(call_keys, header, body, n_args, len(call_keys) + dropped)
+
+
+def newest_rows(
+    rows: Sequence[Row], project_bytes: bytes, key_version: int
+) -> tuple[list[bytes], list[tuple[bytes, int, int]], Sequence[int]]:
+    """Every row's hash key and event time (serialized ``Timestamp``, seconds, nanos), and
+    the indices, in input order, of the rows Feast's store would end up with: per key the
+    first row carrying the batch's newest event time."""
+    keys: list[bytes] = []
+    times: list[tuple[bytes, int, int]] = []
+    winner: dict[bytes, int] = {}
+    for index, (entity_key, _values, event_time, _created) in enumerate(rows):
+        key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
+        stamp, seconds, nanos = _layout.encode_event_time(event_time)
+        keys.append(key)
+        times.append((stamp, seconds, nanos))
+        best = winner.get(key)
+        if best is None or (seconds, nanos) > times[best][1:]:
+            winner[key] = index
+    chosen = sorted(winner.values()) if len(winner) != len(keys) else range(len(keys))
+    return keys, times, chosen
 
 
 @lru_cache(maxsize=1024)

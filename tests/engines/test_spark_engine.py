@@ -19,6 +19,7 @@ import yaml
 from distributed_kit import (  # noqa: F401 (the shared tests, collected here)
     single_engine_dump,
     test_a_server_killed_mid_job_fails_it_and_a_rerun_completes,
+    test_compact_records_equal_the_single_process_engines,
     test_same_bytes_as_the_single_process_engine,
     test_ties_over_files_and_partitions_follow_the_rule,
     tie_frames,

@@ -221,6 +221,37 @@ def test_answers_equal_feast_serves(ours, feasts, name):
     assert mine.json() == theirs.json()
 
 
+@pytest.fixture(scope="module")
+def ours_compact(tmp_path_factory, repo, backing) -> Iterator[ThreadedServer]:
+    """Ours serving the same data written with ``layout: compact`` (its records live beside
+    the Feast-layout hashes on the same server: the keys never collide)."""
+    base = tmp_path_factory.mktemp("serve-compact")
+    path = base / "repo"
+    _write_repo(
+        path,
+        {
+            "type": "feast_dragonfly.DragonflyOnlineStore",
+            "connection_string": f"{backing.address},password={PASSWORD}",
+            "layout": "compact",
+        },
+        base / "registry.db",
+    )
+    store = FeatureStore(repo_path=str(path))
+    store.apply(_objects(repo.parent / "drivers.parquet"))
+    store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    with ThreadedServer(FeatureServer(FeatureStore(repo_path=str(path)))) as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_compact_records_answer_as_feast_serve_does(ours_compact, feasts, name):
+    theirs = post(feasts, REQUESTS[name])
+    mine = post(ours_compact, REQUESTS[name])
+    assert theirs.status_code == 200, theirs.text
+    assert mine.status_code == 200, mine.text
+    assert mine.json() == theirs.json()
+
+
 def test_feast_serve_with_our_store_answers_from_the_stored_bytes(feasts, repo, monkeypatch):
     """Inside `feast serve`, our direct responses become JSON from the stored bytes
     (``feast_serve_hook``): the private Feast hook is in place, used, and its answers are Feast's

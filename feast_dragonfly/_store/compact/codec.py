@@ -44,16 +44,8 @@ from typing import Any, NamedTuple
 
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from feast_dragonfly._store.compact.schema import (
-    BOOL,
-    HEADER_SIZE,
-    LENGTH,
-    RAW,
-    VARINT,
-    VERSION,
-    Schema,
-    varint,
-)
+from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
+from feast_dragonfly._store.compact.schema import BOOL, LENGTH, RAW, VARINT, Schema, varint
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Bytes 1..12 (0-based) as Lua's 1-based inclusive ``string.sub`` positions.
@@ -212,8 +204,13 @@ def _long_length(record: bytes, pos: int) -> tuple[int, int]:
 def decode(schema: Schema, record: bytes) -> Decoded:
     """The record's event time and every feature's serialized ValueProto (b"" for null), in
     schema order. A record of another schema raises (use :func:`decode_by_name`)."""
+    return _decode(schema, record, read_header(record))
+
+
+def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Decoded:
+    """:func:`decode` of a record whose header was read already."""
     size = len(record)
-    seconds, nanos, schema_id = read_header(record)
+    seconds, nanos, schema_id = header
     if schema_id != schema.id:
         raise _error(f"written under schema {schema_id:#010x}, not {schema.id:#010x}")
     if size < schema.var_offset:
@@ -287,13 +284,14 @@ def decode_by_name(record: bytes, schemas: Mapping[int, Schema], wanted: Schema)
     by name to ``wanted``'s features: a feature the record lacks, or holds under another type,
     is None; one it holds but ``wanted`` lacks is dropped. An unknown schema id gives None for
     every feature (the event time is still read)."""
-    seconds, nanos, schema_id = read_header(record)
+    header = read_header(record)
+    seconds, nanos, schema_id = header
     if schema_id == wanted.id:
-        return decode(wanted, record)
+        return _decode(wanted, record, header)
     own = schemas.get(schema_id)
     if own is None:
         return Decoded((seconds, nanos), schema_id, (None,) * len(wanted))
-    values = decode(own, record).values
+    values = _decode(own, record, header).values
     return Decoded(
         (seconds, nanos),
         schema_id,

@@ -27,8 +27,9 @@ import pyarrow.compute as pc
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
+from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
 from feast_dragonfly._store.compact.codec import classify
-from feast_dragonfly._store.compact.schema import HEADER_SIZE, VERSION, Schema, varint
+from feast_dragonfly._store.compact.schema import Schema, varint
 from feast_dragonfly.errors import DragonflyDataError
 
 _TWO_63 = float(2**63)

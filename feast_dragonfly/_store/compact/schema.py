@@ -27,13 +27,11 @@ import mmh3
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
+from feast_dragonfly._protocol.record_format import HEADER_SIZE
 from feast_dragonfly.errors import DragonflyConfigError, DragonflyDataError
 
-#: The record format version (byte 0) and the canonical text's prefix.
-VERSION = 1
+#: The canonical text's prefix (its format version).
 CANONICAL_PREFIX = "v1"
-#: version (1) + event time (12) + schema id (4): where the state bitmap starts.
-HEADER_SIZE = 17
 
 #: How a feature is stored: a fixed-width slot read as an integer and re-encoded as a varint
 #: (INT32, INT64, UNIX_TIMESTAMP; BOOL likewise, but only 0 or 1), a fixed-width slot copied
@@ -127,6 +125,8 @@ class Schema:
     index: dict[str, int] = field(compare=False, repr=False)
     canonical: str = field(compare=False, repr=False)
     id: int = field(compare=False, repr=False)
+    #: The id as a record stores it (bytes 13..16), for a comparison without decoding.
+    id_bytes: bytes = field(compare=False, repr=False)
     #: The ValueProto oneof field a typed value of each feature sets.
     value_fields: tuple[str, ...] = field(compare=False, repr=False)
     #: Per feature: VARINT, BOOL, RAW, LENGTH or PROTO.
@@ -198,7 +198,8 @@ class Schema:
             "types": tuple(k for _, k in pairs),
             "index": {name: i for i, name in enumerate(names)},
             "canonical": canonical,
-            "id": mmh3.hash(canonical.encode("utf-8"), 0, signed=False),
+            "id": (schema_id := mmh3.hash(canonical.encode("utf-8"), 0, signed=False)),
+            "id_bytes": schema_id.to_bytes(4, "little"),
             "value_fields": tuple(value_field(k) or "" for _, k in pairs),
             "kinds": tuple(kinds),
             "slots": tuple(slots),
@@ -219,6 +220,11 @@ class Schema:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def __hash__(self) -> int:
+        # Its id, already a hash of the features: the generated hash would walk every
+        # (name, ValueType) pair at each lookup keyed by the schema (once per record read).
+        return self.id
 
     @classmethod
     def from_canonical(cls, text: str) -> Schema:

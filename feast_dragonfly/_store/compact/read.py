@@ -1,0 +1,192 @@
+"""Compact reads: a read plan answered from compact records, in the shape the rest expects.
+
+The read path plans one entry per entity hash with the fields of every view it reads
+(``read.ReadPlan``) and builds Feast's responses from HMGET replies. With compact records
+the plan stays the same: :func:`record_plan` turns each (entity, view) of it into one ``GET``
+of that view's record, and :func:`hash_replies` turns the records back into the HMGET
+replies the plan expects — each requested feature's serialized ``ValueProto`` and the view's
+serialized ``Timestamp`` — so responses, the direct path and ``feast serve``'s JSON are built
+exactly as for Feast's layout.
+
+A record written under an older schema of its view is read by name (``codec.decode_by_name``
+with the schemas in the server's directory): a feature added or retyped since comes back not
+found, never as another feature's value. A record past its view's ``ttl`` comes back not
+found. A record that fails to decode raises an error naming its entity and view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from feast_dragonfly._protocol import flow, record_format
+from feast_dragonfly._protocol import keys as _keys
+from feast_dragonfly._protocol.flow import Flow
+from feast_dragonfly._store.backends import Backend
+from feast_dragonfly._store.compact import views
+from feast_dragonfly._store.compact.codec import decode_by_name, read_header, timestamp_bytes
+from feast_dragonfly._store.compact.directory import Directory
+from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly._store.read import FieldSet, ReadPlan
+from feast_dragonfly._store.settings import StoreSettings
+from feast_dragonfly.errors import DragonflyDataError
+
+_NO_FIELDS: list[FieldSet] = []
+
+
+def record_plan(plan: ReadPlan) -> ReadPlan:
+    """One ``GET`` per (entity, view) of ``plan``, in plan order: each hash's views in turn."""
+    keys: list[bytes] = []
+    entities = []
+    for index, (key, fieldsets) in enumerate(zip(plan.keys, plan.key_fieldsets)):
+        for fieldset in fieldsets:
+            keys.append(_keys.compact_key(key, fieldset.view_name))
+            if index < len(plan.key_entities):
+                entities.append(plan.key_entities[index])
+    return ReadPlan(
+        views=[],
+        keys=keys,
+        key_fieldsets=[_NO_FIELDS] * len(keys),
+        key_entities=entities,
+        records=True,
+    )
+
+
+def views_to_learn(
+    plan: ReadPlan, records: Sequence[bytes | None], known: Mapping[str, Mapping[int, Schema]]
+) -> set[str]:
+    """Views with a record written under a schema id this process does not know (neither the
+    view's current schema nor one learned from the server's directory)."""
+    out: set[str] = set()
+    position = 0
+    for fieldsets in plan.key_fieldsets:
+        for fieldset in fieldsets:
+            record = records[position]
+            position += 1
+            if record is None or fieldset.view_name in out:
+                continue
+            if record[record_format.SCHEMA_ID] == fieldset.schema.id_bytes:
+                continue  # the current schema (most records)
+            schema_id = _schema_id(record)
+            if schema_id is not None and schema_id != fieldset.schema.id:
+                if schema_id not in known.get(fieldset.view_name, {}):
+                    out.add(fieldset.view_name)
+    return out
+
+
+def _schema_id(record: bytes) -> int | None:
+    try:
+        return read_header(record)[2]
+    except DragonflyDataError:
+        return None  # reported, naming the entity, when the record is decoded
+
+
+def hash_replies(
+    plan: ReadPlan,
+    records: Sequence[bytes | None],
+    known: Mapping[str, Mapping[int, Schema]],
+    now: int,
+) -> list[list[bytes | None]]:
+    """The HMGET replies ``plan`` expects, from its records (``record_plan`` order); ``known``:
+    view name -> the schemas its old records may use; ``now``: Unix ms, for the ttl."""
+    out: list[list[bytes | None]] = []
+    position = 0
+    picks: dict[int, tuple[int, ...]] = {}  # per fieldset: where its features are in the schema
+    for index, fieldsets in enumerate(plan.key_fieldsets):
+        reply: list[bytes | None] = []
+        for fieldset in fieldsets:
+            record = records[position]
+            position += 1
+            if record is None:
+                reply.extend([None] * len(fieldset.fields))
+                continue
+            pick = picks.get(id(fieldset))
+            if pick is None:
+                pick = picks[id(fieldset)] = _positions(fieldset.schema, fieldset.feature_names)
+            schemas = known.get(fieldset.view_name, {})
+            try:
+                reply.extend(_values(fieldset, pick, record, schemas, now))
+            except DragonflyDataError as exc:
+                raise DragonflyDataError(
+                    f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
+                    f"the stored compact record is unreadable ({exc})"
+                ) from None
+        out.append(reply)
+    return out
+
+
+def _values(
+    fieldset: FieldSet,
+    pick: tuple[int, ...],
+    record: bytes,
+    schemas: Mapping[int, Schema],
+    now: int,
+) -> list[bytes | None]:
+    decoded = decode_by_name(record, schemas, fieldset.schema)
+    seconds, nanos = decoded.event_time
+    if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
+        return [None] * len(fieldset.fields)
+    values = decoded.values
+    out = [values[j] if j >= 0 else None for j in pick]
+    out.append(timestamp_bytes(seconds, nanos))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _positions(schema: Schema, names: tuple[str, ...]) -> tuple[int, ...]:
+    """Where each requested feature sits in the schema (-1: not in it)."""
+    return tuple(schema.index.get(name, -1) for name in names)
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+@dataclass(frozen=True)
+class FetchRecords:
+    """Request of :func:`reading`: the records of this plan (``backend.fetch``)."""
+
+    plan: ReadPlan
+
+
+def reading(plan: ReadPlan, directory: Directory, project: str) -> Flow[list[Any]]:
+    """Fetch ``plan``'s records and answer as HMGETs would; old schemas are learned from the
+    server's directory first when a record needs one this process does not know."""
+    records = yield FetchRecords(record_plan(plan))
+    names = {fieldset.view_name for fieldsets in plan.key_fieldsets for fieldset in fieldsets}
+    known = {name: directory.schemas(project, name) for name in names}
+    if views_to_learn(plan, records, known) and directory.should_learn(project):
+        yield from directory.learning(project)
+        known = {name: directory.schemas(project, name) for name in names}
+    return hash_replies(plan, records, known, views.now_ms())
+
+
+def fetch(backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str) -> list[Any]:
+    """:func:`reading` on the sync client."""
+    if not plan.keys:
+        return []
+
+    def send(request: Any) -> Any:
+        if isinstance(request, FetchRecords):
+            return backend.fetch(request.plan, settings.read_chunk_size, settings.read_concurrency)
+        with backend.errors():
+            return request.on(backend.client())
+
+    return flow.run(reading(plan, backend.compact_schemas, project), send)
+
+
+async def fetch_async(
+    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str
+) -> list[Any]:
+    """:func:`reading` on the running loop's asyncio client."""
+    if not plan.keys:
+        return []
+
+    async def send(request: Any) -> Any:
+        if isinstance(request, FetchRecords):
+            return await backend.fetch_async(request.plan, settings.read_chunk_size)
+        with backend.errors():
+            return await request.on_async(await backend.client_async())
+
+    return await flow.run_async(reading(plan, backend.compact_schemas, project), send)
