@@ -137,6 +137,19 @@ def _echo_err(text: str) -> None:
     "Feature repo whose registry says which fields belong to which view (needed to "
     "merge per view when one hash holds several views)."
 )
+@click.option(
+    "--to-layout",
+    type=click.Choice(["feast", "compact"]),
+    default=None,
+    help="Convert into this layout (needs -C REPO); the source and target may then be the "
+    "same server. Default: copy every key in the layout it has.",
+)
+@click.option(
+    "--remove-source",
+    is_flag=True,
+    help="With --to-layout, afterwards remove each source key the target holds (once every "
+    "reader and writer uses the new layout; see docs/migration.md).",
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an earlier run.")
 @click.option(
     "--checkpoint",
@@ -159,12 +172,15 @@ def _echo_err(text: str) -> None:
     help="Keys per SCAN page (one batch, one checkpoint step).",
 )  # fmt: skip
 def migrate(**options: Any) -> None:
-    """Copy Feast projects' entity hashes from one server to another, merging per feature
-    view by event time (the target's newer data is kept), resumably. See docs/migration.md."""
+    """Copy Feast projects from one server to another, or convert them between layouts,
+    merging per feature view by event time (the target's newer data is kept), resumably. See
+    docs/migration.md."""
     from feast_dragonfly._admin import commands
 
     if options["verify"] and options["verify_sample"]:
         raise click.UsageError("--verify and --verify-sample exclude each other")
+    if options["remove_source"] and (not options["to_layout"] or options["dry_run"]):
+        raise click.UsageError("--remove-source goes with --to-layout, and not with --dry-run")
     with _clear_errors():
         # The options are commands.migrate's keyword arguments, one per flag.
         code = commands.migrate(**options, out=click.echo, err=_echo_err)
@@ -181,7 +197,7 @@ def migrate(**options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--sample", type=click.IntRange(min=1), default=1000, show_default=True,
-    help="Keys per project whose MEMORY USAGE is measured.",
+    help="Hashes (and as many records) per project whose MEMORY USAGE is measured.",
 )  # fmt: skip
 def stats(
     repo: str | None,
@@ -192,8 +208,9 @@ def stats(
     as_json: bool,
     sample: int,
 ) -> None:
-    """Entity keys, fields, memory and TTLs per Feast project and feature view, and views on
-    the server that the registry no longer has."""
+    """Keys, feature values, memory, bytes per value and TTLs per Feast project, feature view
+    and layout; views on the server that the registry no longer has; on Dragonfly, hashes too
+    big to be kept as listpacks."""
     from feast_dragonfly._admin import commands
 
     if repo is None and connection_string is None:

@@ -14,10 +14,11 @@ from typing import Any
 
 from feast_dragonfly._admin import merge as _migrate_merge
 from feast_dragonfly._admin import scan
+from feast_dragonfly._admin import verify as _migrate_verify
 from feast_dragonfly._admin.merge import KeyPlan
 from feast_dragonfly._admin.registry_views import FieldOwners
-from feast_dragonfly._admin.report import MigrationError, Report
-from feast_dragonfly._admin.scan import Dumped, by_endpoint, memory_usage
+from feast_dragonfly._admin.report import MAX_REPORTED, MigrationError, Report
+from feast_dragonfly._admin.scan import Dumped, by_endpoint, memory_usage, read_hashes
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.deployment import Deployment, Endpoint
@@ -33,12 +34,7 @@ def plans(
     """The merge plans of one batch's source hashes; keys that cannot be merged are counted."""
     planned = []
     for key, (flat, pttl) in zip(keys, hashes):
-        if isinstance(flat, Exception):
-            out.add("skipped_not_hash")
-            out.note(f"skipped {describe_key(key)}: the source key is not a hash ({flat})")
-            continue
-        if not flat:
-            out.add("skipped_vanished")  # expired or deleted since the SCAN
+        if not readable_hash(key, flat, out):
             continue
         groups, whole_key = _migrate_merge.view_groups(flat, owners)
         if not groups:
@@ -75,6 +71,19 @@ def fail_on(reply: Any, target: Deployment) -> None:
             "raise its maxmemory), then run the same command with --resume to continue"
         )
     raise MigrationError(f"the target {target.address} refused a merge: {text}")
+
+
+def readable_hash(key: bytes, flat: Any, out: Report) -> bool:
+    """Whether a source key's HGETALL reply is a hash to work on; a key of another type, or
+    one gone since the SCAN, is counted (and the first named)."""
+    if isinstance(flat, Exception):
+        out.add("skipped_not_hash")
+        out.note(f"skipped {describe_key(key)}: the source key is not a hash ({flat})")
+        return False
+    if not flat:
+        out.add("skipped_vanished")  # expired or deleted since the SCAN
+        return False
+    return True
 
 
 def merge(plans: Sequence[KeyPlan], target: Deployment, per_call: int, out: Report) -> None:
@@ -166,3 +175,22 @@ def dry_run_batch(endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> Non
     sizes = memory_usage(endpoint, keys)
     out.add("keys_found", len(keys))
     out.add("bytes", sum(size or 0 for size in sizes))
+
+
+def verify_plans(plans: Sequence[KeyPlan], target: Deployment, out: Report) -> None:
+    """Compare the target's hashes with what merging these plans should have given, view by
+    view (``verify.verify_key``)."""
+    assert out.verify is not None
+    for endpoint, mine in by_endpoint((target.endpoint_for(p.key), p) for p in plans):
+        with target.errors():
+            stored = read_hashes(endpoint, [p.key for p in mine])
+        for plan, (flat, _) in zip(mine, stored):
+            out.verified_keys += 1
+            verdict = _migrate_verify.verify_key(
+                plan.groups, None if isinstance(flat, Exception) else flat
+            )
+            out.verify.match += verdict.match
+            out.verify.kept += verdict.kept
+            out.verify.mismatch += verdict.mismatch
+            if verdict.mismatch and len(out.mismatched) < MAX_REPORTED:
+                out.mismatched.append(describe_key(plan.key))

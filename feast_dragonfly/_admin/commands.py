@@ -14,9 +14,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from feast_dragonfly._admin import cleanup, stats_report
 from feast_dragonfly._admin import migrate as migration
 from feast_dragonfly._admin import report as migration_report
 from feast_dragonfly._admin import stats as server_stats
+from feast_dragonfly._admin.convert import Conversion
 from feast_dragonfly._admin.registry_views import RepoViews, load_repo_views
 from feast_dragonfly._admin.scan import open_deployment, same_server
 
@@ -55,10 +57,30 @@ def migrate(
     batch: int,
     out: Echo,
     err: Echo,
+    to_layout: str | None = None,
+    remove_source: bool = False,
 ) -> int:
     """Run a migration (then its verification); returns the exit code. ``out``: the report,
-    ``err``: progress notes and warnings."""
+    ``err``: progress notes and warnings. ``to_layout``: convert into that layout;
+    ``remove_source``: then remove the source keys the target holds (after a clean verify)."""
+    if remove_source and (to_layout is None or dry_run):
+        raise ValueError("--remove-source goes with --to-layout, and not with --dry-run")
     views = repo_views(repo)
+    conversion = None
+    if to_layout is not None:
+        if views is None:
+            raise ValueError(
+                f"--to-layout {to_layout} needs the feature repo (-C REPO): converting takes "
+                "each feature view's features, types and ttl from its registry"
+            )
+        others = [p for p in projects if p != views.project]
+        if others:
+            raise ValueError(
+                f"the feature repo describes project '{views.project}', not "
+                f"{', '.join(repr(p) for p in others)}: a conversion needs the registry of "
+                "each project it converts (run once per repo)"
+            )
+        conversion = Conversion(views, to_layout)
     owners = views.field_owners() if views is not None else None
     src = open_deployment(
         source, source_type, connections=concurrency, sentinel_master=source_sentinel_master
@@ -71,26 +93,31 @@ def migrate(
         src.close()
         raise
     try:
-        if same_server(src, dst):
+        same = same_server(src, dst)
+        if same and conversion is None:
             raise migration_report.MigrationError(
                 f"source and target are the same server and database ({dst.address}, "
-                f"db {dst.db}); a migration needs two different ones"
+                f"db {dst.db}); a migration needs two different ones (or --to-layout, which "
+                "converts a project in place)"
             )
+        default_checkpoint = migration.checkpoint_path(src, dst, projects, to_layout)
         options = migration.MigrateOptions(
             projects=projects,
-            checkpoint=Path(checkpoint or migration.checkpoint_path(src, dst, projects)),
+            checkpoint=Path(checkpoint or default_checkpoint),
             resume=resume,
             dry_run=dry_run,
             verify_sample=verify_sample if verify_sample else (0 if verify else None),
             concurrency=concurrency,
             batch=batch,
             owners=owners,
+            conversion=conversion,
+            same_server=same,
         )
         run = migration.Migration(src, dst, options, err)
-        err(
-            f"{'dry run: ' if dry_run else ''}migrating {', '.join(projects)} from "
-            f"{src.address} to {dst.address}"
-        )
+        where = f"on {src.address}" if same else f"from {src.address} to {dst.address}"
+        into = f" into the {to_layout} layout" if to_layout else ""
+        verb = "converting" if to_layout else "migrating"
+        err(f"{'dry run: ' if dry_run else ''}{verb} {', '.join(projects)} {where}{into}")
         with src.errors():
             total = sum(int(e.client.dbsize()) for e in src.endpoints)
         try:
@@ -101,7 +128,7 @@ def migrate(
                 "the same command with --resume to continue"
             )
             return EXIT_INTERRUPTED
-        out(migration_report.summary(report, dry_run))
+        out(migration_report.summary(report, dry_run, to_layout))
         empty = migration_report.empty_projects(report, projects)
         for project in empty:
             out(
@@ -114,7 +141,16 @@ def migrate(
                 out(line)
             assert checked.verify is not None
             if checked.verify.mismatch:
+                if remove_source:
+                    out("nothing was removed from the source: --verify found mismatches")
                 return EXIT_MISMATCH
+        if remove_source and not empty:
+            try:
+                removed = cleanup.remove_source(run)
+            except KeyboardInterrupt:
+                err("\ninterrupted while removing: run the same command again to finish")
+                return EXIT_INTERRUPTED
+            out(migration_report.removal_summary(removed, to_layout))
         return EXIT_FAILED if empty else 0
     finally:
         src.close()
@@ -150,8 +186,8 @@ def stats(
         server, kind, connections=1, sentinel_master=sentinel_master or master
     )
     try:
-        collected = server_stats.collect(deployment, wanted, owners, sample_size=sample)
+        collected, limits = server_stats.collect(deployment, wanted, owners, sample_size=sample)
     finally:
         deployment.close()
-    report = server_stats.as_json(collected, deployment.address, registries)
-    return json.dumps(report, indent=2) if as_json else server_stats.as_table(report)
+    report = stats_report.as_json(collected, deployment.address, registries, limits)
+    return json.dumps(report, indent=2) if as_json else stats_report.as_table(report)

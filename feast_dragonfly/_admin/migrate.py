@@ -10,6 +10,12 @@ equal is kept), atomically per key. Both keep each key's remaining TTL. Batches 
 ``concurrency`` threads, each with its own connections; they are committed to the checkpoint
 in scan order, so ``--resume`` continues after the last batch the checkpoint holds.
 
+Records of the compact layout (``<hash key>:<view>`` strings) are found by the same SCAN and
+copied as they are with the store's ``compact_write.lua`` (``records``). With ``to_layout``
+each kind is converted into the other layout instead (``convert``): hashes into records, or
+records into hashes; the source and the target may then be one server, whose keys already in
+the target layout stay as they are.
+
 This module is the driver; a batch's key-level steps are in ``batch``, the counters and the
 summary text in ``report``.
 """
@@ -31,23 +37,24 @@ from typing import Any
 
 from tqdm import tqdm
 
-from feast_dragonfly._admin import batch, scan
+from feast_dragonfly._admin import batch, records, scan
 from feast_dragonfly._admin import checkpoint as _migrate_checkpoint
 from feast_dragonfly._admin import merge as _migrate_merge
 from feast_dragonfly._admin import verify as _migrate_verify
+from feast_dragonfly._admin.convert import Conversion
 from feast_dragonfly._admin.registry_views import FieldOwners
-from feast_dragonfly._admin.report import MAX_REPORTED, MigrationError, Report
+from feast_dragonfly._admin.report import MigrationError, Report
 from feast_dragonfly._admin.scan import (
     ScriptRefused,
     by_endpoint,
+    memory_usage,
     present_on,
-    project_pattern,
+    project_and_records_pattern,
     read_dumps,
     read_hashes,
     scan_page,
 )
 from feast_dragonfly._protocol.deployment import Deployment, Endpoint
-from feast_dragonfly._protocol.keys import belongs_to_project, describe_key
 from feast_dragonfly.errors import DragonflyConnectionError
 
 #: Keys per merge call on one Redis server. A cluster gets one (a script's keys must share a
@@ -67,23 +74,42 @@ class MigrateOptions:
     concurrency: int = 8
     batch: int = 500
     owners: FieldOwners | None = None  # feature field -> view, from a registry
+    #: Convert into this layout (None: copy every key in the layout it has).
+    conversion: Conversion | None = None
+    #: Source and target are one server (allowed only for a conversion): keys already in the
+    #: target layout are left as they are.
+    same_server: bool = False
+
+    @property
+    def to_layout(self) -> str | None:
+        return self.conversion.to_layout if self.conversion is not None else None
 
 
-def checkpoint_path(source: Deployment, target: Deployment, projects: Sequence[str]) -> Path:
-    """Default checkpoint file: one per (source, target, projects), in the current directory."""
+def checkpoint_path(
+    source: Deployment, target: Deployment, projects: Sequence[str], to_layout: str | None = None
+) -> Path:
+    """Default checkpoint file: one per (source, target, projects, conversion), in the current
+    directory."""
     what = f"{source.address}/{source.db}->{target.address}/{target.db}:{','.join(projects)}"
+    if to_layout:
+        what += f"->{to_layout}"
     digest = hashlib.sha1(what.encode()).hexdigest()[:12]
     return Path(f".feast-dragonfly-migrate-{digest}.json")
 
 
-def identity(source: Deployment, target: Deployment, projects: Sequence[str]) -> dict[str, Any]:
-    return {
+def identity(
+    source: Deployment, target: Deployment, projects: Sequence[str], to_layout: str | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "source": sorted(e.name for e in source.endpoints),
         "source_db": source.db,
         "target": sorted(e.name for e in target.endpoints),
         "target_db": target.db,
         "projects": list(projects),
     }
+    if to_layout:
+        out["to_layout"] = to_layout
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -157,28 +183,23 @@ class Migration:
         ]
 
     def pages(self, checkpoint: _migrate_checkpoint.Checkpoint | None) -> Iterator[tuple]:
-        """(stream, endpoint, project, next cursor, the page's keys of that project), in scan
-        order."""
+        """(stream, endpoint, project, next cursor, the page's hash keys of that project, its
+        records as (key, view)), in scan order."""
         for stream, endpoint, project in self.streams():
             cursor = checkpoint.cursor(stream) if checkpoint is not None else 0
             if cursor is None:
                 continue
             project_bytes = project.encode("utf-8")
-            pattern = project_pattern(project)
+            pattern = project_and_records_pattern(project)
             while True:
                 with self.source.errors():
                     cursor, keys = scan_page(endpoint, cursor, pattern, self.options.batch)
-                yield (
-                    stream,
-                    endpoint,
-                    project,
-                    cursor,
-                    [k for k in keys if belongs_to_project(k, project_bytes)],
-                )
+                hashes, found = records.split_page(keys, project_bytes)
+                yield stream, endpoint, project, cursor, hashes, found
                 if cursor == 0:
                     break
 
-    def _read(self, endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
+    def read_source(self, endpoint: Endpoint, keys: Sequence[bytes]) -> list[tuple[Any, Any]]:
         """The source hashes, through the read script while the source runs it."""
         if self.scripted_reads:
             try:
@@ -191,27 +212,85 @@ class Migration:
                 )
         return read_hashes(endpoint, keys)
 
-    def _batch(self, endpoint: Endpoint, project: str, keys: Sequence[bytes]) -> Report:
+    def _batch(
+        self,
+        endpoint: Endpoint,
+        project: str,
+        keys: Sequence[bytes],
+        found: Sequence[tuple[bytes, str]] = (),
+    ) -> Report:
+        """One SCAN page: its entity hashes (``keys``) and its compact records (``found``)."""
         out = Report()
-        if not keys:
+        if not keys and not found:
             return out
-        out.add(f"project:{project}", len(keys))
-        if self.options.dry_run:
+        out.add(f"project:{project}", len(keys) + len(found))
+        if keys:
+            self._hashes(endpoint, keys, out)
+        if found:
+            self._records(endpoint, project, found, out)
+        return out
+
+    def _hashes(self, endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> None:
+        options, conversion = self.options, self.options.conversion
+        if conversion is not None and conversion.to_layout == "compact":
+            out.add("keys_found", len(keys))
+            with self.source.errors():
+                converted = conversion.to_records(keys, self.read_source(endpoint, keys), out)
+            if options.dry_run:
+                out.add("views_to_convert", len(converted))
+                out.add("record_bytes", sum(len(c.write.record) for c in converted))
+                return
+            with self.target.errors():
+                records.write_records([c.write for c in converted], self.target, self.per_call,
+                                      out, written="converted", kept="converted_kept")  # fmt: skip
+            return
+        if options.same_server:  # already in the target layout
+            out.add("keys_in_place", len(keys))
+            return
+        if options.dry_run:
             with self.source.errors():
                 batch.dry_run_batch(endpoint, keys, out)
-            return out
+            return
         out.add("keys_found", len(keys))
         if self.whole_key_copies:
             keys = self._copy_absent(endpoint, keys, out)
         self._merge_keys(endpoint, keys, out)
-        return out
+
+    def _records(
+        self, endpoint: Endpoint, project: str, found: Sequence[tuple[bytes, str]], out: Report
+    ) -> None:
+        options, conversion = self.options, self.options.conversion
+        keys = [key for key, _ in found]
+        out.add("records_found", len(found))
+        if conversion is not None and conversion.to_layout == "feast":
+            with self.source.errors():
+                replies = records.read_records(endpoint, keys)
+            plans = conversion.to_hashes(self.source, project, found, replies, out)
+            if options.dry_run:
+                out.add("views_to_convert", len(plans))
+                return
+            with self.target.errors():
+                conversion.merge(plans, self.target, self.per_call, out)
+            return
+        if options.same_server:  # already in the target layout
+            out.add("records_in_place", len(found))
+            return
+        if options.dry_run:
+            with self.source.errors():
+                out.add("bytes", sum(size or 0 for size in memory_usage(endpoint, keys)))
+            return
+        with self.source.errors():
+            writes = records.copy_plan(found, records.read_records(endpoint, keys), out)
+        with self.target.errors():
+            records.write_records(writes, self.target, self.per_call, out,
+                                  written="records_copied", kept="records_kept_newer")  # fmt: skip
 
     def _merge_keys(self, endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> None:
         """Read the keys' fields from the source and merge them per view into the target."""
         if not keys:
             return
         with self.source.errors():
-            hashes = self._read(endpoint, keys)
+            hashes = self.read_source(endpoint, keys)
         plans = batch.plans(keys, hashes, self.options.owners, out)
         with self.target.errors():
             batch.merge(plans, self.target, self.per_call, out)
@@ -252,7 +331,7 @@ class Migration:
     def run(self, total: int | None) -> Report:
         """Copy (or, dry run, count) every key of the projects; returns the counters."""
         options = self.options
-        ident = identity(self.source, self.target, options.projects)
+        ident = identity(self.source, self.target, options.projects, options.to_layout)
         checkpoint = None
         if options.resume and not options.dry_run:
             checkpoint = _migrate_checkpoint.load(options.checkpoint, ident)
@@ -271,6 +350,8 @@ class Migration:
                 if isinstance(reply, Exception):
                     batch.fail_on(reply, self.target)
         report = Report(counters=dict(checkpoint.counters) if checkpoint else {})
+        if not options.dry_run:
+            self._directories(report)
         bar = tqdm(
             total=total,
             initial=report.counters.get("keys_found", 0),
@@ -294,6 +375,8 @@ class Migration:
 
         try:
             self._drive(checkpoint, pending, commit_oldest)
+            if not options.dry_run:
+                self._directories(report)  # schemas registered while the run went on
         except DragonflyConnectionError as exc:
             if checkpoint is None:
                 raise
@@ -306,6 +389,16 @@ class Migration:
                 checkpoint.flush()  # every confirmed batch, also when stopping on an error
             bar.close()
         return report
+
+    def _directories(self, report: Report) -> None:
+        """The schema directories compact records need on the target: the source's, for records
+        copied as they are, and the registry's current schemas, for records converted."""
+        options = self.options
+        if not options.same_server and options.to_layout != "feast":
+            for project in options.projects:
+                records.copy_directory(self.source, self.target, project, report)
+        if options.conversion is not None and options.to_layout == "compact":
+            options.conversion.register(self.target, options.projects)
 
     def _drive(
         self,
@@ -320,8 +413,8 @@ class Migration:
             _Collector.paused() as collector,
         ):
             try:
-                for stream, endpoint, project, cursor, keys in self.pages(checkpoint):
-                    job = pool.submit(self._batch, endpoint, project, keys)
+                for stream, endpoint, project, cursor, keys, found in self.pages(checkpoint):
+                    job = pool.submit(self._batch, endpoint, project, keys, found)
                     pending.append((stream, cursor, job))
                     while len(pending) > 2 * options.concurrency:
                         commit_oldest()
@@ -344,43 +437,63 @@ class Migration:
         options = self.options
         out = Report(verify=_migrate_verify.Verdict())
         sample_size = options.verify_sample or 0
-        sample: list[tuple[Endpoint, bytes]] = []
+        sample: list[tuple[Endpoint, tuple[str, bytes, str | None]]] = []
         seen = 0
         rng = random.Random()
-        for _, endpoint, _, _, keys in self.pages(None):
+        for _, endpoint, project, _, keys, found in self.pages(None):
             collector.tick()
+            items: list[tuple[str, bytes, str | None]] = [(project, key, None) for key in keys]
+            items += [(project, key, view) for key, view in found]
             if not sample_size:
-                self._verify_keys(endpoint, keys, out)
+                self._verify_items(endpoint, items, out)
                 continue
-            for key in keys:  # reservoir sampling over the whole scan
+            for item in items:  # reservoir sampling over the whole scan
                 seen += 1
                 if len(sample) < sample_size:
-                    sample.append((endpoint, key))
+                    sample.append((endpoint, item))
                 elif (slot := rng.randrange(seen)) < sample_size:
-                    sample[slot] = (endpoint, key)
-        for endpoint, keys in by_endpoint(sample):
-            for i in range(0, len(keys), options.batch):
-                self._verify_keys(endpoint, keys[i : i + options.batch], out)
+                    sample[slot] = (endpoint, item)
+        for endpoint, items in by_endpoint(sample):
+            for i in range(0, len(items), options.batch):
+                self._verify_items(endpoint, items[i : i + options.batch], out)
         return out
 
-    def _verify_keys(self, endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> None:
-        if not keys:
+    def _verify_items(
+        self, endpoint: Endpoint, items: Sequence[tuple[str, bytes, str | None]], out: Report
+    ) -> None:
+        """Verify (project, key, None) hashes and (project, key, view) records of one master."""
+        for project in dict.fromkeys(project for project, _, _ in items):
+            keys = [key for p, key, view in items if p == project and view is None]
+            found = [(key, view) for p, key, view in items if p == project and view is not None]
+            if keys:
+                self._verify_hashes(endpoint, project, keys, out)
+            if found:
+                self._verify_records(endpoint, project, found, out)
+
+    def _verify_hashes(
+        self, endpoint: Endpoint, project: str, keys: Sequence[bytes], out: Report
+    ) -> None:
+        conversion = self.options.conversion
+        if conversion is None and self.options.same_server:
             return
         with self.source.errors():
-            hashes = self._read(endpoint, keys)
-        plans = batch.plans(keys, hashes, self.options.owners, Report())
-        assert out.verify is not None
-        routed = ((self.target.endpoint_for(p.key), p) for p in plans)
-        for target, mine in by_endpoint(routed):
-            with self.target.errors():
-                stored = read_hashes(target, [p.key for p in mine])
-            for plan, (flat, _) in zip(mine, stored):
-                out.verified_keys += 1
-                if isinstance(flat, Exception):
-                    flat = None
-                verdict = _migrate_verify.verify_key(plan.groups, flat)
-                out.verify.match += verdict.match
-                out.verify.kept += verdict.kept
-                out.verify.mismatch += verdict.mismatch
-                if verdict.mismatch and len(out.mismatched) < MAX_REPORTED:
-                    out.mismatched.append(describe_key(plan.key))
+            hashes = self.read_source(endpoint, keys)
+        if conversion is not None and conversion.to_layout == "compact":
+            converted = conversion.to_records(keys, hashes, Report())
+            conversion.verify_records(self.target, project, converted, out)
+        elif not self.options.same_server:
+            plans = batch.plans(keys, hashes, self.options.owners, Report())
+            batch.verify_plans(plans, self.target, out)
+
+    def _verify_records(
+        self, endpoint: Endpoint, project: str, found: Sequence[tuple[bytes, str]], out: Report
+    ) -> None:
+        conversion = self.options.conversion
+        if conversion is not None and conversion.to_layout == "feast":
+            with self.source.errors():
+                replies = records.read_records(endpoint, [key for key, _ in found])
+            plans = conversion.to_hashes(self.source, project, found, replies, Report())
+            batch.verify_plans(plans, self.target, out)
+        elif not self.options.same_server:
+            with self.source.errors():
+                records.verify_copies(endpoint, found, self.target, out)

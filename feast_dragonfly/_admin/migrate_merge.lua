@@ -3,7 +3,9 @@
 --
 -- KEYS[i]  target hash key i (every key the script touches is declared, as DragonflyDB requires)
 -- ARGV, for each key in KEYS order:
---   pttl     the source key's remaining time to live in ms, -1 for none
+--   pttl     the source key's remaining time to live in ms, -1 for none; 0 for none that must
+--            also hold on the target (layout conversions: a view that never expires is written
+--            into a hash that may have an expiry already, which it must not inherit)
 --   g        number of groups, then for each group:
 --     k, m   k timestamp fields, m HSET arguments: first the k "_ts:<view>" field/value pairs,
 --            then the group's feature field/value pairs (contiguous, for HSET)
@@ -13,7 +15,7 @@
 -- timestamps (or only the zero epoch, as in Feast) or when the newest of the source's is
 -- strictly newer than every one stored; otherwise the target's fields are kept. When anything
 -- was written the key gets the source's remaining TTL, unless that would shorten (or add) an
--- expiry of a key that already existed. Returns, per key: views written, views kept, status
+-- expiry of a key that already existed; with pttl 0 it loses any expiry it had. Returns, per key: views written, views kept, status
 -- (0 ok, 1 the key is not a hash, 2 a timestamp on either side is malformed).
 -- parse_timestamp, newer, stored_wins and hset_args come from event_time.lua (prepended by _script.py).
 
@@ -75,6 +77,8 @@ for i = 1, #KEYS do
   end
   if written > 0 and pttl > 0 and (before == -2 or (before > 0 and before < pttl)) then
     redis.call('PEXPIRE', key, pttl)
+  elseif written > 0 and pttl == 0 and before >= 0 then
+    redis.call('PERSIST', key)
   end
   out[#out + 1] = written
   out[#out + 1] = kept

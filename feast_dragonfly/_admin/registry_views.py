@@ -8,7 +8,7 @@ so hashing them the way the store does (``layout``) gives the owner of every fie
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from feast_dragonfly._protocol import keys
@@ -24,13 +24,18 @@ class RepoViews:
     sentinel_master: str
     #: storage view name (``name`` or ``name_vN``) -> its feature names
     views: Mapping[str, tuple[str, ...]]
+    #: storage view name -> its features' Feast ``ValueType`` numbers, in the same order
+    #: (what a compact record's schema is made of: ``_store.compact.views.schema_of``)
+    types: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: storage view name -> its ``ttl`` in whole seconds, 0 for none (``views.ttl_seconds``)
+    ttls: Mapping[str, int] = field(default_factory=dict)
 
     def field_owners(self) -> FieldOwners:
         """Which view each feature field of this registry belongs to."""
         fields: dict[bytes, bytes] = {}
         for view, features in self.views.items():
-            for field in keys.feature_fields(view, features):
-                fields[field] = view.encode()
+            for name in keys.feature_fields(view, features):
+                fields[name] = view.encode()
         return FieldOwners(fields, frozenset(view.encode() for view in self.views))
 
 
@@ -67,13 +72,15 @@ def load_repo_views(repo: str) -> RepoViews:
         *store.list_stream_feature_views(),
         *(v for v in store.list_on_demand_feature_views() if v.write_to_online_store),
     ]
-    views = {
-        # The name a view's fields hash under, as the store computes it (name or name_vN).
-        compute_versioned_name(table, config.registry.enable_online_feature_view_versioning): tuple(
-            f.name for f in table.features
-        )
-        for table in tables
+    versioning = config.registry.enable_online_feature_view_versioning
+    # The name a view's fields hash under, as the store computes it (name or name_vN).
+    named = {compute_versioned_name(table, versioning): table for table in tables}
+    views = {name: tuple(f.name for f in table.features) for name, table in named.items()}
+    types = {
+        name: tuple(int(f.dtype.to_value_type().value) for f in table.features)
+        for name, table in named.items()
     }
+    ttls = {name: _ttl_seconds(table) for name, table in named.items()}
     online = config.online_store
     redis_type = getattr(online, "redis_type", "redis")
     return RepoViews(
@@ -82,4 +89,12 @@ def load_repo_views(repo: str) -> RepoViews:
         redis_type=str(getattr(redis_type, "value", redis_type)),  # Feast: an enum
         sentinel_master=getattr(online, "sentinel_master", "mymaster"),
         views=views,
+        types=types,
+        ttls=ttls,
     )
+
+
+def _ttl_seconds(table: Any) -> int:
+    """A view's ``ttl`` in whole seconds, 0 for none (the compact layout's rule)."""
+    ttl = getattr(table, "ttl", None)
+    return int(ttl.total_seconds()) if ttl else 0

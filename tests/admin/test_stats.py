@@ -8,7 +8,7 @@ import pytest
 from migrate_kit import applied_repo, at, run, shop_and_myshop, two_views, write
 from store_kit import feature_view, hash_key
 
-from feast_dragonfly._admin.stats import UNATTRIBUTED
+from feast_dragonfly._admin.stats_report import UNATTRIBUTED
 
 pytestmark = pytest.mark.server
 
@@ -94,3 +94,95 @@ def test_unreachable_server_is_a_clear_error():
     assert result.exit_code == 1
     assert f"cannot reach the Redis-protocol server at {address}" in result.output
     assert run("stats").exit_code == 2  # neither -C nor --connection-string
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def _compact_write(store, tmp_path, connection_string, view, ids, **options):
+    write(store, tmp_path / "compact", connection_string, project="shop", view=view, ids=ids,
+          when=at(1), value=7, layout="compact", **options)  # fmt: skip
+
+
+def test_each_views_layout_and_bytes_per_value(store, tmp_path, server_connection_string,
+                                               redis_client):  # fmt: skip
+    from feast_dragonfly._protocol.keys import compact_key
+
+    wide = feature_view("wide", tuple(f"f{i}" for i in range(6)))
+    _data(store, tmp_path, server_connection_string)  # fv: feast layout, 15 keys
+    _compact_write(store, tmp_path, server_connection_string, wide, range(10), ttl=600)
+    report = stats_json("--connection-string", server_connection_string, "--project", "shop")
+    shop = report["projects"]["shop"]
+    assert (shop["keys"], shop["records"]) == (15, 10)
+    fv, compact = shop["views"]["fv"], shop["compact_views"]["wide"]
+    assert (fv["layout"], fv["values"]) == ("feast", 30)
+    assert (compact["layout"], compact["keys"], compact["values"]) == ("compact", 10, 60)
+    assert compact["ttl"]["with_ttl"] == 10 and "wide" not in shop["views"]
+    records = [compact_key(hash_key(i, "shop"), "wide") for i in range(10)]
+    measured = sum(int(redis_client.memory_usage(k)) for k in records)
+    assert compact["memory_bytes"] == measured
+    assert compact["bytes_per_value"] == round(measured / 60, 1)
+    hashes = sum(int(redis_client.memory_usage(hash_key(i, "shop"))) for i in range(15))
+    assert fv["bytes_per_value"] == round(hashes / 30, 1)
+    assert shop["memory_bytes"] == measured + hashes
+    table = run("stats", "--connection-string", server_connection_string)
+    assert table.exit_code == 0, table.output
+    assert "project shop: 15 entity keys, 10 compact records" in table.output
+    line = next(row for row in table.output.splitlines() if row.strip().startswith("wide"))
+    assert line.split()[:4] == ["wide", "compact", "10", "60"]
+    # every project without --project: records are not mistaken for a project of their own
+    everything = stats_json("--connection-string", server_connection_string)
+    assert sorted(everything["projects"]) == ["myshop", "shop"]
+
+
+def test_listpack_warning_on_dragonfly(server_binary, store, tmp_path, server_connection_string,
+                                       redis_client):  # fmt: skip
+    """Dragonfly keeps a hash as a listpack up to 1,024 bytes (``--listpack_max_bytes``): a
+    view of 100 features is over, one of 2 is not."""
+    wide = feature_view("wide", tuple(f"f{i}" for i in range(100)))
+    for hour in (1, 2):  # the second write is the one that turns an oversized listpack over
+        write(store, tmp_path, server_connection_string, project="shop", view=wide,
+              ids=range(100, 105), when=at(hour), value=123456)  # fmt: skip
+    _data(store, tmp_path, server_connection_string)  # other entities: hashes of one view
+    report = stats_json("--connection-string", server_connection_string, "--project", "shop")
+    shop = report["projects"]["shop"]
+    if server_binary.kind != "dragonfly":
+        assert report["dragonfly_listpack"] is None and shop["warnings"] == []
+        assert "listpack" not in shop["views"]["wide"]
+        return
+    assert report["dragonfly_listpack"]["max_bytes"] == 1024
+    encoding = redis_client.execute_command("DEBUG", "OBJECT", hash_key(100, "shop"))
+    assert b"encoding:listpack" not in encoding  # what the warning is about
+    listpack = shop["views"]["wide"]["listpack"]
+    assert listpack["hash_tables"] == listpack["sampled_hashes"] == listpack["measured"] == 5
+    assert shop["views"]["fv"]["listpack"]["hash_tables"] == 0
+    (warning,) = shop["warnings"]
+    per_value = shop["views"]["wide"]["bytes_per_value"]
+    assert f"wide (5 of 5, {per_value:,.1f} bytes per feature value)" in warning
+    assert "fv" not in warning.replace("feast-dragonfly", "")
+    assert "--listpack_max_bytes=2048" in warning and "layout: compact" in warning
+    table = run("stats", "--connection-string", server_connection_string, "--project", "shop")
+    assert "warning: Dragonfly keeps sampled hashes of wide (5 of 5" in table.output
+    # a value over listpack_max_field_len (64 bytes) makes a small hash a hash table too
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from store_kit import entity_key, repo_config
+
+    notes = feature_view("notes", ("text",))
+    config = repo_config(tmp_path / "notes", server_connection_string, project="shop")
+    for hour in (1, 2):
+        rows = [(entity_key(i), {"text": ValueProto(string_val="n" * 100)}, at(hour), None)
+                for i in range(200, 203)]  # fmt: skip
+        store.online_write_batch(config, notes, rows, None)
+    (long_values,) = stats_json("--connection-string", server_connection_string)["projects"][
+        "shop"
+    ]["warnings"]
+    assert "notes (3 of 3" in long_values and "values of up to 102 bytes" in long_values
+    assert "--listpack_max_field_len=128" in long_values
+
+
+def test_listpack_size_of_a_hash():
+    from feast_dragonfly._admin.stats import listpack_size
+
+    # 7 bytes of header and end; a 4-byte string is 1 + 4 + 1 bytes, a 70-byte one 2 + 70 + 1
+    assert listpack_size([b"abcd", b"wxyz"]) == (7 + 6 + 6, 4)
+    assert listpack_size({b"abcd": b"x" * 70}) == (7 + 6 + 73, 70)
