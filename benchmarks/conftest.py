@@ -8,14 +8,19 @@ same server:
 * ``feast``  — Feast 0.67's ``RedisOnlineStore`` (``type: redis``, default ``client: redis``);
 * ``glide``  — the same with ``client: glide`` (only when ``valkey-glide-sync`` is installed and
   works against the server; otherwise those benchmarks are skipped with the reason);
-* ``ours``   — ``feast_dragonfly.DragonflyOnlineStore`` with its default settings;
+* ``ours``   — ``feast_dragonfly.DragonflyOnlineStore`` with its default settings (Feast's
+  layout);
+* ``ours_compact`` — the same store with ``layout: compact`` (one record per entity and view),
+  reading records it wrote itself;
 * ``floor``  — raw redis-py + hiredis: one pipelined ``HMGET`` per entity hash with the same keys
   and fields the stores read, no Feast conversion at all.
 
 The data (1,000 ``driver_id`` entities; one 250-feature view in one project, five 50-feature
 views sharing the entity in another; a float32 / int64 / string mix) is written once per
-session with our ``online_write_batch``, which is byte-identical to Feast's layout. The
-implementations of one case are timed in interleaved rounds (see :func:`interleaved_rounds`).
+session with our ``online_write_batch``, which is byte-identical to Feast's layout, and once
+more by the ``ours_compact`` store as compact records (their keys never collide with the
+hashes: both live side by side on the server). The implementations of one case are timed in
+interleaved rounds (see :func:`interleaved_rounds`).
 """
 
 from __future__ import annotations
@@ -401,6 +406,10 @@ def _repo_config(tmp: Path, project: str, online_store: dict) -> RepoConfig:
     )
 
 
+#: Every store a read benchmark can use (the floor has none).
+STORE_IMPLS = ("feast", "glide", "ours", "ours_compact")
+
+
 def _online_store_settings(impl: str, conn: str) -> dict[str, Any]:
     if impl == "feast":
         return {"type": "redis", "connection_string": conn}
@@ -412,12 +421,16 @@ def _online_store_settings(impl: str, conn: str) -> dict[str, Any]:
             "connection_string": f"{conn},socket_timeout=10",
             "client": "glide",
         }
-    return {"type": "feast_dragonfly.DragonflyOnlineStore", "connection_string": conn}
+    store = {"type": "feast_dragonfly.DragonflyOnlineStore", "connection_string": conn}
+    if impl == "ours_compact":
+        store["layout"] = "compact"
+    return store
 
 
-def _load_data(store: FeatureStore, views: list[FeatureView]) -> None:
+def _load_data(store: FeatureStore, views: list[FeatureView], now: datetime) -> None:
+    """Every entity of ``views`` written at event time ``now`` (the same for every store, so
+    ``online_read``'s timestamps compare equal too)."""
     online_store = store._get_provider().online_store
-    now = datetime.now(timezone.utc).replace(microsecond=0)
     for view in views:
         width = len(view.features)
         rows = [
@@ -461,16 +474,18 @@ def bench(server: Server, pytestconfig: pytest.Config) -> Iterator[Bench]:
             config=_repo_config(tmp, projects[layout], _online_store_settings(impl, conn))
         )
         for layout in LAYOUTS
-        for impl in ("feast", "glide", "ours")
+        for impl in STORE_IMPLS
     }
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
     source = FileSource(path=str(tmp / "unused.parquet"), timestamp_field="event_timestamp")
     views = _views(source, driver)
     layout_views = {1: [views["wide"]], PARTS: [views[f"part{p}"] for p in range(PARTS)]}
     started = time.perf_counter()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
     for layout in LAYOUTS:
         stores[layout, "feast"].apply([driver, *layout_views[layout]])
-        _load_data(stores[layout, "ours"], layout_views[layout])
+        _load_data(stores[layout, "ours"], layout_views[layout], now)
+        _load_data(stores[layout, "ours_compact"], layout_views[layout], now)
     # One registry object for every store, as a serving process has: Feast keeps a module-level
     # cache of resolved feature references that it clears whenever it sees a different
     # registry snapshot, so stores with their own registries, called in turn, would rebuild
@@ -508,7 +523,7 @@ def bench(server: Server, pytestconfig: pytest.Config) -> Iterator[Bench]:
             if glide_client is not None:
                 glide_client.close()
             if external and impl == "ours":
-                store.teardown()  # this project's data only
+                store.teardown()  # this project's data only (hashes and compact records)
         loop.close()
         floor_client.close()
         admin.close()

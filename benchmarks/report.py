@@ -5,8 +5,9 @@
 
 One JSON file per server (``make bench`` writes them). For every case it prints, per server,
 the median and p99 of each implementation (p99 from the raw per-round timings stored in the
-JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster), and the
-performance targets of issue 3 with PASS/FAIL. ``--markdown`` writes the same as a document
+JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster), those of
+``layout: compact`` (Feast/compact and ours/compact: above 1, compact is faster), and the
+performance targets of issue 3 (and of the compact layout) with PASS/FAIL. ``--markdown`` writes the same as a document
 with the environment; ``--plot`` draws the Feast/ours speedups as grouped bars (matplotlib).
 The write benchmarks' results (``online_write_batch`` and ``feast materialize``, with the
 targets of issue 4) follow each server's read tables. Exits 0 whatever the numbers:
@@ -24,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMPLS = ("feast", "glide", "ours", "floor")
+IMPLS = ("feast", "glide", "ours", "ours_compact", "floor")
 IMPL_TITLES = {
     "feast": "Feast (redis-py)",
     "glide": "Feast (glide)",
     "ours": "ours",
+    "ours_compact": "ours, compact",
     "floor": "raw floor",
 }
+COMPACT = "ours_compact"
+
 API_ORDER = ("get_online_features", "online_read", "get_online_features_async", "concurrent_async")
 
 
@@ -186,13 +190,17 @@ def cell(case: Case, timing: Timing | None) -> str:
 def table(run: Run) -> str:
     impls = [i for i in IMPLS if any(i in r for r in run.results.values())]
     head = ["case"] + [f"{IMPL_TITLES[i]} median / p99" for i in impls]
-    ratios = [i for i in ("feast", "glide", "floor") if i in impls]
-    head += [f"{IMPL_TITLES[i]} / ours" for i in ratios]
+    ratios = [(i, "ours") for i in ("feast", "glide", "floor") if i in impls]
+    if COMPACT in impls:
+        ratios += [("feast", COMPACT), ("ours", COMPACT)]
+    head += [
+        f"{IMPL_TITLES[n]} / {'compact' if d == COMPACT else IMPL_TITLES[d]}" for n, d in ratios
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in sorted(run.results):
         results = run.results[case]
         row = [case.label()] + [cell(case, results.get(i)) for i in impls]
-        row += [fmt_ratio(ratio(results, i)) for i in ratios]
+        row += [fmt_ratio(ratio(results, n, d)) for n, d in ratios]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -260,11 +268,52 @@ def checks(run: Run) -> list[Check]:
     return out
 
 
+def compact_checks(run: Run) -> list[Check]:
+    """The compact layout's read targets, against ours with Feast's layout."""
+    out: list[Check] = []
+    if not any(COMPACT in results for results in run.results.values()):
+        return out
+    speedups = [(ratio(r, "ours", COMPACT), case) for case, r in sorted(run.results.items())]
+    speedups = [(value, case) for value, case in speedups if value is not None]
+    if speedups:
+        worst, worst_case = min(speedups, key=lambda item: item[0])
+        out.append(
+            Check(
+                "compact: no case slower than ours with Feast's layout: every ours/compact ≥ 1.0×",
+                f"lowest {fmt_goal_ratio(worst, 1.0)} ({worst_case.label()})",
+                worst >= 1.0,
+            )
+        )
+    for views in (1, 5):
+        results = _find(run, "get_online_features", 100, 250, views)
+        value = ratio(results, "ours", COMPACT)
+        versus_feast = ratio(results, "feast", COMPACT)
+        measured = fmt_goal_ratio(value, 1.3)
+        if versus_feast is not None:
+            measured += f" (Feast/compact {fmt_ratio(versus_feast)})"
+        out.append(
+            Check(
+                f"compact: get_online_features 100×250 ({views} view{'s' if views > 1 else ''})"
+                ": ours/compact ≥ 1.3×",
+                measured,
+                None if value is None else value >= 1.3,
+            )
+        )
+    return out
+
+
+def _check_rows(found: list[Check]) -> list[str]:
+    rows = []
+    for check in found:
+        mark = {True: "PASS", False: "**FAIL**", None: "not measured"}[check.passed]
+        rows.append(f"| {check.target} | {check.measured} | {mark} |")
+    return rows
+
+
 def checks_table(run: Run) -> str:
     lines = ["| target | measured | |", "|---|---|---|"]
-    for check in checks(run):
-        mark = {True: "PASS", False: "**FAIL**", None: "not measured"}[check.passed]
-        lines.append(f"| {check.target} | {check.measured} | {mark} |")
+    lines += _check_rows(checks(run))
+    lines += _check_rows(compact_checks(run))
     return "\n".join(lines)
 
 
@@ -274,12 +323,14 @@ WRITE_TITLES = {
     "feast": "Feast `RedisOnlineStore` (default: read, compare, write)",
     "feast_skip_dedup": "Feast `RedisOnlineStore`, `skip_dedup: true` (no event-time check)",
     "ours": "ours (event-time checked on the server)",
+    "ours_compact": "ours, `layout: compact` (one record per row, event-time checked)",
 }
 MATERIALIZE_TITLES = {
     "feast": "Feast `local` engine + `RedisOnlineStore`",
     "ours_at_feast_size": "ours, same rows as Feast's run",
     "ours_half": "ours, half the rows",
     "ours_full": "ours, all rows",
+    "ours_compact_full": "ours, `layout: compact`, all rows",
     "ours_ties": "ours, all rows, every entity twice at one event time (created time decides)",
 }
 
@@ -294,39 +345,53 @@ def write_tables(run: Run) -> str:
             f"`online_write_batch` of {sample['rows']:,} rows × {sample['features']} features "
             "into an emptied server (median of interleaved rounds):",
             "",
-            "| implementation | median | rows/s |",
-            "|---|---|---|",
+            "| implementation | median | rows/s | Feast default / this | ours / this |",
+            "|---|---|---|---|---|",
         ]
-        for impl in ("feast", "feast_skip_dedup", "ours"):
+        for impl in WRITE_TITLES:
             if impl in batch:
                 median = batch[impl]["median"]
+                versus = [
+                    fmt_ratio(batch[base]["median"] / median if base in batch else None)
+                    for base in ("feast", "ours")
+                ]
                 lines.append(
                     f"| {WRITE_TITLES[impl]} | {fmt_time(median)} | "
-                    f"{batch[impl]['rows'] / median:,.0f} |"
+                    f"{batch[impl]['rows'] / median:,.0f} | {versus[0]} | {versus[1]} |"
                 )
         lines.append("")
     mat = {impl: r for (api, impl), r in run.writes.items() if api == "materialize"}
     if mat:
+        repeated = sorted({r.get("runs", 1) for r in mat.values()} - {1})
         lines += [
-            "`feast materialize` from parquet, each run in its own process:",
+            "`feast materialize` from parquet, each run in its own process"
+            + (
+                f" (where runs > 1 — ours, all rows, with each layout — "
+                f"{'/'.join(map(str, repeated))} runs alternating A B B A, the mean):"
+                if repeated
+                else ":"
+            ),
             "",
-            "| run | rows | seconds | rows/s | peak RSS |",
-            "|---|---|---|---|---|",
+            "| run | rows | seconds | rows/s | peak RSS | rows/s vs Feast | rows/s vs ours |",
+            "|---|---|---|---|---|---|---|",
         ]
         for impl in MATERIALIZE_TITLES:
             if impl in mat:
                 r = mat[impl]
+                versus = [
+                    fmt_ratio(r["rows_per_s"] / mat[base]["rows_per_s"] if base in mat else None)
+                    for base in ("feast", "ours_full")
+                ]
                 lines.append(
                     f"| {MATERIALIZE_TITLES[impl]} | {r['rows']:,} | {r['median']:.1f} | "
-                    f"{r['rows_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |"
+                    f"{r['rows_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB | "
+                    f"{versus[0]} | {versus[1]} |"
                 )
         lines.append("")
     checks_ = write_checks(run)
     if checks_:
-        lines += ["| target (issue 4) | measured | |", "|---|---|---|"]
-        for check in checks_:
-            mark = {True: "PASS", False: "**FAIL**", None: "not measured"}[check.passed]
-            lines.append(f"| {check.target} | {check.measured} | {mark} |")
+        lines += ["| target (issue 4; compact layout) | measured | |", "|---|---|---|"]
+        lines += _check_rows(checks_)
     return "\n".join(lines)
 
 
@@ -346,6 +411,18 @@ def write_checks(run: Run) -> list[Check]:
                     value >= goal,
                 )
             )
+    if COMPACT in batch and "ours" in batch:
+        value = batch["ours"] / batch[COMPACT]
+        measured = fmt_goal_ratio(value, 2.0)
+        if "feast" in batch:
+            measured += f" (Feast default/compact {fmt_ratio(batch['feast'] / batch[COMPACT])})"
+        out.append(
+            Check(
+                "online_write_batch: compact ≥ 2× ours with Feast's layout",
+                measured,
+                value >= 2.0,
+            )
+        )
     mat = {impl: r for (api, impl), r in run.writes.items() if api == "materialize"}
     if "feast" in mat and "ours_full" in mat:
         value = mat["ours_full"]["rows_per_s"] / mat["feast"]["rows_per_s"]
@@ -354,6 +431,20 @@ def write_checks(run: Run) -> list[Check]:
                 "materialize rows/s: ours ≥ 10× local engine + Feast Redis",
                 fmt_goal_ratio(value, 10.0),
                 value >= 10,
+            )
+        )
+    if "ours_compact_full" in mat and "ours_full" in mat:
+        compact = mat["ours_compact_full"]["rows_per_s"]
+        value = compact / mat["ours_full"]["rows_per_s"]
+        measured = fmt_goal_ratio(value, 2.0)
+        if "feast" in mat:
+            measured += f" ({compact / mat['feast']['rows_per_s']:.1f}× Feast's)"
+        out.append(
+            Check(
+                f"materialize {mat['ours_compact_full']['rows']:,} rows: compact rows/s ≥ 2× "
+                "ours with Feast's layout",
+                measured,
+                value >= 2.0,
             )
         )
     if "ours_half" in mat and "ours_full" in mat:
@@ -407,12 +498,15 @@ table; absolute times on a shared 2-core machine drift between runs.
 - **Feast (glide)** — the same with `client: glide` (valkey-glide-sync; `socket_timeout=10` in
   its connection string, which Feast turns into GLIDE's request timeout, default 250 ms). Its
   async reads use redis-py, so it only appears in the sync cases.
-- **ours** — `feast_dragonfly.DragonflyOnlineStore`, default settings.
+- **ours** — `feast_dragonfly.DragonflyOnlineStore`, default settings (Feast's layout).
+- **ours, compact** — the same store with `layout: compact` (one record per entity and feature
+  view, docs/data-layout.md), reading records it wrote itself; every other setting the same.
 - **raw floor** — redis-py + hiredis, one pipelined `HMGET` per entity hash with the same keys
   and fields the stores read (features plus each view's `_ts:` field), replies left as raw bytes.
 
 Data: 1,000 `driver_id` entities (int64, 0..999), a float32 / int64 / string mix of features,
-written once per run with our `online_write_batch` (byte-identical to Feast's layout). The
+written once per run with our `online_write_batch` (byte-identical to Feast's layout), and
+once more as compact records by the compact store (beside the hashes: the keys differ). The
 one-view cases read a 250-feature view; the five-view cases read five 50-feature views sharing
 the entity (each layout in its own project, so a hash holds only that layout's fields). Cases
 time `FeatureStore.get_online_features(...).to_dict()` (and `await
@@ -429,7 +523,8 @@ Reading the numbers: the floor includes the server's own time, which differs bet
 redis-server keeps a hash of up to 512 fields as a ziplist that `HMGET` scans linearly, so wide
 reads cost it more than Dragonfly. Feast's store builds one Python object per value; in large
 cases that triggers full garbage collections (tens of ms in a process with Feast loaded) every
-few calls, which shows in its p99 rather than its median.
+few calls, which shows in its p99 rather than its median. Server memory per stored value, by
+layout: docs/memory-benchmarks.md (`make bench-memory`).
 """
 
 
@@ -450,16 +545,16 @@ def markdown(runs: list[Run], plot: Path | None, markdown_path: Path) -> str:
             rel = plot
         parts += [f"![Speedup of ours over Feast per case and server]({rel.as_posix()})", ""]
     for run in runs:
-        parts += [
-            f"## {run.server}",
-            "",
-            table(run),
-            "",
-            "### Targets (issue 3)",
-            "",
-            checks_table(run),
-            "",
-        ]
+        parts += [f"## {run.server}", ""]
+        if run.results:  # a run of the write benchmarks alone has no read table
+            parts += [
+                table(run),
+                "",
+                "### Targets (issue 3; `layout: compact`)",
+                "",
+                checks_table(run),
+                "",
+            ]
         if run.writes:
             parts += [f"### Writes and materialization ({run.server})", "", write_tables(run), ""]
     return "\n".join(parts)
@@ -472,24 +567,42 @@ def plot_speedups(runs: list[Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = sorted({case for run in runs for case in run.results})
-    width = 0.8 / max(1, len(runs))
+    series = [
+        (run, impl)
+        for run in runs
+        for impl in ("ours", COMPACT)
+        if any(impl in results for results in run.results.values())
+    ]
+    width = 0.8 / max(1, len(series))
     fig, ax = plt.subplots(figsize=(max(10, 0.85 * len(cases) + 2), 5.5))
-    for index, run in enumerate(runs):
+    for index, (run, impl) in enumerate(series):
         xs, ys = [], []
         for position, case in enumerate(cases):
-            value = ratio(run.results.get(case, {}), "feast")
+            value = ratio(run.results.get(case, {}), "feast", impl)
             if value is not None:
                 xs.append(position - 0.4 + width * (index + 0.5))
                 ys.append(value)
-        bars = ax.bar(xs, ys, width, label=run.server)
-        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
+        label = run.server if impl == "ours" else f"{run.server}, layout: compact"
+        color = f"C{runs.index(run)}"  # one colour per server; compact hatched and lighter
+        compact = impl == COMPACT
+        bars = ax.bar(
+            xs,
+            ys,
+            width,
+            label=label,
+            color=color,
+            alpha=0.55 if compact else 1.0,
+            hatch="//" if compact else None,
+            edgecolor=color if compact else None,
+        )
+        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=6, padding=2)
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([case.short() for case in cases], fontsize=8)
     ax.set_ylabel("speedup vs Feast RedisOnlineStore (median Feast / median ours)")
     ax.set_title("feast-dragonfly read speedup over Feast 0.67 (higher is better; dashed = same)")
-    ax.legend()
-    ax.margins(y=0.12)
+    ax.legend(ncol=2, loc="upper left", fontsize=8)
+    ax.margins(y=0.25)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -517,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(environment(runs))
     for run in runs:
-        print(f"\n## {run.server}\n\n{table(run)}\n\n{checks_table(run)}")
+        print(f"\n## {run.server}")
+        if run.results:
+            print(f"\n{table(run)}\n\n{checks_table(run)}")
         if run.writes:
             print(f"\n{write_tables(run)}")
 

@@ -1,4 +1,5 @@
-"""Read benchmarks: Feast's Redis store (redis-py and GLIDE clients), a raw floor, and ours.
+"""Read benchmarks: Feast's Redis store (redis-py and GLIDE clients), a raw floor, and ours
+(Feast's layout, and ``layout: compact`` as ``ours_compact``).
 
 Every group holds the implementations of one request shape, timed in interleaved rounds (one
 call of each per round) in the same run on the same server and data, so their ratios hold even
@@ -35,8 +36,8 @@ def _info(api: str, shape: Shape, impl: str) -> dict:
     }
 
 
-SYNC_IMPLS = ("feast", "glide", "ours", "floor")
-ASYNC_IMPLS = ("feast", "ours")
+SYNC_IMPLS = ("feast", "glide", "ours", "ours_compact", "floor")
+ASYNC_IMPLS = ("feast", "ours", "ours_compact")
 
 
 @pytest.mark.parametrize(("shape", "impl"), _cases(SHAPES, SYNC_IMPLS))

@@ -1,20 +1,26 @@
 """Write and materialization benchmarks: Feast's RedisOnlineStore / local engine vs ours.
 
 * ``online_write_batch`` of 10,000 rows x 50 features into an emptied server: Feast's store
-  with its default read-before-write dedup, the same with ``skip_dedup: true``, and ours
-  (event-time checked on the server, chunks over ``write_concurrency`` connections). Rounds
-  are interleaved (feast, skip, ours, feast, ...) so the ratios compare like with like.
+  with its default read-before-write dedup, the same with ``skip_dedup: true``, ours
+  (event-time checked on the server, chunks over ``write_concurrency`` connections) and ours
+  with ``layout: compact`` (``ours_compact``: one record per row, same settings otherwise).
+  Rounds are interleaved (feast, skip, ours, compact, feast, ...) so the ratios compare like
+  with like.
 * ``feast materialize`` from a local parquet file (20 features: float32 / int64 / string, one
   row per entity): Feast's ``local`` engine + ``RedisOnlineStore`` against our engine + store,
-  each run in its own subprocess (rows/s and peak RSS of that process), and ours again at half
-  the rows to show that memory does not grow with the row count, and on tie-heavy data (every
-  entity twice at one event time, created times deciding, over 4 files) to show what deciding
-  the row per entity before writing costs.
+  each run in its own subprocess (rows/s and peak RSS of that process), ours with
+  ``layout: compact`` on the same file right after ours with Feast's layout, and ours again at
+  half the rows to show that memory does not grow with the row count, and on tie-heavy data
+  (every entity twice at one event time, created times deciding, over 4 files) to show what
+  deciding the row per entity before writing costs.
 
 Sizes: ``FEAST_DRAGONFLY_BENCH_MAT_ROWS`` (ours, default 1,000,000) and
 ``FEAST_DRAGONFLY_BENCH_FEAST_MAT_ROWS`` (Feast's local engine, default 200,000 — at 1M rows it
 needs minutes and many GB of RAM; set it to 1000000 to measure that too). Ratios of rows/s
-are valid across sizes because Feast's rate does not improve with size.
+are valid across sizes because Feast's rate does not improve with size. Ours with Feast's
+layout and with ``layout: compact`` at the full size, whose ratio is a target, alternate
+(A B B A: ``FEAST_DRAGONFLY_BENCH_MAT_PAIRS``, default 2, runs of each) so a burst of load
+from elsewhere on the machine does not decide it; each reports the mean of its runs.
 
 Run: ``pytest benchmarks/test_write_benchmarks.py --benchmark-only --bench-server redis -s``
 (``--bench-server dragonfly --bench-server-bin ../shared/bin/dragonfly`` for Dragonfly).
@@ -52,6 +58,7 @@ WRITE_FEATURES = 50
 WRITE_ROUNDS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_WRITE_ROUNDS", "7"))
 MAT_ROWS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_MAT_ROWS", "1000000"))
 FEAST_MAT_ROWS = int(os.environ.get("FEAST_DRAGONFLY_BENCH_FEAST_MAT_ROWS", "200000"))
+MAT_PAIRS = max(1, int(os.environ.get("FEAST_DRAGONFLY_BENCH_MAT_PAIRS", "2")))
 MAT_FEATURES = 20
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -120,10 +127,17 @@ def write_env(server, tmp_path_factory):
             DragonflyOnlineStore(),
             config("ours", {"type": "feast_dragonfly.DragonflyOnlineStore"}),
         ),
+        "ours_compact": (
+            DragonflyOnlineStore(),
+            config(
+                "ours_compact",
+                {"type": "feast_dragonfly.DragonflyOnlineStore", "layout": "compact"},
+            ),
+        ),
     }
     client = server.client()
     rows = [_write_rows(shift) for shift in range(2)]
-    # Interleaved rounds, timed here once for all three (the tests below report them).
+    # Interleaved rounds, timed here once for all of them (the tests below report them).
     timings: dict[str, list[float]] = {name: [] for name in impls}
     for round_ in range(WRITE_ROUNDS + 1):
         for name, (store, cfg) in impls.items():
@@ -139,7 +153,10 @@ def write_env(server, tmp_path_factory):
     client.close()
 
 
-@pytest.mark.parametrize("impl", ["feast", "feast_skip_dedup", "ours"])
+WRITE_IMPLS = ("feast", "feast_skip_dedup", "ours", "ours_compact")
+
+
+@pytest.mark.parametrize("impl", WRITE_IMPLS)
 def test_online_write_batch_10k_x_50(benchmark, write_env, impl, server):
     """The timings come from the interleaved rounds; pedantic() records them for the JSON."""
     benchmark.group = f"online_write_batch {WRITE_ROWS}x{WRITE_FEATURES} ({server.name})"
@@ -172,6 +189,24 @@ def test_online_write_batch_writes_the_same_bytes(write_env):
         dumps[name] = {k: client.hgetall(k) for k in client.scan_iter(count=1000)}
     client.flushall()
     assert dumps["feast"] == dumps["ours"] and len(dumps["ours"]) == 500
+
+
+def test_online_write_batch_compact_reads_back_the_same(write_env):
+    """Sanity: what ``layout: compact`` wrote reads back as what Feast's store wrote does."""
+    client = write_env["client"]
+    view = write_env["view"]
+    rows = write_env["rows"][0][:500]
+    keys = [row[0] for row in rows]
+    names = [feature.name for feature in view.features]
+    read = {}
+    for name in ("feast", "ours_compact"):
+        store, cfg = write_env["impls"][name]
+        client.flushall()
+        store.online_write_batch(cfg, view, rows, None)
+        read[name] = store.online_read(cfg, view, keys, list(names))
+    client.flushall()
+    assert read["ours_compact"] == read["feast"]
+    assert all(values is not None for _, values in read["feast"])
 
 
 # --------------------------------------------------------------------------- feast materialize
@@ -255,6 +290,8 @@ def _write_tied_parquet(directory: Path, rows: int) -> None:
 
 
 def _repo(base: Path, name: str, data: Path, conn: str, kind: str, created: str = "") -> Path:
+    """A feature repo for one run, after ``feast apply``. ``kind``: ``feast`` (Feast's store and
+    engine), ``ours`` or ``ours_compact`` (our store, with ``layout: compact``, and engine)."""
     repo = base / name
     repo.mkdir()
     (repo / "features.py").write_text(
@@ -274,6 +311,8 @@ def _repo(base: Path, name: str, data: Path, conn: str, kind: str, created: str 
             "type": "feast_dragonfly.DragonflyOnlineStore",
             "connection_string": conn,
         }
+        if kind == "ours_compact":
+            settings["online_store"]["layout"] = "compact"
         settings["batch_engine"] = {
             "type": "feast_dragonfly.DragonflyMaterializationEngine",
             "show_progress": False,
@@ -293,7 +332,12 @@ def _repo(base: Path, name: str, data: Path, conn: str, kind: str, created: str 
 def mat_env(server):
     base = Path(tempfile.mkdtemp(prefix="feast-dragonfly-matbench-"))
     conn = server.connection_string
-    sizes = {"ours_full": MAT_ROWS, "ours_half": MAT_ROWS // 2, "feast": FEAST_MAT_ROWS}
+    sizes = {
+        "ours_full": MAT_ROWS,
+        "ours_compact_full": MAT_ROWS,
+        "ours_half": MAT_ROWS // 2,
+        "feast": FEAST_MAT_ROWS,
+    }
     if FEAST_MAT_ROWS != MAT_ROWS:
         sizes["ours_at_feast_size"] = FEAST_MAT_ROWS
     repos = {}
@@ -301,7 +345,8 @@ def mat_env(server):
         data = base / f"data_{rows}.parquet"
         if not data.exists():
             _write_parquet(data, rows)
-        repos[name] = (_repo(base, name, data, conn, "feast" if name == "feast" else "ours"), rows)
+        kind = "feast" if name == "feast" else "ours_compact" if "compact" in name else "ours"
+        repos[name] = (_repo(base, name, data, conn, kind), rows)
     tied = base / f"tied_{MAT_ROWS}"
     _write_tied_parquet(tied, MAT_ROWS)
     repos["ours_ties"] = (_repo(base, "ours_ties", tied, conn, "ours", created="created"), MAT_ROWS)
@@ -325,20 +370,60 @@ def _materialize(repo: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    "run", ["feast", "ours_at_feast_size", "ours_half", "ours_full", "ours_ties"]
-)
-def test_feast_materialize(benchmark, mat_env, run, server):
-    if run not in mat_env["repos"]:
-        pytest.skip("Feast's baseline already runs at the full size")
+#: ``layout: compact``'s schema directory, one hash per project (feast_dragonfly/_store/compact/
+#: directory.py): the one key of a compact run that is not a record.
+COMPACT_SCHEMAS_KEY = b"feast_dragonfly:schemas:{matbench}"
+
+
+#: Runs whose ratio is a target: timed alternately, ``MAT_PAIRS`` runs each (A B B A ...).
+PAIRED_RUNS = ("ours_full", "ours_compact_full")
+
+
+def _materialize_run(mat_env, run: str) -> dict:
+    """One ``feast materialize`` of ``run`` into an emptied server; checks the key count."""
     repo, rows = mat_env["repos"][run]
     client = mat_env["client"]
     client.flushall()
     result = _materialize(repo)
     keys = client.dbsize()
+    if "compact" in run:
+        keys -= client.exists(COMPACT_SCHEMAS_KEY)
     client.flushall()
     entities = rows // 2 if run == "ours_ties" else rows
     assert keys == entities, f"{run}: {keys} keys for {entities} entities"
+    return result
+
+
+def _paired_runs(mat_env) -> dict[str, list[dict]]:
+    """The results of :data:`PAIRED_RUNS`, alternated, computed once."""
+    if "paired" not in mat_env:
+        results: dict[str, list[dict]] = {run: [] for run in PAIRED_RUNS}
+        for index in range(MAT_PAIRS):
+            order = PAIRED_RUNS if index % 2 == 0 else PAIRED_RUNS[::-1]
+            for run in order:
+                results[run].append(_materialize_run(mat_env, run))
+        mat_env["paired"] = results
+    return mat_env["paired"]
+
+
+@pytest.mark.parametrize(
+    "run",
+    ["feast", "ours_at_feast_size", "ours_half", "ours_full", "ours_compact_full", "ours_ties"],
+)
+def test_feast_materialize(benchmark, mat_env, run, server):
+    if run not in mat_env["repos"]:
+        pytest.skip("Feast's baseline already runs at the full size")
+    _repo_dir, rows = mat_env["repos"][run]
+    if run in PAIRED_RUNS:
+        runs = _paired_runs(mat_env)[run]
+    else:
+        runs = [_materialize_run(mat_env, run)]
+    durations = [r["seconds"] for r in runs]
+    result = {
+        "seconds": statistics.mean(durations),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "runs": len(runs),
+    }
     rate = rows / result["seconds"]
     benchmark.group = f"feast materialize x{MAT_FEATURES} features ({server.name})"
     benchmark.extra_info.update(
@@ -348,11 +433,12 @@ def test_feast_materialize(benchmark, mat_env, run, server):
             "rows": rows,
             "rows_per_s": rate,
             "peak_rss_mb": result["peak_rss_mb"],
+            "runs": len(runs),
             "server": server.name,
         }
     )
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    benchmark.stats.stats.data[:] = [result["seconds"]]
+    benchmark.stats.stats.data[:] = durations
     _RESULTS["materialize"][run] = {"rows": rows, "rows_per_s": rate, **result}
 
 
@@ -362,15 +448,21 @@ def test_report(benchmark, server):
     lines = [f"\n== write benchmarks on {server.name} {server.version} =="]
     write = _RESULTS["write"]
     if {"feast", "feast_skip_dedup", "ours"} <= set(write):
-        for name in ("feast", "feast_skip_dedup", "ours"):
-            lines.append(
-                f"online_write_batch {WRITE_ROWS}x{WRITE_FEATURES} {name:18s} "
-                f"median {write[name] * 1000:8.1f} ms  ({WRITE_ROWS / write[name]:9.0f} rows/s)"
-            )
+        for name in WRITE_IMPLS:
+            if name in write:
+                lines.append(
+                    f"online_write_batch {WRITE_ROWS}x{WRITE_FEATURES} {name:18s} median "
+                    f"{write[name] * 1000:8.1f} ms  ({WRITE_ROWS / write[name]:9.0f} rows/s)"
+                )
         lines.append(
             f"  ours vs feast default: {write['feast'] / write['ours']:.2f}x   "
             f"ours vs feast skip_dedup: {write['feast_skip_dedup'] / write['ours']:.2f}x"
         )
+        if "ours_compact" in write:
+            lines.append(
+                f"  compact vs feast default: {write['feast'] / write['ours_compact']:.2f}x   "
+                f"compact vs ours (Feast layout): {write['ours'] / write['ours_compact']:.2f}x"
+            )
     mat = _RESULTS["materialize"]
     for name, r in mat.items():
         lines.append(
@@ -381,6 +473,11 @@ def test_report(benchmark, server):
         lines.append(
             f"  rows/s ours (full) vs feast local: "
             f"{mat['ours_full']['rows_per_s'] / mat['feast']['rows_per_s']:.1f}x"
+        )
+    if "ours_compact_full" in mat and "ours_full" in mat:
+        lines.append(
+            f"  rows/s ours compact vs ours (Feast layout): "
+            f"{mat['ours_compact_full']['rows_per_s'] / mat['ours_full']['rows_per_s']:.2f}x"
         )
     if "ours_ties" in mat and "ours_full" in mat:
         lines.append(
