@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -42,9 +40,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import provenance
 
 HERE = Path(__file__).resolve().parent
 STORES = ("feast", "ours_feast", "ours_compact")
@@ -646,25 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         data[width] = base / f"data_w{width}.parquet"
         write_parquet(data[width], args.entities, width, recent)
 
-    versions = {}
-    for dist in ("feast", "redis", "hiredis", "feast-dragonfly"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
     doc: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(
-            [os.path.relpath(sys.executable), os.path.relpath(__file__), *sys.argv[1:]]
-        ),
+        **provenance.run_info(__file__),
         "entities": args.entities,
         "widths": args.widths,
         "shared_project": args.shared_project,
         "ttl_days": args.ttl_days,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "machine": f"{platform.system()} {platform.release()}",
-        "versions": versions,
         "notes": notes,
         "servers": {},
     }

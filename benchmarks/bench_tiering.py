@@ -49,8 +49,6 @@ import gc
 import json
 import math
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -59,9 +57,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import provenance
 
 DEFAULT_BIN = "/work/shared/bin/dragonfly"
 PROJECT = "tierbench"
@@ -780,27 +779,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="feast-dragonfly-tierbench-"))
     tier_root = Path(tempfile.mkdtemp(prefix="feast-dragonfly-tiering-", dir=args.tier_dir))
-    versions = {}
-    for dist in ("feast", "redis", "hiredis", "feast-dragonfly"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
     doc: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(
-            [os.path.relpath(sys.executable), os.path.relpath(__file__), *sys.argv[1:]]
-        ),
+        **provenance.run_info(__file__),
         "dragonfly": binary.describe(),
         "proactor_threads": args.proactor_threads,
         "features": args.features,
         "record_bytes": record,
         "entities": entities,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "machine": f"{platform.system()} {platform.release()}",
         "loadavg_start": os.getloadavg(),
-        "versions": versions,
         "runs": [],
     }
     try:

@@ -35,11 +35,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mmh3
+import provenance
 import pytest
 import redis
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
@@ -175,12 +175,9 @@ def server(pytestconfig: pytest.Config) -> Iterator[Server]:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Record what was measured: server, versions, cores (read back by report.py)."""
     srv = config.stash.get(_SERVER_KEY, None)
-    versions = {}
-    for dist in ("feast", "redis", "hiredis", "valkey-glide-sync", "protobuf", "feast-dragonfly"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = provenance.package_versions(
+        ("feast", "redis", "hiredis", "valkey-glide-sync", "protobuf", "feast-dragonfly")
+    )
     machine_info["feast_dragonfly_bench"] = {
         "server_kind": srv.kind if srv else config.getoption("--bench-server"),
         "server_name": srv.name if srv else None,

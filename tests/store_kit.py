@@ -84,6 +84,20 @@ def feature_view(
     return view
 
 
+def typed_view(
+    name: str = "fv", fields: tuple = (("a", Int64), ("b", Int64)), ttl: Any = None
+) -> FeatureView:
+    """A one-entity view whose features have these ``(name, Feast type)``s (and ``ttl``)."""
+    source = FileSource(path="/nonexistent/unused.parquet", timestamp_field="event_timestamp")
+    return FeatureView(
+        name=name,
+        entities=[entity()],
+        schema=[Field(name="driver_id", dtype=Int64)] + [Field(name=n, dtype=t) for n, t in fields],
+        source=source,
+        ttl=ttl,
+    )
+
+
 def entity_key(value: int, join_key: str = "driver_id") -> EntityKeyProto:
     return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
 

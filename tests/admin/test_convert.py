@@ -12,12 +12,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from feast import FeatureView, Field
-from feast.infra.offline_stores.file_source import FileSource
+from feast import FeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Array, Float64, Int64, String
 from migrate_kit import applied_repo, run
-from store_kit import entity, entity_key, hash_key, repo_config
+from store_kit import entity_key, hash_key, repo_config, typed_view
 
 from feast_dragonfly._protocol.keys import compact_key
 from feast_dragonfly._store.compact.directory import directory_key
@@ -42,15 +41,8 @@ def target_server(server_binary):
 # --------------------------------------------------------------------------- builders
 
 
-def view(name: str, fields=(("a", Int64), ("b", Float64), ("s", String)), ttl=None) -> FeatureView:
-    source = FileSource(path="/nonexistent/unused.parquet", timestamp_field="event_timestamp")
-    return FeatureView(
-        name=name,
-        entities=[entity()],
-        schema=[Field(name="driver_id", dtype=Int64)] + [Field(name=n, dtype=t) for n, t in fields],
-        source=source,
-        ttl=ttl,
-    )
+def view(name="fv", fields=(("a", Int64), ("b", Float64), ("s", String)), ttl=None) -> FeatureView:
+    return typed_view(name, fields, ttl)
 
 
 FV1 = view("fv1")

@@ -21,11 +21,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from feast import FeatureView, Field
-from feast.infra.offline_stores.file_source import FileSource
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Float64, Int64, String
-from store_kit import entity, entity_key, feature_view, hash_key, repo_config, row
+from store_kit import entity, entity_key, feature_view, hash_key, repo_config, row, typed_view
 
 from feast_dragonfly._protocol.keys import compact_key
 from feast_dragonfly._store.compact.directory import directory_key
@@ -38,17 +36,6 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 def compact_config(tmp_path, connection_string, **options):
     return repo_config(tmp_path / "compact", connection_string, layout="compact", **options)
-
-
-def typed_view(name="fv", fields=(("a", Int64), ("b", Int64)), ttl=None) -> FeatureView:
-    source = FileSource(path="/nonexistent/unused.parquet", timestamp_field="event_timestamp")
-    return FeatureView(
-        name=name,
-        entities=[entity()],
-        schema=[Field(name="driver_id", dtype=Int64)] + [Field(name=n, dtype=t) for n, t in fields],
-        source=source,
-        ttl=ttl,
-    )
 
 
 def read(store, config, view, keys, names=None):

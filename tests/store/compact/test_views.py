@@ -23,12 +23,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from feast import FeatureView, Field, FileSource
+from feast import FeatureView
 from feast.types import Float64, Int64, Invalid, String
 from feast.value_type import ValueType
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_kit import entity
+from store_kit import typed_view
 
 from feast_dragonfly._store.compact import views
 from feast_dragonfly._store.compact.schema import Schema
@@ -37,15 +37,8 @@ from feast_dragonfly.errors import DragonflyConfigError
 NOW = 1_714_566_615_123  # 2024-05-01 12:30:15.123 UTC, in ms
 
 
-def view(name="fv", fields=(("a", Int64), ("b", Float64), ("c", String)), ttl=None):
-    source = FileSource(path="/nonexistent/unused.parquet", timestamp_field="event_timestamp")
-    return FeatureView(
-        name=name,
-        entities=[entity()],
-        schema=[Field(name="driver_id", dtype=Int64)] + [Field(name=n, dtype=t) for n, t in fields],
-        source=source,
-        ttl=ttl,
-    )
+def view(name="fv", fields=(("a", Int64), ("b", Float64), ("c", String)), ttl=None) -> FeatureView:
+    return typed_view(name, fields, ttl)
 
 
 # --------------------------------------------------------------------------- schema_of
