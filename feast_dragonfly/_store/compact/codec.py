@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
+from feast_dragonfly._store.compact.fast_decode import all_typed, error, long_length
 from feast_dragonfly._store.compact.schema import BOOL, LENGTH, RAW, VARINT, Schema, varint
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -57,7 +58,6 @@ _TIME = struct.Struct(">QI")
 _ID = struct.Struct("<I")
 # bitmap byte -> its four 2-bit states, one byte each.
 _EXPAND = tuple(bytes((b >> shift) & 3 for shift in (0, 2, 4, 6)) for b in range(256))
-_MAX_LENGTH_BYTES = 5  # varint lengths up to 2**35: more than any Redis string holds
 
 
 class Decoded(NamedTuple):
@@ -171,34 +171,16 @@ def encode_row(schema: Schema, values: Mapping[str, ValueProto], event_time: dat
 # --------------------------------------------------------------------------- decoding
 
 
-def _error(problem: str) -> DragonflyDataError:
-    return DragonflyDataError(f"malformed compact record: {problem}")
-
-
 def read_header(record: bytes) -> tuple[int, int, int]:
     """(seconds, nanos, schema id) of a record, checking only its header."""
     if len(record) < HEADER_SIZE:
-        raise _error(f"{len(record)} bytes, shorter than its header")
+        raise error(f"{len(record)} bytes, shorter than its header")
     version, biased, nanos = _HEAD.unpack_from(record)
     if version != VERSION:
-        raise _error(f"format version {version}, not {VERSION}")
+        raise error(f"format version {version}, not {VERSION}")
     if nanos >= 1_000_000_000:
-        raise _error(f"event time nanos {nanos} out of range")
+        raise error(f"event time nanos {nanos} out of range")
     return biased - _BIAS, nanos, _ID.unpack_from(record, 13)[0]
-
-
-def _long_length(record: bytes, pos: int) -> tuple[int, int]:
-    """A varint length of two or more bytes at ``pos``: (value, position after it)."""
-    value = shift = 0
-    for count in range(_MAX_LENGTH_BYTES):
-        byte = record[pos + count]  # IndexError past the end: truncated
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            if byte == 0:
-                raise _error("a length is not a minimal varint")
-            return value, pos + count + 1
-    raise _error("a length varint is too long")
 
 
 def decode(schema: Schema, record: bytes) -> Decoded:
@@ -212,13 +194,19 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
     size = len(record)
     seconds, nanos, schema_id = header
     if schema_id != schema.id:
-        raise _error(f"written under schema {schema_id:#010x}, not {schema.id:#010x}")
+        raise error(f"written under schema {schema_id:#010x}, not {schema.id:#010x}")
     if size < schema.var_offset:
-        raise _error(f"{size} bytes, shorter than its fixed part ({schema.var_offset})")
+        raise error(f"{size} bytes, shorter than its fixed part ({schema.var_offset})")
     bitmap = record[HEADER_SIZE : schema.fixed_offset]
+    typed, fast = all_typed(schema)
+    if bitmap == typed:  # every feature a typed value: the straight-line decoder
+        try:
+            return Decoded((seconds, nanos), schema_id, fast(record, size))
+        except IndexError:
+            raise error(f"truncated ({size} bytes)") from None
     rest = len(schema) & 3
     if rest and bitmap[-1] >> (2 * rest):
-        raise _error("state bits set past the last feature")
+        raise error("state bits set past the last feature")
     states = b"".join(map(_EXPAND.__getitem__, bitmap))
     ints = schema.integers.unpack_from(record, schema.fixed_offset)
     pos = schema.var_offset
@@ -236,19 +224,19 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
                     continue
                 if kind == BOOL:
                     if ints[a] > 1:
-                        raise _error(f"bool slot holds {ints[a]}")
+                        raise error(f"bool slot holds {ints[a]}")
                     append(b[ints[a]])
                     continue
             elif state == 0:
                 append(b"")
                 continue
             elif state == 3:
-                raise _error("reserved state 3")
+                raise error("reserved state 3")
             # A length-prefixed entry: state 1 of LENGTH / PROTO, or state 2 of any kind.
             length = record[pos]
             start = pos + 1
             if length > 0x7F:
-                length, start = _long_length(record, pos)
+                length, start = long_length(record, pos)
             end = start + length
             if end > size:
                 raise IndexError
@@ -257,12 +245,12 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
             elif length:
                 append(record[start:end])
             else:
-                raise _error("an empty ValueProto stored as a value")
+                raise error("an empty ValueProto stored as a value")
             pos = end
     except IndexError:
-        raise _error(f"truncated ({size} bytes)") from None
+        raise error(f"truncated ({size} bytes)") from None
     if pos != size:
-        raise _error(f"{size - pos} bytes past its last value")
+        raise error(f"{size - pos} bytes past its last value")
     return Decoded((seconds, nanos), schema_id, tuple(out))
 
 
