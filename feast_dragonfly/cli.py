@@ -199,32 +199,17 @@ def migrate(**options: Any) -> None:
     "--sample", type=click.IntRange(min=1), default=1000, show_default=True,
     help="Hashes (and as many records) per project whose MEMORY USAGE is measured.",
 )  # fmt: skip
-def stats(
-    repo: str | None,
-    connection_string: str | None,
-    redis_type: str | None,
-    sentinel_master: str | None,
-    projects: tuple[str, ...],
-    as_json: bool,
-    sample: int,
-) -> None:
+def stats(**options: Any) -> None:
     """Keys, feature values, memory, bytes per value and TTLs per Feast project, feature view
     and layout; views on the server that the registry no longer has; on Dragonfly, hashes too
     big to be kept as listpacks."""
     from feast_dragonfly._admin import commands
 
-    if repo is None and connection_string is None:
+    if options["repo"] is None and options["connection_string"] is None:
         raise click.UsageError("give the feature repo (-C REPO) or --connection-string")
     with _clear_errors():
-        report = commands.stats(
-            repo=repo,
-            connection_string=connection_string,
-            redis_type=redis_type,
-            sentinel_master=sentinel_master,
-            projects=projects,
-            as_json=as_json,
-            sample=sample,
-        )
+        # The options are commands.stats's keyword arguments, one per flag.
+        report = commands.stats(**options)
     click.echo(report)
 
 

@@ -186,3 +186,10 @@ def test_listpack_size_of_a_hash():
     # 7 bytes of header and end; a 4-byte string is 1 + 4 + 1 bytes, a 70-byte one 2 + 70 + 1
     assert listpack_size([b"abcd", b"wxyz"]) == (7 + 6 + 6, 4)
     assert listpack_size({b"abcd": b"x" * 70}) == (7 + 6 + 73, 70)
+
+
+def test_stats_without_a_repo_or_a_server_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("stats")
+    assert result.exit_code == 2
+    assert "give the feature repo (-C REPO) or --connection-string" in result.output
