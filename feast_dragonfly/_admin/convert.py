@@ -32,7 +32,7 @@ from feast_dragonfly._admin import batch, records
 from feast_dragonfly._admin.merge import Group, KeyPlan
 from feast_dragonfly._admin.records import RecordWrite
 from feast_dragonfly._admin.registry_views import RepoViews
-from feast_dragonfly._admin.report import MAX_REPORTED, MigrationError, Report
+from feast_dragonfly._admin.report import MigrationError, Report
 from feast_dragonfly._admin.scan import pairs
 from feast_dragonfly._protocol import record_format
 from feast_dragonfly._protocol.deployment import Deployment
@@ -205,17 +205,11 @@ class Conversion:
         with target.errors():
             stored = records.read_routed(target, [c.write.key for c in converted])
         for one, there in zip(converted, stored):
-            out.verified_keys += 1
             mine = one.write.record[record_format.EVENT_TIME]
             theirs = records.event_time(there)
-            if theirs is not None and theirs == mine and self._same(target, project, one, there):
-                out.verify.match += 1
-            elif theirs is not None and theirs >= mine:
-                out.verify.kept += 1
-            else:
-                out.verify.mismatch += 1
-                if len(out.mismatched) < MAX_REPORTED:
-                    out.mismatched.append(f"{describe_key(one.write.key)}, view {one.write.view}")
+            same = theirs == mine and self._same(target, project, one, there)
+            name = f"{describe_key(one.write.key)}, view {one.write.view}"
+            records.tally(out, mine, theirs, same, name)
 
     def _same(self, target: Deployment, project: str, one: Converted, there: bytes) -> bool:
         view = one.write.view

@@ -235,13 +235,20 @@ def verify_copies(
         mine = event_time(value)
         if mine is None:
             continue  # gone, or not a record: never copied
-        out.verified_keys += 1
-        theirs = event_time(there)
-        if there == value:
-            out.verify.match += 1
-        elif theirs is not None and theirs >= mine:
-            out.verify.kept += 1
-        else:
-            out.verify.mismatch += 1
-            if len(out.mismatched) < MAX_REPORTED:
-                out.mismatched.append(describe_key(key))
+        tally(out, mine, event_time(there), there == value, describe_key(key))
+
+
+def tally(out: Report, mine: bytes, theirs: bytes | None, same: bool, what: str) -> None:
+    """Count one verified record: identical (``same``), kept by the target (its event time
+    ``theirs`` is the same as or later than the source's ``mine``), or a mismatch, named
+    ``what`` in the report."""
+    assert out.verify is not None
+    out.verified_keys += 1
+    if same:
+        out.verify.match += 1
+    elif theirs is not None and theirs >= mine:
+        out.verify.kept += 1
+    else:
+        out.verify.mismatch += 1
+        if len(out.mismatched) < MAX_REPORTED:
+            out.mismatched.append(what)
