@@ -17,6 +17,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Int64
 from feast.value_type import ValueType
 
+from feast_dragonfly._protocol import flow
+from feast_dragonfly._protocol.flow import Call
 from feast_dragonfly._store.layout import Row, entity_hash_key
 from feast_dragonfly.testing.local_server import free_port as free_port  # re-exported for the tests
 
@@ -168,3 +170,17 @@ class CountingRows(list):
     def __getitem__(self, index):  # type: ignore[override]
         self.fetched += 1
         return super().__getitem__(index)
+
+
+def calls_of(steps: Any, replies: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a flow of redis-client ``Call`` requests (``_protocol.flow``) without a server: each
+    answered from ``replies`` (method -> reply); the requests, as ``(method, *args)``."""
+    sent: list[tuple[Any, ...]] = []
+
+    def send(request: Any) -> Any:
+        assert isinstance(request, Call)
+        sent.append((request.method, *request.args))
+        return replies[request.method]
+
+    flow.run(steps, send)
+    return sent

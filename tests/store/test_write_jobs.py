@@ -26,10 +26,9 @@ from feast import FeatureView, Field, FileSource
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Int64
 from redis.crc import key_slot
-from store_kit import entity, entity_key, feature_view, hash_key, repo_config, row
+from store_kit import calls_of, entity, entity_key, feature_view, hash_key, repo_config, row
 
 from feast_dragonfly._protocol import wire
-from feast_dragonfly._protocol.flow import Call
 from feast_dragonfly._protocol.keys import compact_key
 from feast_dragonfly._protocol.script import COMPACT_WRITE, EVENT_TIME_WRITE
 from feast_dragonfly._store.backends import Backend, ClusterBackend, open_backend
@@ -74,19 +73,6 @@ def parsed(call):
     return args[3 : 3 + n], args[3 + n :]
 
 
-def answer(steps, replies):
-    """Drive a flow by hand: its requests as (method, *args), answered from ``replies``."""
-    sent = []
-    try:
-        request = next(steps)
-        while True:
-            assert isinstance(request, Call)
-            sent.append((request.method, *request.args))
-            request = steps.send(replies[request.method])
-    except StopIteration:
-        return sent
-
-
 @pytest.fixture(scope="module")
 def wide_view():
     return feature_view("wide", tuple(f"f{i}" for i in range(WIDE)))
@@ -115,7 +101,7 @@ def test_a_compact_job_plans_records_after_registering_the_schema(tmp_path):
     for k, (key, rec, expire_at) in enumerate(records):
         assert key == compact_key(hash_key(k), "fv")
         assert rec == encode_row(schema, rows[k][1], NOW) and expire_at == b"0"
-    sent = answer(job.registering, {"hsetnx": 1})
+    sent = calls_of(job.registering, {"hsetnx": 1})
     assert sent == [
         (
             "hsetnx",
@@ -125,9 +111,9 @@ def test_a_compact_job_plans_records_after_registering_the_schema(tmp_path):
         )
     ]
     again = write_job(settings, backend, config, view, rows, None)
-    assert answer(again.registering, {}) == []  # registered once per backend
+    assert calls_of(again.registering, {}) == []  # registered once per backend
     fresh = write_job(settings, open_backend(settings.client), config, view, rows, None)
-    assert len(answer(fresh.registering, {"hsetnx": 1})) == 1
+    assert len(calls_of(fresh.registering, {"hsetnx": 1})) == 1
 
 
 def test_a_compact_job_leaves_join_keys_out_and_applies_both_ttls(tmp_path):
@@ -161,7 +147,7 @@ def test_the_storage_name_of_a_versioned_view_makes_keys_and_schema_field(tmp_pa
     assert job.view_name == "fv_v3"
     [call] = list(job.plan_calls())
     assert call.keys == [compact_key(hash_key(1), "fv_v3")]
-    [(_, _, field, _)] = answer(job.registering, {"hsetnx": 1})
+    [(_, _, field, _)] = calls_of(job.registering, {"hsetnx": 1})
     assert field == schema_field("fv_v3", views.schema_of(view).id)
 
 

@@ -25,8 +25,8 @@ from types import SimpleNamespace
 import pytest
 import redis.asyncio as redis_asyncio
 from feast.value_type import ValueType
+from store_kit import calls_of
 
-from feast_dragonfly._protocol.flow import Call
 from feast_dragonfly._store.compact import directory as directory_module
 from feast_dragonfly._store.compact.directory import (
     RELEARN_AFTER_S,
@@ -46,20 +46,6 @@ OTHER = Schema([("x", ValueType.BOOL)])
 
 def text(schema: Schema) -> bytes:
     return schema.canonical.encode("utf-8")
-
-
-def drive(steps, replies):
-    """Run a flow by hand: the requests it makes, each answered from ``replies`` (method ->
-    reply); returns the requests as (method, *args) tuples."""
-    sent = []
-    try:
-        request = next(steps)
-        while True:
-            assert isinstance(request, Call)
-            sent.append((request.method, *request.args))
-            request = steps.send(replies[request.method])
-    except StopIteration:
-        return sent
 
 
 class Clock:
@@ -85,13 +71,13 @@ def test_key_and_field_names():
 
 def test_registering_sends_hsetnx_once_per_process():
     directory = Directory()
-    sent = drive(directory.registering("proj", "fv", OLD), {"hsetnx": 1})
+    sent = calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 1})
     assert sent == [("hsetnx", directory_key("proj"), schema_field("fv", OLD.id), text(OLD))]
     assert directory.schemas("proj", "fv") == {OLD.id: OLD}
-    assert drive(directory.registering("proj", "fv", OLD), {}) == []  # known: nothing sent
+    assert calls_of(directory.registering("proj", "fv", OLD), {}) == []  # known: nothing sent
     # another view, project or schema is registered on its own
     for project, view, schema in (("proj", "fv2", OLD), ("p2", "fv", OLD), ("proj", "fv", NEW)):
-        sent = drive(directory.registering(project, view, schema), {"hsetnx": 1})
+        sent = calls_of(directory.registering(project, view, schema), {"hsetnx": 1})
         assert sent == [
             ("hsetnx", directory_key(project), schema_field(view, schema.id), text(schema))
         ]
@@ -100,27 +86,27 @@ def test_registering_sends_hsetnx_once_per_process():
 
 def test_a_field_already_holding_the_same_text_is_fine():
     directory = Directory()
-    sent = drive(directory.registering("proj", "fv", OLD), {"hsetnx": 0, "hget": text(OLD)})
+    sent = calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 0, "hget": text(OLD)})
     assert [s[0] for s in sent] == ["hsetnx", "hget"]
     assert sent[1] == ("hget", directory_key("proj"), schema_field("fv", OLD.id))
     assert directory.schemas("proj", "fv") == {OLD.id: OLD}
-    assert drive(directory.registering("proj", "fv", OLD), {}) == []
+    assert calls_of(directory.registering("proj", "fv", OLD), {}) == []
 
 
 def test_another_text_under_the_same_id_is_a_hash_collision():
     directory = Directory()
     with pytest.raises(DragonflyDataError, match=r"feature view 'fv'.*hash collision"):
-        drive(directory.registering("proj", "fv", OLD), {"hsetnx": 0, "hget": b"v1|z:BOOL"})
+        calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 0, "hget": b"v1|z:BOOL"})
     assert directory.schemas("proj", "fv") == {}
     # not remembered as registered: the next write checks again
-    sent = drive(directory.registering("proj", "fv", OLD), {"hsetnx": 1})
+    sent = calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 1})
     assert [s[0] for s in sent] == ["hsetnx"]
 
 
 def test_forgetting_views_clears_the_caches_and_removes_only_their_fields():
     directory = Directory()
     for project, view in (("proj", "fv"), ("proj", "fv2"), ("p2", "fv")):
-        drive(directory.registering(project, view, OLD), {"hsetnx": 1})
+        calls_of(directory.registering(project, view, OLD), {"hsetnx": 1})
     stored = [
         schema_field("fv", OLD.id),
         schema_field("fv", NEW.id),
@@ -129,33 +115,35 @@ def test_forgetting_views_clears_the_caches_and_removes_only_their_fields():
         schema_field("xfv", OLD.id),
         b"fv:not-an-id",
     ]
-    sent = drive(directory.forgetting("proj", ["fv"]), {"hkeys": stored, "hdel": 2})
+    sent = calls_of(directory.forgetting("proj", ["fv"]), {"hkeys": stored, "hdel": 2})
     key = directory_key("proj")
     assert sent == [("hkeys", key), ("hdel", key, stored[0], stored[1])]
     assert directory.schemas("proj", "fv") == {}
     assert directory.schemas("proj", "fv2") == {OLD.id: OLD}
     assert directory.schemas("p2", "fv") == {OLD.id: OLD}
-    assert drive(directory.registering("proj", "fv", OLD), {"hsetnx": 1}) != []  # again
-    assert drive(directory.registering("proj", "fv2", OLD), {}) == []  # still registered
+    assert calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 1}) != []  # again
+    assert calls_of(directory.registering("proj", "fv2", OLD), {}) == []  # still registered
     # nothing stored for the view: no HDEL
-    assert drive(directory.forgetting("proj", ["gone"]), {"hkeys": stored}) == [("hkeys", key)]
-    assert drive(directory.forgetting("proj", ["gone"]), {"hkeys": []}) == [("hkeys", key)]
+    assert calls_of(directory.forgetting("proj", ["gone"]), {"hkeys": stored}) == [("hkeys", key)]
+    assert calls_of(directory.forgetting("proj", ["gone"]), {"hkeys": []}) == [("hkeys", key)]
 
 
 def test_forgetting_a_project_deletes_its_hash_and_its_caches():
     directory = Directory()
     for project, view in (("proj", "fv"), ("proj", "fv2"), ("p2", "fv")):
-        drive(directory.registering(project, view, OLD), {"hsetnx": 1})
-    assert drive(directory.forgetting("proj"), {"delete": 1}) == [("delete", directory_key("proj"))]
+        calls_of(directory.registering(project, view, OLD), {"hsetnx": 1})
+    assert calls_of(directory.forgetting("proj"), {"delete": 1}) == [
+        ("delete", directory_key("proj"))
+    ]
     assert directory.schemas("proj", "fv") == directory.schemas("proj", "fv2") == {}
     assert directory.schemas("p2", "fv") == {OLD.id: OLD}
-    assert drive(directory.registering("proj", "fv", OLD), {"hsetnx": 1}) != []
-    assert drive(directory.registering("p2", "fv", OLD), {}) == []
+    assert calls_of(directory.registering("proj", "fv", OLD), {"hsetnx": 1}) != []
+    assert calls_of(directory.registering("p2", "fv", OLD), {}) == []
 
 
 def test_learning_keeps_only_canonical_texts_under_their_own_id():
     directory = Directory()
-    drive(directory.registering("proj", "fv", NEW), {"hsetnx": 1})
+    calls_of(directory.registering("proj", "fv", NEW), {"hsetnx": 1})
     stored = {
         schema_field("fv", OLD.id): text(OLD),
         schema_field("fv2", OTHER.id): text(OTHER),
@@ -165,21 +153,21 @@ def test_learning_keeps_only_canonical_texts_under_their_own_id():
         b"esc:%08x" % Schema([("%a", ValueType.INT64)]).id: b"v1|%a:INT64",  # not canonical
         schema_field("latin", 9): b"v1|\xff:INT64",  # not UTF-8
     }
-    sent = drive(directory.learning("proj"), {"hgetall": stored})
+    sent = calls_of(directory.learning("proj"), {"hgetall": stored})
     assert sent == [("hgetall", directory_key("proj"))]
     assert directory.schemas("proj", "fv") == {OLD.id: OLD, NEW.id: NEW}  # added to
     assert directory.schemas("proj", "fv2") == {OTHER.id: OTHER}
     for view in ("wrong", "junk", "bad", "esc", "latin"):
         assert directory.schemas("proj", view) == {}, view
     assert directory.schemas("p2", "fv") == {}
-    drive(directory.learning("empty"), {"hgetall": {}})
+    calls_of(directory.learning("empty"), {"hgetall": {}})
     assert directory.schemas("empty", "fv") == {}
 
 
 def test_learning_ignores_a_field_whose_id_is_not_hex():
     directory = Directory()
     stored = {b"fv:zzzzzzzz": text(OLD), schema_field("fv2", OLD.id): text(OLD)}
-    drive(directory.learning("proj"), {"hgetall": stored})
+    calls_of(directory.learning("proj"), {"hgetall": stored})
     assert directory.schemas("proj", "fv2") == {OLD.id: OLD}
     assert directory.schemas("proj", "fv") == {}
 
@@ -189,14 +177,14 @@ def test_should_learn_at_most_once_per_interval_per_project(monkeypatch):
     monkeypatch.setattr(directory_module, "time", SimpleNamespace(monotonic=clock.monotonic))
     directory = Directory()
     assert directory.should_learn("proj")  # never learned: at once
-    drive(directory.learning("proj"), {"hgetall": {}})
+    calls_of(directory.learning("proj"), {"hgetall": {}})
     assert not directory.should_learn("proj")
     clock.now += RELEARN_AFTER_S * 0.9
     assert not directory.should_learn("proj")
     assert directory.should_learn("p2")  # per project
     clock.now += RELEARN_AFTER_S * 0.1
     assert directory.should_learn("proj")
-    drive(directory.learning("proj"), {"hgetall": {}})
+    calls_of(directory.learning("proj"), {"hgetall": {}})
     assert not directory.should_learn("proj")
     assert RELEARN_AFTER_S == 1.0
 
