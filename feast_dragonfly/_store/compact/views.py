@@ -56,17 +56,15 @@ def expire_at_ms_array(
     seconds: np.ndarray, nanos: np.ndarray, *, view_ttl: int, key_ttl: int | None, now: int
 ) -> np.ndarray:
     """:func:`expire_at_ms` for columns of event times (int64 ms, 0: never)."""
-    out = np.zeros(len(seconds), dtype=np.int64)
+    candidates = []
     if view_ttl > 0:
-        out = seconds.astype(np.int64) * 1000 + nanos.astype(np.int64) // 1_000_000
-        out += view_ttl * 1000
+        event_ms = seconds.astype(np.int64) * 1000 + nanos.astype(np.int64) // 1_000_000
+        candidates.append(event_ms + view_ttl * 1000)
     if key_ttl:
-        by_key = now + key_ttl * 1000
-        out = np.full(len(seconds), by_key, dtype=np.int64) if view_ttl <= 0 else out
-        np.minimum(out, by_key, out=out)
-    if view_ttl > 0 or key_ttl:
-        np.maximum(out, 1, out=out)
-    return out
+        candidates.append(np.full(len(seconds), now + key_ttl * 1000, dtype=np.int64))
+    if not candidates:
+        return np.zeros(len(seconds), dtype=np.int64)
+    return np.maximum(np.minimum.reduce(candidates), 1)
 
 
 def expired(seconds: int, nanos: int, view_ttl: int, now: int) -> bool:
