@@ -146,9 +146,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         settings = self._settings(config)
         backend = self._backend_for(settings)
         if schema is not None:
-            registering = backend.compact_schemas.registering(config.project, view_name, schema)
-            with backend.errors():
-                _directory.run(registering, backend.client())
+            _schemas_on(
+                backend, backend.compact_schemas.registering(config.project, view_name, schema)
+            )
         return ViewWriter(
             backend,
             view_name,
@@ -179,8 +179,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
             return
         job = self._write_job(config, table, data, progress)
         if job.registering is not None:
-            with job.backend.errors():
-                _directory.run(job.registering, job.backend.client())
+            _schemas_on(job.backend, job.registering)
         if job.wide_flow is not None:
             with job.backend.errors():
                 _wide.write_rows(job.backend.client(), job.wide_flow)
@@ -408,14 +407,12 @@ class DragonflyOnlineStore(RedisOnlineStore):
         settings = self._settings(config)
         if settings.compact:
             backend = self._backend_for(settings)
-            schemas = backend.compact_schemas
             for table in tables_to_keep:
                 view_name = _layout.storage_view_name(table, config)
-                registering = schemas.registering(
-                    config.project, view_name, _views.schema_of(table)
+                schema = _views.schema_of(table)
+                _schemas_on(
+                    backend, backend.compact_schemas.registering(config.project, view_name, schema)
                 )
-                with backend.errors():
-                    _directory.run(registering, backend.client())
         if not settings.full_scan_for_deletion:
             return
         for table in tables_to_delete:
@@ -432,9 +429,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
             view_name=view_name,
             feature_names=[f.name for f in table.features],
         )
-        forgetting = backend.compact_schemas.forgetting(config.project, [view_name])
-        with backend.errors():
-            _directory.run(forgetting, backend.client())
+        _schemas_on(backend, backend.compact_schemas.forgetting(config.project, [view_name]))
 
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> None:
         """Remove every hash of this project for entities with these join keys."""
@@ -453,5 +448,11 @@ class DragonflyOnlineStore(RedisOnlineStore):
         for join_keys in sorted({tuple(table.join_keys) for table in tables}):
             self.delete_entity_values(config, list(join_keys))
         backend = self._backend_for(self._settings(config))
-        with backend.errors():
-            _directory.run(backend.compact_schemas.forgetting(config.project), backend.client())
+        _schemas_on(backend, backend.compact_schemas.forgetting(config.project))
+
+
+def _schemas_on(backend: Backend, steps: Any) -> None:
+    """Carry a compact schema-directory flow (``Directory.registering`` / ``forgetting``) out
+    on the backend's sync client, its failures translated like every other call's."""
+    with backend.errors():
+        _directory.run(steps, backend.client())
