@@ -62,8 +62,8 @@ class DragonflyOnlineStoreConfig(FeastConfigBaseModel):
     layout: Literal["feast", "compact"] = "feast"
     """How rows are stored. ``feast``: Feast's Redis layout, byte for byte (a drop-in for
     Feast's store, and readable by it). ``compact``: one record per entity and feature view,
-    its values encoded by the view's schema — about a third of the memory, each view's ``ttl``
-    enforced on read and by the server's own expiry, faster writes; only this store reads it
+    its values encoded by the view's schema — about half the memory, less for wide views, each
+    view's ``ttl`` enforced on read and by the server's own expiry; only this store reads it
     (``feast-dragonfly migrate`` converts). See docs/data-layout.md."""
 
     enforce_view_ttl: bool = False
