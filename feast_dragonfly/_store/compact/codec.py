@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
-from feast_dragonfly._store.compact.fast_decode import all_typed, error, long_length
+from feast_dragonfly._store.compact.fast_decode import all_typed, error, long_length, picked
 from feast_dragonfly._store.compact.schema import BOOL, LENGTH, RAW, VARINT, Schema, varint
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -252,6 +252,25 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
     if pos != size:
         raise error(f"{size - pos} bytes past its last value")
     return Decoded((seconds, nanos), schema_id, tuple(out))
+
+
+def decode_picked(
+    schema: Schema, pick: tuple[int, ...], record: bytes
+) -> tuple[int, int, tuple[bytes, ...]] | None:
+    """(seconds, nanos, the serialized ValueProtos of the features at ``pick``) of a record
+    written under ``schema`` whose every feature is typed — the read path's common case, decoded
+    no further than the features asked for (``fast_decode.picked``). None when the record is
+    of another schema or holds a null or fallback value: :func:`decode_by_name` reads it."""
+    seconds, nanos, schema_id = read_header(record)
+    size = len(record)
+    if schema_id != schema.id or size < schema.var_offset:
+        return None
+    if record[HEADER_SIZE : schema.fixed_offset] != all_typed(schema)[0]:
+        return None
+    try:
+        return seconds, nanos, picked(schema, pick)(record, size)
+    except IndexError:
+        raise error(f"truncated ({size} bytes)") from None
 
 
 def _picks(own: Schema, wanted: Schema) -> tuple[int, ...]:

@@ -8,6 +8,12 @@ the record is fixed up to its variable-length values, so a function generated fr
 schema unpacks the integer slots in one call, slices the raw slots, walks the variable values
 in order and checks the record ends where it should: the same bytes as the loop (the tests
 hold the two equal), and the same errors for a record that does not fit.
+
+A read usually asks for some of a view's features (50 of a 250-feature view, say):
+:func:`picked` writes the decoder of just those, in the order asked. It unpacks the integer
+slots as the full decoder does, slices only the raw slots asked for, and steps over the
+variable values it does not need without transcoding them — still walking every length, so a
+truncated or overlong record raises exactly as with the full decoder.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from feast_dragonfly.errors import DragonflyDataError
 FastDecoder = Callable[[bytes, int], tuple[bytes, ...]]
 
 _DECODERS: dict[Schema, tuple[bytes, FastDecoder]] = {}
+_PICKED: dict[tuple[Schema, tuple[int, ...]], FastDecoder] = {}
 _MAX_LENGTH_BYTES = 5  # varint lengths up to 2**35: more than any Redis string holds
 
 
@@ -37,6 +44,21 @@ def all_typed(schema: Schema) -> tuple[bytes, FastDecoder]:
     return entry
 
 
+def picked(schema: Schema, pick: tuple[int, ...]) -> FastDecoder:
+    """The decoder of an all-typed record that returns only the features at ``pick``
+    (positions in the schema, each at least 0; repeats allowed), in that order (built once per
+    schema and pick)."""
+    if pick == tuple(range(len(schema))):
+        return all_typed(schema)[1]
+    key = (schema, pick)
+    decoder = _PICKED.get(key)
+    if decoder is None:
+        if len(_PICKED) >= 1024:
+            _PICKED.clear()
+        decoder = _PICKED[key] = _compile(schema, pick)
+    return decoder
+
+
 def _bitmap(schema: Schema) -> bytes:
     states = bytearray(schema.bitmap_size)
     for i in range(len(schema)):
@@ -44,17 +66,20 @@ def _bitmap(schema: Schema) -> bytes:
     return bytes(states)
 
 
-def _compile(schema: Schema) -> FastDecoder:
+def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder:
+    """The straight-line decoder of ``schema``'s all-typed records: every feature and a check
+    of the record's end, or (``pick``) only the features asked for."""
+    wanted = set(range(len(schema))) if pick is None else set(pick)
     constants: dict[str, Any] = {"varint": varint, "long_length": long_length, "error": error}
     lines = ["def decode(record, size):"]
-    if any(kind in (VARINT, BOOL) for kind, *_ in schema.steps):
+    if any(schema.steps[k][0] in (VARINT, BOOL) for k in wanted):
         constants["unpack"] = schema.integers.unpack_from
         lines.append(f"    ints = unpack(record, {schema.fixed_offset})")
     lines.append(f"    pos = {schema.var_offset}")
-    names = []
     for k, (kind, a, b, tag) in enumerate(schema.steps):
+        if k not in wanted and kind not in (LENGTH, PROTO):
+            continue  # a fixed slot not asked for
         out = f"v{k}"
-        names.append(out)
         constants[f"tag{k}"] = tag
         if kind == VARINT:
             constants[f"small{k}"] = b
@@ -84,6 +109,9 @@ def _compile(schema: Schema) -> FastDecoder:
                 "    if end > size:",
                 "        raise IndexError",
             ]
+            if k not in wanted:  # stepped over: its bytes are not transcoded
+                lines.append("    pos = end")
+                continue
             if kind == LENGTH:
                 lines.append(f"    {out} = tag{k} + record[pos:end]")
             else:
@@ -96,8 +124,11 @@ def _compile(schema: Schema) -> FastDecoder:
     lines += [
         "    if pos != size:",
         "        raise error(f'{size - pos} bytes past its last value')",
-        f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})",
     ]
+    if pick is None:
+        pick = tuple(range(len(schema)))
+    names = [f"v{k}" for k in pick]
+    lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
     exec("\n".join(lines), constants)  # noqa: S102 - our own code, built from the schema alone
     decoder: FastDecoder = constants["decode"]
     return decoder

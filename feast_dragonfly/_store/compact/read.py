@@ -26,7 +26,12 @@ from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._store.backends import Backend
 from feast_dragonfly._store.compact import views
-from feast_dragonfly._store.compact.codec import decode_by_name, read_header, timestamp_bytes
+from feast_dragonfly._store.compact.codec import (
+    decode_by_name,
+    decode_picked,
+    read_header,
+    timestamp_bytes,
+)
 from feast_dragonfly._store.compact.directory import Directory
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.read import FieldSet, ReadPlan
@@ -124,12 +129,17 @@ def _values(
     schemas: Mapping[int, Schema],
     now: int,
 ) -> list[bytes | None]:
-    decoded = decode_by_name(record, schemas, fieldset.schema)
-    seconds, nanos = decoded.event_time
+    fast = decode_picked(fieldset.schema, pick, record) if min(pick, default=0) >= 0 else None
+    if fast is not None:  # the current schema, every value typed: only the features asked for
+        seconds, nanos, picked = fast
+        out: list[bytes | None] = list(picked)
+    else:
+        decoded = decode_by_name(record, schemas, fieldset.schema)
+        seconds, nanos = decoded.event_time
+        values = decoded.values
+        out = [values[j] if j >= 0 else None for j in pick]
     if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
         return [None] * len(fieldset.fields)
-    values = decoded.values
-    out = [values[j] if j >= 0 else None for j in pick]
     out.append(timestamp_bytes(seconds, nanos))
     return out
 

@@ -19,7 +19,7 @@ from feast.value_type import ValueType
 from test_codec import SUPPORTED, samples
 
 from feast_dragonfly._store.compact import fast_decode
-from feast_dragonfly._store.compact.codec import decode, encode_row
+from feast_dragonfly._store.compact.codec import decode, decode_picked, encode_row
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -102,3 +102,55 @@ def test_null_and_fallback_features_take_the_general_loop():
     values = decode(schema, record).values
     assert values[0] == b"" and values[-1] == ValueProto(int64_val=5).SerializeToString()
     assert values[1:-1] == tuple(value.SerializeToString() for _, value in FIXED.values())
+
+
+# --------------------------------------------------------------------------- picked decoders
+
+PICKS = [(0,), (7,), (7, 0), (1, 4, 5), (3, 3), (), tuple(range(8))]
+
+
+@pytest.mark.parametrize("pick", PICKS, ids=repr)
+@pytest.mark.parametrize("kind", [ValueType.STRING, ValueType.INT64_LIST, ValueType.BYTES])
+def test_a_picked_decoder_gives_the_features_asked_for_in_order(kind, pick):
+    schema = schema_with(kind)
+    for sample in samples(kind):
+        values = {"x": sample, "y": sample, **{name: value for name, (_, value) in FIXED.items()}}
+        record = encode_row(schema, values, WHEN)
+        full = decode(schema, record).values
+        assert fast_decode.picked(schema, pick)(record, len(record)) == tuple(full[j] for j in pick)
+        assert decode_picked(schema, pick, record) == (*decode(schema, record).event_time, full)[
+            :2
+        ] + (tuple(full[j] for j in pick),)
+
+
+def test_picking_every_feature_is_the_full_decoder():
+    schema = schema_with(ValueType.STRING)
+    assert fast_decode.picked(schema, tuple(range(8))) is fast_decode.all_typed(schema)[1]
+    assert fast_decode.picked(schema, (2, 1)) is fast_decode.picked(schema, (2, 1))  # built once
+
+
+def test_a_picked_decoder_checks_the_whole_record():
+    """Values not asked for are stepped over, not skipped: a record truncated or too long
+    past the values asked for still raises."""
+    schema = schema_with(ValueType.STRING)
+    values = {"x": ValueProto(string_val="ab"), "y": ValueProto(string_val="cd")}
+    values.update({name: value for name, (_, value) in FIXED.items()})
+    record = encode_row(schema, values, WHEN)
+    assert decode_picked(schema, (0, 2), record)[2] == (
+        values["x"].SerializeToString(),
+        b"\x18\xc8\x01",
+    )
+    for damaged in (record[:-3], record + b"\x00"):
+        with pytest.raises(DragonflyDataError, match="malformed"):
+            decode_picked(schema, (0, 2), damaged)
+
+
+def test_decode_picked_leaves_other_records_to_the_general_path():
+    schema = schema_with(ValueType.STRING)
+    with_null = encode_row(schema, {"x": ValueProto(string_val="a")}, WHEN)
+    assert decode_picked(schema, (0,), with_null) is None
+    other = Schema([("x", ValueType.STRING)])
+    assert (
+        decode_picked(schema, (0,), encode_row(other, {"x": ValueProto(string_val="a")}, WHEN))
+        is None
+    )
