@@ -15,7 +15,8 @@ order, over several connections at once, and still give Feast's result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -98,17 +99,21 @@ def plan_calls(
 
 
 def newest_rows(
-    rows: Sequence[Row], project_bytes: bytes, key_version: int
+    rows: Sequence[Row],
+    project_bytes: bytes,
+    key_version: int,
+    event_time: Callable[[datetime], tuple[bytes, int, int]] = _layout.encode_event_time,
 ) -> tuple[list[bytes], list[tuple[bytes, int, int]], Sequence[int]]:
-    """Every row's hash key and event time (serialized ``Timestamp``, seconds, nanos), and
-    the indices, in input order, of the rows Feast's store would end up with: per key the
-    first row carrying the batch's newest event time."""
+    """Every row's hash key and event time (``event_time``'s serialized ``Timestamp``,
+    seconds, nanos: a caller without a use for the bytes passes a cheaper function), and the
+    indices, in input order, of the rows Feast's store would end up with: per key the first
+    row carrying the batch's newest event time."""
     keys: list[bytes] = []
     times: list[tuple[bytes, int, int]] = []
     winner: dict[bytes, int] = {}
-    for index, (entity_key, _values, event_time, _created) in enumerate(rows):
+    for index, (entity_key, _values, moment, _created) in enumerate(rows):
         key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
-        stamp, seconds, nanos = _layout.encode_event_time(event_time)
+        stamp, seconds, nanos = event_time(moment)
         keys.append(key)
         times.append((stamp, seconds, nanos))
         best = winner.get(key)

@@ -146,7 +146,7 @@ def test_the_storage_name_of_a_versioned_view_makes_keys_and_schema_field(tmp_pa
     job = write_job(settings, backend, config, view, [row(1, NOW, 1)], None)
     assert job.view_name == "fv_v3"
     [call] = list(job.plan_calls())
-    assert call.keys == [compact_key(hash_key(1), "fv_v3")]
+    assert [call.key(0)] == [compact_key(hash_key(1), "fv_v3")]
     [(_, _, field, _)] = calls_of(job.registering, {"hsetnx": 1})
     assert field == schema_field("fv_v3", views.schema_of(view).id)
 
@@ -170,7 +170,7 @@ def test_a_wide_view_is_still_written_as_records_with_compact(tmp_path, wide_vie
     )
     assert job.wide_flow is None and job.registering is not None
     [call] = list(job.plan_calls())
-    assert call.script is COMPACT_WRITE and call.keys == [compact_key(hash_key(1), "wide")]
+    assert call.script is COMPACT_WRITE and [call.key(0)] == [compact_key(hash_key(1), "wide")]
     decoded = decode(views.schema_of(wide_view), parsed(call)[1][0]).values
     assert ValueProto.FromString(decoded[3000]).int64_val == 3000 and decoded[3001] == b""
 

@@ -19,7 +19,8 @@ value, so it is slower but the same by construction, Feast's errors included.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from feast_dragonfly._store.compact.schema import Schema, varint
 from feast_dragonfly.errors import DragonflyDataError
 
 _TWO_63 = float(2**63)
-_SLOT_DTYPES: dict[ValueType, np.dtype] = {
+SLOT_DTYPES: dict[ValueType, np.dtype] = {
     ValueType.BOOL: np.dtype("u1"),
     ValueType.INT32: np.dtype("<i4"),
     ValueType.FLOAT: np.dtype("<f4"),
@@ -59,7 +60,7 @@ def _layout(schema: Schema) -> np.dtype:
         fields.append(("schema", "<u4", 13))
         fields += [(f"b{j}", "u1", HEADER_SIZE + j) for j in range(schema.bitmap_size)]
         fields += [
-            (f"f{i}", _SLOT_DTYPES[kind].str, schema.fixed_offset + slot)
+            (f"f{i}", SLOT_DTYPES[kind].str, schema.fixed_offset + slot)
             for i, (kind, slot) in enumerate(zip(schema.types, schema.slots))
             if slot >= 0
         ]
@@ -115,7 +116,7 @@ def _integers_as_feast_sees_them(array: pa.Array, valid: np.ndarray) -> np.ndarr
     return as_float.astype(np.int64)
 
 
-def _length_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.BinaryArray:
+def length_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.BinaryArray:
     """The varint of each length where ``valid``, b"" elsewhere (lengths < 2**35)."""
     n = len(lengths)
     lengths = np.where(valid, lengths, 0).astype(np.uint64)
@@ -139,7 +140,7 @@ def _length_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.BinaryArray:
     )
 
 
-def _binary(array: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def as_binary(array: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A string / binary column as ``pa.binary()`` and each value's length (0 for nulls)."""
     binary = array if pa.types.is_binary(array.type) else array.cast(pa.binary())
     n = len(binary)
@@ -190,21 +191,26 @@ def _fast(array: pa.Array, value_type: ValueType, n: int) -> Encoded | None:
                 return None
         elif not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
             return None
-        binary, lengths = _binary(array)
+        binary, lengths = as_binary(array)
         if value_type == ValueType.BYTES and not np.where(valid, lengths, 0).any():
             # Feast's type sample skips empty bytes: with none left, every value is null.
             return np.zeros(n, dtype=np.uint8), None, _NO_ENTRIES
-        return valid.astype(np.uint8), None, (_length_prefixes(lengths, valid), binary)
+        return valid.astype(np.uint8), None, (length_prefixes(lengths, valid), binary)
     else:
         return None
-    slot = np.where(present, values, 0).astype(_SLOT_DTYPES[value_type], copy=False)
+    slot = np.where(present, values, 0).astype(SLOT_DTYPES[value_type], copy=False)
     return present.astype(np.uint8), slot, _NO_ENTRIES
 
 
 def _with_feast(schema: Schema, i: int, array: pa.Array, n: int) -> Encoded:
-    """Feast's converter, then :func:`classify` value by value."""
-    value_type = schema.types[i]
-    protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), value_type)
+    """Feast's converter, then :func:`by_value`."""
+    protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), schema.types[i])
+    return by_value(schema, i, protos, n)
+
+
+def by_value(schema: Schema, i: int, protos: Sequence[Any], n: int) -> Encoded:
+    """Feature ``i``'s column from its ValueProtos (or None: null), :func:`classify` value by
+    value (``encode_row``'s rule): the path of every column the fast ones do not take."""
     states = np.zeros(n, dtype=np.uint8)
     fixed = schema.slots[i] >= 0
     slot_values: list = [0] * n if fixed else []
@@ -218,7 +224,7 @@ def _with_feast(schema: Schema, i: int, array: pa.Array, n: int) -> Encoded:
         if data is not None:
             entries[row] = varint(len(data)) + data
             any_entry = True
-    slot = np.array(slot_values, dtype=_SLOT_DTYPES[value_type]) if fixed else None
+    slot = np.array(slot_values, dtype=SLOT_DTYPES[schema.types[i]]) if fixed else None
     return states, slot, (pa.array(entries, pa.binary()),) if any_entry else _NO_ENTRIES
 
 
@@ -247,6 +253,23 @@ def encode_columns(
     if n == 0:
         return pa.array([], pa.binary())
 
+    encoded: list[Encoded | None] = []
+    for i, name in enumerate(schema.names):
+        column = columns.get(name)
+        if column is None:
+            encoded.append(None)  # null: state 0, zero slot
+            continue
+        array = _as_chunk(column)
+        encoded.append(_fast(array, schema.types[i], n) or _with_feast(schema, i, array, n))
+    return assemble(schema, encoded, seconds, nanos)
+
+
+def assemble(
+    schema: Schema, encoded: list[Encoded | None], seconds: np.ndarray, nanos: np.ndarray
+) -> pa.BinaryArray:
+    """The records of ``len(seconds)`` rows from each feature's encoded column (None: null
+    throughout), at event times ``seconds`` / ``nanos`` (int64, nanos checked by the caller)."""
+    n = len(seconds)
     head = np.zeros(n, dtype=_layout(schema))
     head["version"] = VERSION
     head["seconds"] = seconds.view(np.uint64) ^ np.uint64(1 << 63)
@@ -254,15 +277,10 @@ def encode_columns(
     head["schema"] = schema.id
     states: list[np.ndarray | None] = [None] * (4 * schema.bitmap_size)
     parts: list[pa.Array] = []
-    for i, name in enumerate(schema.names):
-        column = columns.get(name)
+    for i, column in enumerate(encoded):
         if column is None:
-            continue  # null: state 0, zero slot
-        array = _as_chunk(column)
-        encoded = _fast(array, schema.types[i], n)
-        if encoded is None:
-            encoded = _with_feast(schema, i, array, n)
-        states[i], slot, entries = encoded
+            continue
+        states[i], slot, entries = column
         if slot is not None:
             head[f"f{i}"] = slot
         parts += entries

@@ -70,7 +70,12 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
     """The straight-line decoder of ``schema``'s all-typed records: every feature and a check
     of the record's end, or (``pick``) only the features asked for."""
     wanted = set(range(len(schema))) if pick is None else set(pick)
-    constants: dict[str, Any] = {"varint": varint, "long_length": long_length, "error": error}
+    constants: dict[str, Any] = {
+        "varint": varint,
+        "long_length": long_length,
+        "error": error,
+        "step": _step,
+    }
     lines = ["def decode(record, size):"]
     if any(schema.steps[k][0] in (VARINT, BOOL) for k in wanted):
         constants["unpack"] = schema.integers.unpack_from
@@ -99,6 +104,12 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
             lines.append(f"    {out} = tag{k} + record[{a}:{b}]")
         else:  # LENGTH (tag + the length-prefixed bytes) or PROTO (the bytes: a ValueProto)
             assert kind in (LENGTH, PROTO)
+            if k not in wanted:  # stepped over, not transcoded (overruns: the end check)
+                lines += [
+                    "    n = record[pos]",
+                    "    pos += n + 1 if n < 0x80 else step(record, pos)",
+                ]
+                continue
             lines += [
                 "    n = record[pos]",
                 "    if n > 0x7F:",
@@ -109,9 +120,6 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
                 "    if end > size:",
                 "        raise IndexError",
             ]
-            if k not in wanted:  # stepped over: its bytes are not transcoded
-                lines.append("    pos = end")
-                continue
             if kind == LENGTH:
                 lines.append(f"    {out} = tag{k} + record[pos:end]")
             else:
@@ -123,6 +131,8 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
             lines.append("    pos = end")
     lines += [
         "    if pos != size:",
+        "        if pos > size:",
+        "            raise IndexError",
         "        raise error(f'{size - pos} bytes past its last value')",
     ]
     if pick is None:
@@ -132,6 +142,12 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
     exec("\n".join(lines), constants)  # noqa: S102 - our own code, built from the schema alone
     decoder: FastDecoder = constants["decode"]
     return decoder
+
+
+def _step(record: bytes, pos: int) -> int:
+    """The bytes a length-prefixed value with a long length takes at ``pos``, prefix included."""
+    length, start = long_length(record, pos)
+    return start - pos + length
 
 
 def error(problem: str) -> DragonflyDataError:

@@ -9,11 +9,14 @@ already expired are counted as progress and not sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol import script as _script
@@ -21,9 +24,11 @@ from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.script import COMPACT_WRITE, ScriptCall
 from feast_dragonfly._store import write as _write
 from feast_dragonfly._store.compact import views
-from feast_dragonfly._store.compact.codec import encode_row
+from feast_dragonfly._store.compact.codec import event_time_parts
+from feast_dragonfly._store.compact.proto_columns import NULL, encode_rows
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.layout import Row
+from feast_dragonfly.errors import DragonflyDataError
 
 #: Script calls carry two arguments per row; stay far below the server's argument limit.
 MAX_ROWS_PER_CALL = _write.MAX_ARGS_PER_CALL // 2
@@ -35,6 +40,10 @@ def _call(keys: list[bytes], body: list[bytes], progress: int) -> ScriptCall:
         keys_resp, len(keys), b"", b"".join(body), 2 * len(keys), COMPACT_WRITE, n_header_args=0
     )
     return ScriptCall(command, keys, progress, COMPACT_WRITE)
+
+
+#: Rows of ``online_write_batch`` encoded at a time: a bound on the columns held at once.
+ROWS_PER_BATCH = 16384
 
 
 def plan_calls(
@@ -51,43 +60,57 @@ def plan_calls(
     now: int | None = None,
 ) -> Iterator[ScriptCall]:
     """Rows (``online_write_batch``) as compact records in script calls, lazily: per entity
-    only the row Feast's store would keep (see ``write.newest_rows``); every input row counts
-    once towards progress. Values named after ``join_keys`` are left out (Feast's push and
-    ``write_to_online_store`` pass them along; the key holds them); any other name outside
-    the schema is an error."""
-    hash_keys, times, chosen = _write.newest_rows(rows, project.encode("utf-8"), key_version)
+    only the row Feast's store would keep (see ``write.newest_rows``), encoded a feature at a
+    time (``proto_columns``); every input row counts once towards progress. Values named after
+    ``join_keys`` are left out (Feast's push and ``write_to_online_store`` pass them along;
+    the key holds them); any other name outside the schema is an error."""
+    hash_keys, times, chosen = _write.newest_rows(
+        rows, project.encode("utf-8"), key_version, _event_time
+    )
     if not hash_keys:
         return
     now = views.now_ms() if now is None else now
-    skipped = len(hash_keys) - len(chosen)
-    per_call = max(1, min(rows_per_call, MAX_ROWS_PER_CALL))
-    call_keys: list[bytes] = []
-    body: list[bytes] = []
-    ignored = frozenset(join_keys) - set(schema.index)
-    shape: tuple[str, ...] | None = None
-    extra: list[str] = []
-    for index in chosen:
-        _stamp, seconds, nanos = times[index]
-        expire_at = views.expire_at_ms(seconds, nanos, view_ttl=view_ttl, key_ttl=key_ttl, now=now)
-        if 0 < expire_at <= now:
-            skipped += 1  # already past its ttl: nothing to store
-            continue
-        values = rows[index][1]
-        names = tuple(values)
-        if names != shape:  # rows of one batch nearly always share their names
-            shape, extra = names, [name for name in names if name in ignored]
-        if extra:
-            values = {name: value for name, value in values.items() if name not in ignored}
-        record = encode_row(schema, values, rows[index][2])
-        if len(call_keys) >= per_call:
-            yield _call(call_keys, body, len(call_keys) + skipped)
-            call_keys, body, skipped = [], [], 0
-        call_keys.append(_keys.compact_key(hash_keys[index], view_name))
-        body.append(wire.bulk(record) + wire.bulk_int(expire_at))
-    if call_keys:
-        yield _call(call_keys, body, len(call_keys) + skipped)
-    elif skipped:
-        yield _call([], [], skipped)
+    duplicates = len(hash_keys) - len(chosen)
+    allowed = schema.index.keys() | set(join_keys)
+    for start in range(0, len(chosen), ROWS_PER_BATCH):
+        batch = chosen[start : start + ROWS_PER_BATCH]
+        values = [rows[index][1] for index in batch]
+        for row in values:
+            if not row.keys() <= allowed:
+                extra = sorted(set(row) - allowed)
+                raise DragonflyDataError(f"features not in the view's compact schema: {extra}")
+        seconds = np.fromiter((times[index][1] for index in batch), np.int64, len(batch))
+        nanos = np.fromiter((times[index][2] for index in batch), np.int64, len(batch))
+        columns = _columns(schema, values)
+        yield from plan_columnar_calls(
+            pa.array([hash_keys[index] for index in batch], pa.binary()),
+            encode_rows(schema, columns, seconds, nanos),
+            views.expire_at_ms_array(seconds, nanos, view_ttl=view_ttl, key_ttl=key_ttl, now=now),
+            view_name=view_name,
+            rows_per_call=rows_per_call,
+            now=now,
+            skipped=duplicates if start == 0 else 0,
+        )
+    if not chosen and duplicates:
+        yield _call([], [], duplicates)
+
+
+def _event_time(moment: datetime) -> tuple[bytes, int, int]:
+    """``newest_rows``' event time without the ``Timestamp`` bytes records do not hold."""
+    return (b"", *event_time_parts(moment))
+
+
+def _columns(schema: Schema, rows: Sequence[Mapping[str, ValueProto]]) -> dict[str, Sequence]:
+    """The rows' values a feature at a time (``proto_columns.NULL`` where a row has none),
+    for the schema's features any row names."""
+    present = set().union(*rows)
+    names = [name for name in schema.names if name in present]
+    if len(names) > 1:
+        try:  # every row names every feature (nearly always): one C call per row
+            return dict(zip(names, zip(*map(itemgetter(*names), rows))))
+        except KeyError:
+            pass
+    return {name: [row.get(name, NULL) for row in rows] for name in names}
 
 
 def plan_columnar_calls(
@@ -98,13 +121,16 @@ def plan_columnar_calls(
     view_name: str,
     rows_per_call: int,
     now: int,
+    skipped: int = 0,
 ) -> Iterator[ScriptCall]:
-    """Script calls for records given column-wise (materialization): distinct entities' hash
-    keys, their records and expiries (``views.expire_at_ms_array``). RESP encoding in Arrow
+    """Script calls for records given column-wise: distinct entities' hash keys, their
+    records and expiries (``views.expire_at_ms_array``); ``skipped`` rows not written (e.g.
+    an entity's older rows) count towards the first call's progress. RESP encoding in Arrow
     kernels; each call is a slice of two contiguous buffers."""
     live = (expire_at == 0) | (expire_at > now)
-    expired = int(len(live) - np.count_nonzero(live))
-    if expired:
+    dead = int(len(live) - np.count_nonzero(live))
+    expired = dead + skipped
+    if dead:
         mask = pa.array(live)
         hash_keys, records, expire_at = (
             hash_keys.filter(mask),
