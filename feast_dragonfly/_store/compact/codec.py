@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import calendar
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -254,23 +254,53 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
     return Decoded((seconds, nanos), schema_id, tuple(out))
 
 
+#: Reads one record (see :func:`picked_reader`).
+PickedReader = Callable[[bytes], "tuple[int, int, tuple[bytes, ...]] | None"]
+_READERS: dict[tuple[Schema, tuple[int, ...]], PickedReader] = {}
+
+
+def picked_reader(schema: Schema, pick: tuple[int, ...]) -> PickedReader:
+    """A function giving (seconds, nanos, the serialized ValueProtos of the features at
+    ``pick``) of a record written under ``schema`` whose every feature is typed — the read
+    path's common case, decoded no further than the features asked for
+    (``fast_decode.picked``) — and None for any other record (another schema or version, a
+    null or fallback value, a short or odd header): :func:`decode_by_name` reads those, and
+    reports what is wrong with them. Built once per schema and pick."""
+    reader = _READERS.get((schema, pick))
+    if reader is not None:
+        return reader
+    typed = all_typed(schema)[0]
+    decoder = picked(schema, pick)
+    id_bytes, fixed_offset, var_offset = schema.id_bytes, schema.fixed_offset, schema.var_offset
+    unpack_time = _TIME.unpack_from
+
+    def read(record: bytes) -> tuple[int, int, tuple[bytes, ...]] | None:
+        if (
+            record[13:HEADER_SIZE] != id_bytes
+            or record[HEADER_SIZE:fixed_offset] != typed
+            or record[0] != VERSION
+            or len(record) < var_offset
+        ):
+            return None
+        biased, nanos = unpack_time(record, 1)
+        if nanos >= 1_000_000_000:
+            return None
+        try:
+            return biased - _BIAS, nanos, decoder(record, len(record))
+        except IndexError:
+            raise error(f"truncated ({len(record)} bytes)") from None
+
+    if len(_READERS) >= 1024:
+        _READERS.clear()
+    _READERS[(schema, pick)] = read
+    return read
+
+
 def decode_picked(
     schema: Schema, pick: tuple[int, ...], record: bytes
 ) -> tuple[int, int, tuple[bytes, ...]] | None:
-    """(seconds, nanos, the serialized ValueProtos of the features at ``pick``) of a record
-    written under ``schema`` whose every feature is typed — the read path's common case, decoded
-    no further than the features asked for (``fast_decode.picked``). None when the record is
-    of another schema or holds a null or fallback value: :func:`decode_by_name` reads it."""
-    seconds, nanos, schema_id = read_header(record)
-    size = len(record)
-    if schema_id != schema.id or size < schema.var_offset:
-        return None
-    if record[HEADER_SIZE : schema.fixed_offset] != all_typed(schema)[0]:
-        return None
-    try:
-        return seconds, nanos, picked(schema, pick)(record, size)
-    except IndexError:
-        raise error(f"truncated ({size} bytes)") from None
+    """:func:`picked_reader`'s result for one record."""
+    return picked_reader(schema, pick)(record)
 
 
 def _picks(own: Schema, wanted: Schema) -> tuple[int, ...]:

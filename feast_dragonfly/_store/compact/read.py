@@ -27,8 +27,9 @@ from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._store.backends import Backend
 from feast_dragonfly._store.compact import views
 from feast_dragonfly._store.compact.codec import (
+    PickedReader,
     decode_by_name,
-    decode_picked,
+    picked_reader,
     read_header,
     timestamp_bytes,
 )
@@ -98,7 +99,8 @@ def hash_replies(
     view name -> the schemas its old records may use; ``now``: Unix ms, for the ttl."""
     out: list[list[bytes | None]] = []
     position = 0
-    picks: dict[int, tuple[int, ...]] = {}  # per fieldset: where its features are in the schema
+    # Per fieldset: where its features are in the schema, and the reader of typed records.
+    picks: dict[int, tuple[tuple[int, ...], PickedReader | None]] = {}
     for index, fieldsets in enumerate(plan.key_fieldsets):
         reply: list[bytes | None] = []
         for fieldset in fieldsets:
@@ -107,12 +109,11 @@ def hash_replies(
             if record is None:
                 reply.extend([None] * len(fieldset.fields))
                 continue
-            pick = picks.get(id(fieldset))
-            if pick is None:
-                pick = picks[id(fieldset)] = _positions(fieldset.schema, fieldset.feature_names)
-            schemas = known.get(fieldset.view_name, {})
+            entry = picks.get(id(fieldset))
+            if entry is None:
+                entry = picks[id(fieldset)] = _picking(fieldset)
             try:
-                reply.extend(_values(fieldset, pick, record, schemas, now))
+                reply.extend(_values(fieldset, entry, record, known, now))
             except DragonflyDataError as exc:
                 raise DragonflyDataError(
                     f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
@@ -122,18 +123,25 @@ def hash_replies(
     return out
 
 
+def _picking(fieldset: FieldSet) -> tuple[tuple[int, ...], PickedReader | None]:
+    pick = _positions(fieldset.schema, fieldset.feature_names)
+    return pick, picked_reader(fieldset.schema, pick) if min(pick, default=0) >= 0 else None
+
+
 def _values(
     fieldset: FieldSet,
-    pick: tuple[int, ...],
+    picking: tuple[tuple[int, ...], PickedReader | None],
     record: bytes,
-    schemas: Mapping[int, Schema],
+    known: Mapping[str, Mapping[int, Schema]],
     now: int,
 ) -> list[bytes | None]:
-    fast = decode_picked(fieldset.schema, pick, record) if min(pick, default=0) >= 0 else None
+    pick, reader = picking
+    fast = reader(record) if reader is not None else None
     if fast is not None:  # the current schema, every value typed: only the features asked for
         seconds, nanos, picked = fast
         out: list[bytes | None] = list(picked)
     else:
+        schemas = known.get(fieldset.view_name, {})
         decoded = decode_by_name(record, schemas, fieldset.schema)
         seconds, nanos = decoded.event_time
         values = decoded.values
