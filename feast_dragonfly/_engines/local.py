@@ -21,9 +21,11 @@ before anything is written (``feast_dragonfly._engines.latest``), so neither bat
 the order rows arrive in can change it; the server then keeps a stored row whose event time is
 newer or equal, as Feast's does.
 
-Everything this engine does not specialise (``get_historical_features``, feature views with
-transformations, aggregations, validation, filters, source views or offline writes, another
-online store) is Feast's ``LocalComputeEngine``'s, unchanged.
+Views with ``enable_validation=True`` get Feast's schema checks, with Feast's messages
+(``feast_dragonfly._engines.validation``). Everything this engine does not specialise
+(``get_historical_features``, feature views with transformations, aggregations, filters,
+source views or offline writes, another online store) is Feast's ``LocalComputeEngine``'s,
+unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from feast.infra.common.materialization_job import (
     MaterializationJobStatus,
     MaterializationTask,
 )
+from feast.infra.compute_engines.backends.factory import BackendFactory
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.registry.base_registry import BaseRegistry
@@ -44,6 +47,7 @@ from pydantic import ConfigDict, PositiveInt
 from tqdm import tqdm
 
 from feast_dragonfly._engines.plan import ViewPlan, WindowSource, delegation_reason
+from feast_dragonfly._engines.validation import Validation
 from feast_dragonfly._store.online_store import DragonflyOnlineStore
 from feast_dragonfly.errors import DragonflyConfigError
 
@@ -106,7 +110,7 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
 
     def delegation_reason(self, feature_view: Any) -> str | None:
         """Why Feast's local engine must materialize this view, or None for the fast path."""
-        return delegation_reason(self.online_store, feature_view, self.repo_config)
+        return delegation_reason(self.online_store, feature_view, self.repo_config, validates=True)
 
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
@@ -136,6 +140,8 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
         plan = ViewPlan.for_task(registry, task, config)
         source = WindowSource(self, plan, task, registry)
         bar = self._progress_bar(view.name, source)
+        check = self._validation(plan, source) if view.enable_validation else None
+        early = check if check is not None and check.before_writing else None
         read = 0
         try:
             with store.view_writer(
@@ -148,14 +154,28 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
                 ahead_rows=self.settings.batch_size,
                 schema=plan.schema,
             ) as writer:
-                for table, rows_read in source.batches():
+                for table, rows_read in source.batches(early):
+                    if check is not None and early is None:
+                        check.observe(table)
                     read += rows_read
                     if rows_read > table.num_rows:
                         bar.update(rows_read - table.num_rows)  # superseded or no event time
                     writer.send(plan.calls(table, writer.ttl_seconds, writer.rows_per_call))
         finally:
             bar.close()
+        if check is not None and early is None:
+            check.finish()  # warnings only: what would stop the run was checked first
         return read
+
+    def _validation(self, plan: ViewPlan, source: WindowSource) -> Validation:
+        """Feast's ``enable_validation`` checks, as its local engine would run them with the
+        DataFrame backend it would use (``backend``, else pandas)."""
+        name = self.settings.backend
+        backend = (
+            BackendFactory.from_name(name) if name else BackendFactory.infer_from_entity_df(None)
+        )
+        assert backend is not None
+        return Validation(plan, backend, streamed=source.streaming)
 
     def _progress_bar(self, name: str, source: WindowSource) -> tqdm:
         shown = self.settings.show_progress and _is_terminal(sys.stderr)

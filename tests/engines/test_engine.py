@@ -266,8 +266,8 @@ def test_views_needing_feasts_dag_are_delegated(tmp_path, server_connection_stri
     engine = repo.store("ours")._get_provider().batch_engine
     assert isinstance(engine, DragonflyMaterializationEngine)
     assert engine.delegation_reason(repo.view) is None
-    repo.view.enable_validation = True
-    assert "validation" in engine.delegation_reason(repo.view)
+    repo.view.offline = True
+    assert "offline store" in engine.delegation_reason(repo.view)
 
 
 def test_feast_materialize_cli_uses_the_engine(tmp_path, redis_client, server_connection_string):
