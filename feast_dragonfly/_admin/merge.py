@@ -6,8 +6,11 @@ are murmur3 hashes, so
 * a hash with **one** view: every other field is that view's;
 * **several** views and a field → view map from the registry (``-C REPO``): one group per view;
 * several views and no map (or a field the map does not know, e.g. of a deleted view): one
-  group for the whole key — the newest timestamp on either side decides for all its views
-  (the caller counts these keys and warns).
+  group for the whole key, whose views the script still compares one by one: every field is
+  written when no view is newer on the target; the views the target lacks are added (their
+  timestamps, and the fields the target does not have) when none is newer on the source; a
+  key with views newer on each side is left alone (``AMBIGUOUS``: only its fields' owners
+  could say which to keep) unless the run opted to merge it as a whole (``MERGED_WHOLE``).
 
 The merge itself runs in ``migrate_merge.lua``, atomically per key on the target.
 """
@@ -31,8 +34,10 @@ LOAD_COMMAND = wire.command(b"SCRIPT", b"LOAD", SOURCE.encode())
 _EVALSHA = wire.bulk(b"EVALSHA") + wire.bulk(SHA)
 _PAIR = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
 
-#: Per-key status codes of the script's reply.
-OK, NOT_A_HASH, MALFORMED_TIMESTAMP = 0, 1, 2
+#: Per-key status codes of the script's reply: ``AMBIGUOUS``, views newer on each side of a
+#: key whose fields have no known owner (nothing written); ``MERGED_WHOLE``, such a key merged
+#: as a whole, because the run asked for it.
+OK, NOT_A_HASH, MALFORMED_TIMESTAMP, AMBIGUOUS, MERGED_WHOLE = 0, 1, 2, 3, 4
 
 
 class Group(NamedTuple):
@@ -84,11 +89,13 @@ def view_groups(flat: Any, owners: FieldOwners | None) -> tuple[tuple[Group, ...
     return tuple(Group((stamp,), tuple(by_view[stamp[0][size:]])) for stamp in stamps), False
 
 
-def pack_call(plans: Sequence[KeyPlan]) -> bytes:
+def pack_call(plans: Sequence[KeyPlan], merge_whole: bool = False) -> bytes:
     """``EVALSHA`` of the merge script for these keys (one slot's worth on a cluster), packed
-    straight into RESP: a field and its value are one formatting step (this is the hot loop)."""
+    straight into RESP: a field and its value are one formatting step (this is the hot loop).
+    ``merge_whole``: merge keys with views newer on each side as a whole (see the module)."""
     parts = [wire.bulk(plan.key) for plan in plans]
-    count = 3 + len(plans)
+    parts.append(wire.bulk(b"1" if merge_whole else b"0"))
+    count = 4 + len(plans)
     for plan in plans:
         parts.append(wire.bulk_int(plan.pttl))
         parts.append(wire.bulk_int(len(plan.groups)))

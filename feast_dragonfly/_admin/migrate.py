@@ -79,6 +79,7 @@ class MigrateOptions:
     #: Source and target are one server (allowed only for a conversion): keys already in the
     #: target layout are left as they are.
     same_server: bool = False
+    merge_whole_keys_losing_views: bool = False  # see batch.merge
 
     @property
     def to_layout(self) -> str | None:
@@ -293,7 +294,7 @@ class Migration:
             hashes = self.read_source(endpoint, keys)
         plans = batch.plans(keys, hashes, self.options.owners, out)
         with self.target.errors():
-            batch.merge(plans, self.target, self.per_call, out)
+            batch.merge(plans, self.target, self.per_call, out, self.options)
 
     def _copy_absent(self, endpoint: Endpoint, keys: Sequence[bytes], out: Report) -> list[bytes]:
         """Copy the keys the target does not hold yet whole, with DUMP / RESTORE: the merge

@@ -87,9 +87,11 @@ def summary(report: Report, dry_run: bool, to_layout: str | None = None) -> str:
         lines.insert(4, _records_line(c))
     if c.get("whole_key_merges"):
         lines.append(
-            f"warning: {_keys_hold(c['whole_key_merges'])} several feature views whose "
-            "fields could not be told apart; each was merged as a whole (its newest event time "
-            "decided for all its views). Give the feature repo with -C to merge per view."
+            f"warning: {_keys_hold(c['whole_key_merges'])} several feature views, some newer "
+            "on the target and some on the source, whose fields could not be told apart; as "
+            "--merge-whole-keys-losing-views asked, each was merged as a whole (its newest "
+            "event time decided for all the views both sides held, so the other side's newer "
+            "views were lost). Give the feature repo with -C to merge per view."
         )
     lines.extend(f"  {p}" for p in report.problems)
     return "\n".join(lines)
