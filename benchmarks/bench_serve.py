@@ -7,7 +7,8 @@ Servers (all running at once on one Redis-protocol server, measured in interleav
 * ``floor + store`` — the floor, plus the store round trip any store-backed server makes: the
   same HMGETs our server sends (one per entity row, pipelined), through redis-py's asyncio
   client, before the canned bytes go back — the floor a server that reads the store can reach;
-* ``ours`` — ``feast-dragonfly serve`` (one worker; ``ours -w2``: two);
+* ``ours`` — ``feast-dragonfly serve`` (one worker; ``ours -w2``: two), with
+  ``--max-in-flight 64``, as many as the phases below open connections, so they see no 503s;
 * ``feast serve + ours`` — Feast's server over our store;
 * ``feast serve + feast`` — Feast's server over Feast's ``RedisOnlineStore`` (the baseline).
 
@@ -17,6 +18,17 @@ Load: 1,000 drivers × 50 features; requests of 1, 10 and 100 entity rows × 50 
   latency is measured from the scheduled time, so a stall is charged for the queue it causes
   (no coordinated omission); 64 connections carry the schedule.
 * **Closed loop** (saturation): 16 and 64 clients sending back to back; requests per second.
+* **Push** (``POST /push``, after the reads): 8 clients pushing batches of 1 and of 100 rows
+  × 50 features back to back, every batch newer than all before it (so every row is written);
+  rows per second, ``feast-dragonfly serve`` against ``feast serve`` over each store.
+* **Overload** (100×50): each server's saturated rate is measured (8 clients), then one open
+  loop runs 5 s at a quarter of it, 20 s at twice it, and 10 s at a quarter again. Here the
+  client opens a new connection whenever none is free, as a crowd of independent clients
+  would, so every request scheduled reaches the server at its time (64 fixed connections
+  would queue them in the client instead). Reported per server: the answered requests'
+  latencies (from their scheduled time), the 503s, the server's RSS growth, and how long after
+  the overload the p99 of one-second windows is back to normal. Ours runs twice here: with
+  its default ``--max-in-flight`` and with ``--max-in-flight 0`` (no bound).
 
 Every server's first answer per shape is compared, value by value and by feature name, with
 the baseline's. Results: printed, as JSON (``--json``), and as a Markdown report with a
@@ -48,6 +60,7 @@ import orjson
 import pandas as pd
 import yaml
 
+from feast_dragonfly._serve.env import DEFAULT_MAX_IN_FLIGHT
 from feast_dragonfly.testing.local_server import (
     detect_binary,
     find_server_binary,
@@ -61,6 +74,9 @@ FEATURES = 50
 SHAPES = {"1x50": 1, "10x50": 10, "100x50": 100}
 PERCENTILES = (50, 90, 99, 99.9)
 BIN = Path(sys.executable).parent
+#: ``feast-dragonfly serve``'s bound for the read and push phases: no fewer than the most
+#: connections they open, so that they measure answers, never 503s.
+NO_503 = ("--max-in-flight", "64")
 
 
 # --------------------------------------------------------------------------- data and repos
@@ -68,7 +84,7 @@ BIN = Path(sys.executable).parent
 
 def _write_repos(base: Path, connection_string: str) -> dict[str, Path]:
     """One project, materialized once (by our engine); a repo per store type reading it."""
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float32, Int64, String
 
     rng = np.random.default_rng(7)
@@ -116,7 +132,18 @@ def _write_repos(base: Path, connection_string: str) -> dict[str, Path]:
             + [Field(name=f"f{i:02d}", dtype=dtypes[i]) for i in range(FEATURES)],
             source=FileSource(path=str(data), timestamp_field="event_timestamp"),
         )
-        store.apply([driver, view])
+        pushed = FeatureView(
+            name="pushed",
+            entities=[driver],
+            ttl=timedelta(days=3650),
+            schema=[Field(name="driver_id", dtype=Int64)]
+            + [Field(name=f"f{i:02d}", dtype=dtypes[i]) for i in range(FEATURES)],
+            source=PushSource(
+                name="stats_push",
+                batch_source=FileSource(path=str(data), timestamp_field="event_timestamp"),
+            ),
+        )
+        store.apply([driver, view, pushed])
         if kind == "ours":
             store.materialize(T0 - timedelta(days=1), T0 + timedelta(days=1))
         repos[kind] = repo
@@ -316,6 +343,252 @@ async def closed_loop(server: Server, body: bytes, clients: int, duration: float
     return phase
 
 
+# --------------------------------------------------------------------------- push
+
+
+PUSH_SHAPES = {"1 row": 1, "100 rows": 100}
+PUSH_CLIENTS = 8
+#: The push bodies' event timestamp, replaced in every request by a newer one of equal width.
+_STAMP = b"2000-01-01T00:00:00.000000+00:00"
+_PUSH_T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+class PushBodies:
+    """``/push`` bodies of ``rows`` rows × 50 features: one template per block of drivers, each
+    request stamped with an event time newer than every earlier one (of any server), so that
+    every pushed row is written, by ours and by Feast's store alike."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self._templates: dict[int, list[bytes]] = {}
+
+    def template(self, rows: int, block: int) -> dict[str, Any]:
+        rng = np.random.default_rng(block * 1_000 + rows)
+        df: dict[str, list[Any]] = {
+            "driver_id": [1000 + (block * rows + i) % DRIVERS for i in range(rows)],
+            "event_timestamp": [_STAMP.decode()] * rows,
+        }
+        for i in range(FEATURES):
+            kind = i % 3
+            if kind == 0:
+                df[f"f{i:02d}"] = [float(x) for x in rng.standard_normal(rows).astype(np.float32)]
+            elif kind == 1:
+                df[f"f{i:02d}"] = [int(x) for x in rng.integers(0, 10**9, rows)]
+            else:
+                df[f"f{i:02d}"] = [f"p{int(x)}" for x in rng.integers(0, 97, rows)]
+        return {"push_source_name": "stats_push", "df": df}
+
+    def body(self, rows: int, block: int | None = None) -> bytes:
+        templates = self._templates.get(rows)
+        if templates is None:
+            templates = self._templates[rows] = [
+                orjson.dumps(self.template(rows, b)) for b in range(DRIVERS // rows)
+            ]
+        self.sent += 1
+        stamp = _PUSH_T0 + timedelta(microseconds=self.sent)
+        chosen = templates[self.sent % len(templates) if block is None else block]
+        return chosen.replace(_STAMP, stamp.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00").encode())
+
+
+async def push_loop(server: Server, bodies: PushBodies, rows: int, duration: float) -> Phase:
+    """``PUSH_CLIENTS`` connections pushing ``rows``-row batches back to back."""
+    connections = [await Connection.open(server.port) for _ in range(PUSH_CLIENTS)]
+    stop = time.perf_counter() + duration
+    phase = Phase()
+
+    async def hammer(connection: Connection) -> None:
+        while time.perf_counter() < stop:
+            body = bodies.body(rows)
+            if not await phase.request(connection, "/push", body, since=time.perf_counter()):
+                return
+
+    await phase.drive(connections, hammer)
+    return phase
+
+
+async def pushed_values_read_back(server: Server, bodies: PushBodies, rows: int) -> bool:
+    """One more push (block 0), then its rows read back through ``server``: the values pushed."""
+    body = bodies.body(rows, block=0)
+    client = await Connection.open(server.port)
+    try:
+        status, _ = await client.post("/push", body)
+        expected = bodies.template(rows, 0)["df"]
+        request = orjson.dumps(
+            {
+                "features": [f"pushed:f{i:02d}" for i in range(FEATURES)],
+                "entities": {"driver_id": expected["driver_id"]},
+            }
+        )
+        answer_status, answer = await client.post("/get-online-features", request)
+    finally:
+        client.close()
+    if status != 200 or answer_status != 200:
+        return False
+    stored = _by_feature(answer)
+    return all(stored[name][0] == expected[name] for name in expected if name.startswith("f"))
+
+
+# --------------------------------------------------------------------------- overload
+
+
+@dataclass
+class Answered:
+    scheduled_s: float  # since the schedule began
+    latency_ms: float
+    status: int
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a server process and its children (gunicorn's, uvicorn's workers)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        processes = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for one in processes:
+        try:
+            total += one.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def elastic_open_loop(
+    server: Server, body: bytes, segments: list[tuple[float, float]], grace: float = 10.0
+) -> tuple[list[Answered], dict[str, int], int]:
+    """An open loop through ``segments`` of (rate, seconds), one after the other. A request is
+    sent at its scheduled time on an idle connection, or on a new one when none is idle (up to
+    ``MAX_CONNECTIONS``), so the server, not the client, decides how long it waits. What is not
+    answered ``grace`` seconds after the schedule ends is counted ``unfinished``. Returns the
+    answers, the failures, and the server's peak RSS over the run (bytes)."""
+    assert server.process is not None
+    slots = [
+        begun + i / rate
+        for begun, (rate, seconds) in zip(
+            np.cumsum([0.0] + [seconds for _, seconds in segments[:-1]]), segments
+        )
+        for i in range(int(rate * seconds))
+    ]
+    end = sum(seconds for _, seconds in segments)
+    idle: list[tuple[float, Connection]] = []  # (when it was last answered, the connection)
+    gate = asyncio.Semaphore(MAX_CONNECTIONS)
+    answers: list[Answered] = []
+    failures = {"connection errors": 0, "unfinished": 0}
+    start = time.perf_counter() + 0.05
+    hard_stop = start + end + grace
+    peak_rss = _tree_rss(server.process.pid)
+
+    async def sample_rss() -> None:
+        nonlocal peak_rss
+        while time.perf_counter() < hard_stop:
+            peak_rss = max(peak_rss, _tree_rss(server.process.pid))  # type: ignore[union-attr]
+            await asyncio.sleep(0.25)
+
+    async def one(at: float) -> None:
+        scheduled = start + at
+        try:
+            async with gate:
+                connection = _idle_connection(idle) or await Connection.open(server.port)
+                left = hard_stop - time.perf_counter()
+                status, _ = await asyncio.wait_for(connection.post(server.path, body), left)
+        except (asyncio.TimeoutError, TimeoutError):
+            failures["unfinished"] += 1
+            return
+        except (OSError, asyncio.IncompleteReadError):
+            failures["connection errors"] += 1
+            return
+        answers.append(Answered(at, (time.perf_counter() - scheduled) * 1000, status))
+        idle.append((time.perf_counter(), connection))
+
+    sampler = asyncio.ensure_future(sample_rss())
+    tasks = []
+    for at in slots:
+        delay = start + at - time.perf_counter()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(at)))
+    await asyncio.gather(*tasks)
+    sampler.cancel()
+    for _, connection in idle:
+        connection.close()
+    return answers, failures, peak_rss
+
+
+#: Idle connections older than this are closed, not reused: servers close keep-alive
+#: connections idle for a few seconds (uvicorn after 5 s, gunicorn's default after 2 s), and a
+#: request sent on one they just closed would fail through no fault of theirs.
+IDLE_REUSE_SECONDS = 1.5
+
+
+def _idle_connection(idle: list[tuple[float, Connection]]) -> Connection | None:
+    """The most recently used idle connection still safe to reuse (older ones are closed)."""
+    while idle:
+        last_used, connection = idle.pop()
+        if time.perf_counter() - last_used < IDLE_REUSE_SECONDS:
+            return connection
+        connection.close()
+        for _, stale in idle:  # the rest are older still
+            stale.close()
+        idle.clear()
+    return None
+
+
+MAX_CONNECTIONS = 4_000
+SATURATION_CLIENTS = 8
+OVERLOAD_SHAPE = "100x50"
+CALM_SECONDS, RECOVERY_SECONDS = 5.0, 10.0
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def overload(server: Server, body: bytes, seconds: float, duration: float) -> dict:
+    """The overload phase for one server (see the module docstring)."""
+    assert server.process is not None
+    # Saturated: answered 200 per second, SATURATION_CLIENTS sending back to back (no more
+    # than ours admits at once by default, so it is not measuring 503s).
+    phase = await closed_loop(server, body, SATURATION_CLIENTS, duration)
+    saturated = (len(phase.latencies_ms) - phase.errors) / phase.seconds
+    calm, over = saturated / 4, saturated * 2
+    rss_before = _tree_rss(server.process.pid)
+    answers, failures, peak = await elastic_open_loop(
+        server, body, [(calm, CALM_SECONDS), (over, seconds), (calm, RECOVERY_SECONDS)]
+    )
+    ok = [a for a in answers if a.status == 200]
+    before = [a.latency_ms for a in ok if a.scheduled_s < CALM_SECONDS]
+    during = [a for a in answers if CALM_SECONDS <= a.scheduled_s < CALM_SECONDS + seconds]
+    answered = [a.latency_ms for a in during if a.status == 200]
+    normal_p99 = _p(before, 99)
+    normal = max(2 * normal_p99, normal_p99 + 5)
+    # One-second windows after the overload: the first whose p99 is back to normal.
+    after = CALM_SECONDS + seconds
+    windows = []
+    for w in range(int(RECOVERY_SECONDS)):
+        inside = [a.latency_ms for a in ok if after + w <= a.scheduled_s < after + w + 1]
+        windows.append(_p(inside, 99))
+    recovered = next((w for w, p99 in enumerate(windows) if p99 <= normal), None)
+    return {
+        "saturated_req_per_s": saturated,
+        "offered_req_per_s": over,
+        "answered_req_per_s": len(answered) / seconds,
+        "rejected_503": sum(a.status == 503 for a in during),
+        "other_errors": sum(a.status not in (200, 503) for a in during),
+        **failures,
+        "p50": _p(answered, 50),
+        "p99": _p(answered, 99),
+        "max": max(answered, default=float("nan")),
+        "slowest_answer_of_any_kind": max((a.latency_ms for a in during), default=float("nan")),
+        "p99_before": normal_p99,
+        "p99_windows_after": windows,
+        "recovered_after_s": recovered,
+        "rss_growth_mb": (peak - rss_before) / 2**20,
+    }
+
+
 # --------------------------------------------------------------------------- answers
 
 
@@ -353,8 +626,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ],
                 free_port(),
             ),
-            Server("ours", [*cli, "-C", str(repos["ours"])], free_port()),
-            Server("ours -w2", [*cli, "-C", str(repos["ours"]), "-w", "2"], free_port()),
+            # Without 503s in the read phases (at most 64 connections): the overload phase
+            # runs ours with its default bound.
+            Server("ours", [*cli, "-C", str(repos["ours"]), *NO_503], free_port()),
+            Server("ours -w2", [*cli, "-C", str(repos["ours"]), "-w", "2", *NO_503], free_port()),
             Server(
                 "feast serve + ours",
                 [str(BIN / "feast"), "-c", str(repos["ours"]), "serve", "--no-access-log"],
@@ -400,7 +675,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for server in servers:
                 server.path = f"/{shape}" if _is_floor(server) else "/get-online-features"
                 await closed_loop(server, body, 4, 1.0)
-        for shape, body in bodies.items():
+        for shape, body in bodies.items() if "read" in args.phases else ():
             for rate in args.rates:
                 for server in _rotated(servers, rate):
                     server.path = f"/{shape}" if _is_floor(server) else "/get-online-features"
@@ -417,6 +692,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         server.name
                     ] = phase.summary()
                     print(f"closed {shape:7s} {clients:3d} cl {server.name:22s} {_line(phase)}")
+        by_name = {server.name: server for server in servers}
+        if "push" in args.phases:
+            results.update(await _push_phases(by_name, args.duration))
+        if "overload" in args.phases:
+            bounded = {
+                f"ours, --max-in-flight {DEFAULT_MAX_IN_FLIGHT} (default)": [],
+                "ours, no limit": ["--max-in-flight", "0"],
+            }
+            for name, flags in bounded.items():
+                server = Server(name, [*cli, "-C", str(repos["ours"]), *flags], free_port())
+                server.command += ["--port", str(server.port)]
+                servers.append(server)
+                by_name[name] = server
+                server.start(workdir)
+                await _wait_ready(server, bodies[OVERLOAD_SHAPE])
+                await closed_loop(server, bodies[OVERLOAD_SHAPE], 4, 1.0)  # warm-up
+            results["overload"] = {}
+            for name in (*bounded, "feast serve + feast"):
+                server = by_name[name]
+                server.path = "/get-online-features"
+                outcome = await overload(
+                    server, bodies[OVERLOAD_SHAPE], args.overload_seconds, args.duration
+                )
+                results["overload"][name] = outcome
+                print(f"overload {name:22s} {_overload_line(outcome)}")
+                if name in bounded:
+                    server.stop()
+            results["overload_seconds"] = args.overload_seconds
         results["machine"] = {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -429,6 +732,42 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
         store_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+PUSHERS = ("ours", "feast serve + ours", "feast serve + feast")
+
+
+async def _push_phases(by_name: dict[str, Server], duration: float) -> dict[str, Any]:
+    bodies = PushBodies()
+    pushers = [by_name[name] for name in PUSHERS]
+    for server in pushers:  # warm-up: Feast's conversion code, the write scripts
+        await push_loop(server, bodies, 100, 1.0)
+    out: dict[str, Any] = {"push": {}}
+    for shape, rows in PUSH_SHAPES.items():
+        for server in _rotated(pushers, rows):
+            phase = await push_loop(server, bodies, rows, duration)
+            summary = phase.summary()
+            summary["rows_per_s"] = (len(phase.latencies_ms) - phase.errors) / phase.seconds * rows
+            out["push"].setdefault(shape, {})[server.name] = summary
+            print(
+                f"push  {shape:8s} {server.name:22s} {summary['rows_per_s']:9.0f} rows/s  "
+                f"p50 {summary['p50']:7.2f}  p99 {summary['p99']:7.2f} ms  "
+                f"errors {summary['errors']}"
+            )
+    out["push_read_back"] = {
+        server.name: await pushed_values_read_back(server, bodies, 100) for server in pushers
+    }
+    return out
+
+
+def _overload_line(o: dict[str, Any]) -> str:
+    return (
+        f"saturated {o['saturated_req_per_s']:5.0f}/s offered {o['offered_req_per_s']:5.0f}/s "
+        f"answered {o['answered_req_per_s']:5.0f}/s  503s {o['rejected_503']}  "
+        f"p99 {o['p99']:8.1f}  max {o['max']:8.1f} ms  slowest answer "
+        f"{o['slowest_answer_of_any_kind']:8.1f} ms  unfinished {o['unfinished']}  "
+        f"RSS +{o['rss_growth_mb']:.0f} MB  recovered after {o['recovered_after_s']} s"
+    )
 
 
 def _is_floor(server: Server) -> bool:
@@ -494,7 +833,64 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {shape} | {clients} | {name} | {s['req_per_s']:.0f} | "
                     f"{s['req_per_s'] / base:.2f}× | {s['p99']:.1f} |"
                 )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _push_report(results) + _overload_report(results)) + "\n"
+
+
+def _push_report(results: dict[str, Any]) -> list[str]:
+    if not results.get("push"):
+        return []
+    lines = [
+        "",
+        f"## Push ({PUSH_CLIENTS} clients, `POST /push`, 50 features a row)",
+        "",
+        "Stored values read back equal to the pushed ones: "
+        + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in results["push_read_back"].items()),
+        "",
+        "| batch | server | rows/s | vs feast serve + feast | p50 | p99 | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape, by_server in results["push"].items():
+        base = by_server.get("feast serve + feast", {}).get("rows_per_s") or float("nan")
+        for name, s in by_server.items():
+            lines.append(
+                f"| {shape} | {name} | {s['rows_per_s']:.0f} | {s['rows_per_s'] / base:.2f}× | "
+                f"{s['p50']:.1f} | {s['p99']:.1f} | {s['errors']} |"
+            )
+    return lines
+
+
+def _overload_report(results: dict[str, Any]) -> list[str]:
+    if not results.get("overload"):
+        return []
+    seconds = results.get("overload_seconds", 20)
+    lines = [
+        "",
+        f"## Overload ({OVERLOAD_SHAPE}, {seconds:g} s at twice each server's saturated rate)",
+        "",
+        f"Open loop: {CALM_SECONDS:g} s at a quarter of the saturated rate, {seconds:g} s at "
+        f"twice it, {RECOVERY_SECONDS:g} s at a quarter again; a new connection whenever none "
+        "is free. Latencies (ms) of the requests answered 200 during the overload, from their "
+        "scheduled time; *recovered*: seconds from the end of the overload to the first "
+        "one-second window whose p99 is within 2× (or +5 ms of) the p99 before it.",
+        "",
+        "| server | saturated req/s | offered | answered 200/s | 503s | p50 | p99 | max | "
+        "slowest answer (any status) | unanswered | RSS growth | recovered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, o in results["overload"].items():
+        unanswered = o["unfinished"] + o["connection errors"]
+        recovered = (
+            f"{o['recovered_after_s']} s"
+            if o["recovered_after_s"] is not None
+            else f"not in {RECOVERY_SECONDS:g} s"
+        )
+        lines.append(
+            f"| {name} | {o['saturated_req_per_s']:.0f} | {o['offered_req_per_s']:.0f} | "
+            f"{o['answered_req_per_s']:.0f} | {o['rejected_503']} | {o['p50']:.1f} | "
+            f"{o['p99']:.1f} | {o['max']:.1f} | {o['slowest_answer_of_any_kind']:.1f} | "
+            f"{unanswered} | {o['rss_growth_mb']:.0f} MB | {recovered} |"
+        )
+    return lines
 
 
 def _latency_ratios(results: dict[str, Any]) -> list[str]:
@@ -609,6 +1005,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["read", "push", "overload"],
+        default=["read", "push", "overload"],
+        help="which phases to run (default: all)",
+    )
+    parser.add_argument(
+        "--overload-seconds", type=float, default=20.0, help="seconds at twice saturation"
+    )
     parser.add_argument("--server-bin", default=None, help="the Redis-protocol server binary")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)

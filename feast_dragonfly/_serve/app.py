@@ -1,4 +1,4 @@
-"""``feast-dragonfly serve``: Feast's HTTP feature server, reduced to the online-read path.
+"""``feast-dragonfly serve``: Feast's HTTP feature server, reduced to the online path.
 
 Feast's server (FastAPI) validates every request with pydantic, converts the response protobuf
 value by value in a thread pool and encodes it with the stdlib ``json``. This one is a bare
@@ -7,8 +7,10 @@ checked by hand, answered by the store's async path, and encoded by ``orjson``. 
 Feast's, value for value (``_response_json``: ``convert_response_to_dict``'s result, faster),
 so Feast's own ``online_store: type: remote`` client reads it unchanged.
 
-Endpoints: ``POST /get-online-features`` and ``GET /health``. Everything else ``feast serve``
-offers (push, materialize, documents, chat, UI) answers 404 naming ``feast serve``.
+Endpoints: ``POST /get-online-features``, ``POST /push`` and ``POST /write-to-online-store``
+(``writes``), ``GET /health``. Everything else ``feast serve`` offers (materialize, documents,
+chat, UI) answers 404 naming ``feast serve``. A worker works on at most ``max_in_flight``
+requests at once and refuses more with a 503 (``admission``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from feast import FeatureStore
 from feast.errors import FeastError
 
 from feast_dragonfly._serve import env as _serve_env
+from feast_dragonfly._serve import writes
+from feast_dragonfly._serve.admission import Admission
 from feast_dragonfly._serve.response_json import response_dict
-from feast_dragonfly._store import direct_json, direct_read
+from feast_dragonfly._store import direct_json, direct_read, feast_hooks
 from feast_dragonfly._store.online_store import DragonflyOnlineStore
-from feast_dragonfly.errors import DragonflyConnectionError, DragonflyStoreError
+from feast_dragonfly.errors import (
+    DragonflyConnectionError,
+    DragonflyServerFullError,
+    DragonflyStoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +77,19 @@ class FeatureServer:
         *,
         registry_ttl_sec: int = 5,
         max_entity_rows: int = _serve_env.DEFAULT_MAX_ENTITY_ROWS,
+        max_in_flight: int = _serve_env.DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.store = store
         self.registry_ttl_sec = registry_ttl_sec
         self.max_entity_rows = max_entity_rows
+        self.admission = Admission(max_in_flight)
+        self._endpoints: dict[str, Callable[[bytes], Awaitable[tuple[int, bytes]]]] = {
+            "/get-online-features": self._read,
+            "/push": self.push,
+            "/write-to-online-store": self.write_to_online_store,
+        }
         self._refresher: asyncio.Task | None = None
-        self._online_store = store._get_provider().online_store
+        self._online_store = store.provider.online_store
         # Plain requests are answered from the stored bytes (``direct_json``) when the
         # store is ours; anything else goes through Feast's request handling.
         self._direct = isinstance(self._online_store, DragonflyOnlineStore)
@@ -89,33 +104,46 @@ class FeatureServer:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        endpoint = self._endpoints.get(path)
+        if endpoint is not None and method == "POST" and not self.admission.enter(path):
+            await _respond(send, *self.admission.refusal())
+            return
         try:
-            if path == "/get-online-features":
+            if endpoint is not None:
                 if method != "POST":
-                    raise RequestError(405, "use POST /get-online-features")
-                body = await _read_body(receive)
-                status, payload = 200, await self.get_online_features(body)
+                    raise RequestError(405, f"use POST {path}")
+                try:
+                    status, payload = await endpoint(await _read_body(receive))
+                finally:
+                    self.admission.leave()
             elif path == "/health":
                 status, payload = await self.health()
             else:
                 raise RequestError(
                     404,
                     f"{path} is not served by feast-dragonfly serve, which answers "
-                    "POST /get-online-features and GET /health; run `feast serve` for the "
-                    "other endpoints of Feast's feature server",
+                    "POST /get-online-features, POST /push, POST /write-to-online-store and "
+                    "GET /health; run `feast serve` for the other endpoints of Feast's "
+                    "feature server",
                 )
-        except RequestError as exc:
+        except (RequestError, writes.BadWrite) as exc:
             status, payload = exc.status, orjson.dumps({"detail": exc.message})
         except FeastError as exc:
             # Feast's own server answers these with the error's status and detail document.
             status, payload = exc.http_status_code(), orjson.dumps(exc.to_error_detail())
         except DragonflyConnectionError as exc:
             status, payload = 503, orjson.dumps({"detail": f"online store unavailable: {exc}"})
+        except DragonflyServerFullError as exc:
+            # 507 Insufficient Storage: nothing wrong with the request, and retrying will not
+            # help until the server's maxmemory is raised.
+            status, payload = 507, orjson.dumps({"detail": str(exc)})
         except DragonflyStoreError as exc:
             status, payload = 500, orjson.dumps({"detail": str(exc)})
         except (ValueError, TypeError, KeyError) as exc:
-            # Raised by Feast while it resolves features and turns entities into keys.
-            detail = f"{_describe(exc)} (check the request's features and entity values)"
+            # Raised by Feast while it resolves features and turns entities into keys, or
+            # converts pushed columns to stored values.
+            what = "features and entity values" if path == "/get-online-features" else "df"
+            detail = f"{_describe(exc)} (check the request's {what})"
             status, payload = 400, orjson.dumps({"detail": detail})
         except Exception as exc:  # noqa: BLE001 - the server keeps serving
             logger.exception("request to %s failed", path)
@@ -170,6 +198,24 @@ class FeatureServer:
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return 503, b""
         return 200, b""
+
+    async def _read(self, body: bytes) -> tuple[int, bytes]:
+        return 200, await self.get_online_features(body)
+
+    async def push(self, body: bytes) -> tuple[int, bytes]:
+        """Feast's ``POST /push``: 200 and no body once the rows are written."""
+        from feast import metrics as feast_metrics
+
+        with feast_metrics.track_request_latency("/push"):
+            request = writes.parse_push(body)
+            await writes.push(self.store, request)
+            feast_metrics.track_push(request.name, request.to)
+        return 200, b""
+
+    async def write_to_online_store(self, body: bytes) -> tuple[int, bytes]:
+        """Feast's ``POST /write-to-online-store``: 200 and JSON ``null`` once written."""
+        await writes.write_to_online_store(self.store, writes.parse_write(body))
+        return 200, writes.WRITE_ANSWER
 
     async def get_online_features(self, body: bytes) -> bytes:
         request = self._parse(body)
@@ -276,8 +322,18 @@ class RequestMetrics:
         from feast import feature_server as feast_server  # FastAPI & co: only with --metrics
 
         self._bins = bins
-        self._counts = feast_server._resolve_feature_counts
-        self._bin = feast_server.bin_feature_count
+        # Private Feast hooks (``feast_hooks``): without them, the labels this Feast's server
+        # sets (raw counts without bins; Feast's defaults without counts).
+        self._counts = (
+            feast_server._resolve_feature_counts
+            if feast_hooks.present(feast_hooks.FEATURE_COUNTS)
+            else None
+        )
+        self._bin = (
+            feast_server.bin_feature_count
+            if feast_hooks.present(feast_hooks.FEATURE_COUNT_BINS)
+            else _unbinned
+        )
 
     @classmethod
     def if_enabled(cls, store: FeatureStore) -> RequestMetrics | None:
@@ -287,12 +343,22 @@ class RequestMetrics:
         if not feast_metrics._config.request and not feast_metrics._config.online_features:
             return None
         configured = getattr(getattr(store.config, "feature_server", None), "metrics", None)
-        bins = getattr(configured, "feature_count_bins", None) or MetricsConfig().feature_count_bins
+        bins = (
+            getattr(configured, "feature_count_bins", None)
+            or getattr(MetricsConfig(), "feature_count_bins", None)
+            or []
+        )
         return cls(list(bins))
 
     def feature_counts(self, features: Any) -> tuple[str, str]:
+        if self._counts is None:
+            return "", ""
         feature_count, view_count = self._counts(features)
         return self._bin(int(feature_count), self._bins), view_count
+
+
+def _unbinned(count: int, bins: list[int]) -> str:
+    return str(count)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -309,13 +375,15 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, payload: bytes) -> None:
+async def _respond(
+    send: Send, status: int, payload: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = _JSON_HEADERS if payload else []
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*headers, (b"content-length", b"%d" % len(payload))],
+            "headers": [*headers, *(extra or ()), (b"content-length", b"%d" % len(payload))],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -364,4 +432,5 @@ def app() -> FeatureServer:
         store,
         registry_ttl_sec=int(ttl) if ttl else _serve_env.feast_registry_ttl(),
         max_entity_rows=int(rows) if rows else _serve_env.DEFAULT_MAX_ENTITY_ROWS,
+        max_in_flight=_serve_env.max_in_flight(env),
     )

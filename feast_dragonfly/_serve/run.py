@@ -7,9 +7,10 @@ through the environment (``env``), since uvicorn starts them by import string.
 
 from __future__ import annotations
 
-import logging
+import inspect
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from feast_dragonfly._serve import env
 
@@ -31,14 +32,16 @@ class ServeOptions:
     keep_alive_timeout: int
     registry_ttl_sec: int
     max_entity_rows: int
+    max_in_flight: int
     tls_key_path: str
     tls_cert_path: str
     metrics: bool
     metrics_port: int
 
 
-def serve(options: ServeOptions) -> None:
-    """Run the feature server until it is stopped (blocks)."""
+def serve(options: ServeOptions, log_config: dict[str, Any] | None = None) -> None:
+    """Run the feature server until it is stopped (blocks). ``log_config``: the command
+    line's logging setup, for uvicorn to apply in each worker (None: uvicorn's own)."""
     import uvicorn
     from feast import FeatureStore
 
@@ -56,7 +59,7 @@ def serve(options: ServeOptions) -> None:
     os.environ[env.REPO_ENV] = options.repo
     os.environ[env.REGISTRY_TTL_ENV] = str(options.registry_ttl_sec)
     os.environ[env.MAX_ROWS_ENV] = str(options.max_entity_rows)
-    logging.basicConfig(level=logging.INFO)
+    os.environ[env.MAX_IN_FLIGHT_ENV] = str(options.max_in_flight)
     uvicorn.run(
         "feast_dragonfly._serve.app:app",
         factory=True,
@@ -67,8 +70,18 @@ def serve(options: ServeOptions) -> None:
         timeout_keep_alive=options.keep_alive_timeout,
         loop="uvloop",
         http="httptools",
+        ws="none",  # no WebSocket endpoint (and no websockets import: older ones warn on it)
         ssl_keyfile=options.tls_key_path or None,
         ssl_certfile=options.tls_cert_path or None,
-        log_level="info",
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        log_config=log_config or uvicorn.config.LOGGING_CONFIG,
+        log_level=None if log_config else "info",
+        **_worker_healthcheck(uvicorn),
     )
+
+
+def _worker_healthcheck(uvicorn: Any) -> dict[str, Any]:
+    """uvicorn's worker health-check timeout, on a uvicorn that has one (0.37 on; the older
+    ones Feast 0.64 and 0.65 pin ping no worker)."""
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS}
+    return {}

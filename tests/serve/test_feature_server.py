@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -305,12 +306,14 @@ def test_feasts_remote_client_reads_through_our_server(tmp_path, repo, ours):
 
 def test_health_and_the_endpoints_we_leave_to_feast_serve(ours):
     assert requests.get(ours.url + "/health", timeout=10).status_code == 200
-    for method, path in (("POST", "/push"), ("POST", "/materialize"), ("GET", "/docs")):
+    for method, path in (("POST", "/materialize"), ("GET", "/docs")):
         answer = requests.request(method, ours.url + path, timeout=10)
         assert answer.status_code == 404
         assert "feast serve" in answer.json()["detail"]
-    wrong = requests.get(ours.url + "/get-online-features", timeout=10)
-    assert wrong.status_code == 405
+    for path in ("/get-online-features", "/push", "/write-to-online-store"):
+        wrong = requests.get(ours.url + path, timeout=10)
+        assert wrong.status_code == 405
+        assert f"POST {path}" in wrong.json()["detail"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -536,6 +539,11 @@ def test_the_cli_serves_a_repo(repo, workers, metrics):
             os.killpg(process.pid, signal.SIGKILL)
             output = process.communicate()[0].decode(errors="replace")
     assert PASSWORD not in output
+    # One log format, in the spawned workers too (`uvicorn.error: Started server process`).
+    # (Feast < 0.67's metrics server also logs each scrape, in wsgiref's own format.)
+    lines = [line for line in output.splitlines() if '"GET /metrics HTTP/1.1"' not in line]
+    assert sum("Started server process" in line for line in lines) >= workers, output
+    assert all(re.match(r"\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ [\w.]+: ", line) for line in lines), output
 
 
 @pytest.mark.parametrize("half", [["--key", "key.pem"], ["--cert", "cert.pem"]])
