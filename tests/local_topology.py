@@ -8,9 +8,13 @@ started):
 
 * :func:`start_cluster` — ``masters`` × ``redis-server --cluster-enabled yes``, slots split
   evenly with ``CLUSTER ADDSLOTS``, joined with ``CLUSTER MEET``, ready when every node reports
-  ``cluster_state:ok`` and knows every slot. With a Dragonfly binary it starts one
-  ``dragonfly --cluster_mode=emulated`` node instead (a single node that speaks the CLUSTER
-  protocol and owns all slots); Dragonfly cannot form a multi-node Redis Cluster.
+  ``cluster_state:ok`` and knows every slot. With a Dragonfly binary it starts ``masters`` ×
+  ``dragonfly --cluster_mode=yes`` (each with an admin port on 127.0.0.1) and acts as their
+  cluster manager: Dragonfly nodes do not gossip, so the fixture pushes the slot ranges to every
+  node's admin port with ``DFLYCLUSTER CONFIG`` (JSON: ranges, master id from ``CLUSTER MYID``,
+  ip, port), and pushes a new one for each migration (:meth:`LocalCluster.migrate_slots`).
+  ``emulated=True`` starts one ``dragonfly --cluster_mode=emulated`` node instead (a single
+  node that speaks the CLUSTER protocol and owns all slots).
 * :func:`start_sentinel_group` — a master, its replicas and ``redis-server --sentinel``
   processes monitoring it, with short timeouts so a forced failover takes about a second.
   redis-server only: Dragonfly cannot act as a sentinel.
@@ -21,6 +25,7 @@ or ``CONFIG SET``, never on a command line, and are never shown.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -142,12 +147,32 @@ class LocalCluster:
         *,
         emulated: bool,
         replicas: list[LocalServer] | None = None,
+        admin_ports: list[int] | None = None,
     ) -> None:
         self.masters = masters
         self.replicas = replicas or []
         #: True for a single Dragonfly node in ``--cluster_mode=emulated``.
         self.emulated = emulated
         self.kind = masters[0].kind
+        #: Dragonfly ``--cluster_mode=yes``: each master's admin port (where ``DFLYCLUSTER``
+        #: commands go); empty for redis-server and the emulated node.
+        self.admin_ports = admin_ports or []
+        #: Dragonfly ``--cluster_mode=yes``: the slot ranges of each master, as last pushed.
+        self.slot_ranges: list[list[tuple[int, int]]] = []
+        self._ids: list[str] = []
+
+    @property
+    def managed(self) -> bool:
+        """True for a multi-node Dragonfly cluster, whose slots this fixture assigns (there is
+        no gossip: every change is a ``DFLYCLUSTER CONFIG`` pushed to every node)."""
+        return bool(self.admin_ports)
+
+    @property
+    def asks(self) -> bool:
+        """Whether a migration moves keys one by one, answering ``ASK`` for the moved ones
+        (redis-server); Dragonfly serves a migrating slot from the source until it is handed
+        over, then answers ``MOVED``."""
+        return not self.emulated and not self.managed
 
     @property
     def connection_string(self) -> str:
@@ -194,6 +219,20 @@ class LocalCluster:
             client.close()
         raise LocalServerError(f"slot {slot} is not served")
 
+    def _owners(self) -> list[int]:
+        """The index in :attr:`masters` of each slot's master, from one ``CLUSTER SLOTS``."""
+        owners = [-1] * SLOTS
+        ports = {server.port: index for index, server in enumerate(self.masters)}
+        client = self.masters[0].client(decode_responses=False)
+        try:
+            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                owners[int(start) : int(end) + 1] = [ports[int(primary[1])]] * (
+                    int(end) - int(start) + 1
+                )
+        finally:
+            client.close()
+        return owners
+
     def master_of_key(self, key: bytes) -> int:
         return self.master_of_slot(key_slot(key))
 
@@ -217,40 +256,115 @@ class LocalCluster:
     ) -> None:
         """Move ``slot`` (and its keys) to master ``target``, the way ``redis-cli --cluster
         reshard`` does. ``finish=False`` stops half-way — ``keys`` (default: all) moved, slot
-        still MIGRATING/IMPORTING — so clients get ``ASK`` for the moved keys."""
+        still MIGRATING/IMPORTING — so clients get ``ASK`` for the moved keys (redis-server
+        only: see :attr:`asks`)."""
         if self.emulated:
             raise LocalServerError("an emulated cluster has one node: nothing to migrate to")
         source = self.master_of_slot(slot)
         if source == target:
             raise LocalServerError(f"slot {slot} is already on master {target}")
-        ids = self.node_ids()
-        src = self.masters[source].client(decode_responses=False)
-        dst = self.masters[target].client(decode_responses=False)
-        try:
-            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
-            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])
-            if keys is None:
-                keys = list(src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000))
-            if keys:
-                auth: list[Any] = []
-                if self.masters[target].password is not None:
-                    auth = ["AUTH", self.masters[target].password]
-                src.execute_command(
-                    "MIGRATE", HOST, self.masters[target].port, "", 0, 5000, *auth, "KEYS", *keys
+        if self.managed:
+            if not finish or keys is not None:
+                raise LocalServerError(
+                    "Dragonfly migrates whole slot ranges (no ASK, no key-by-key MIGRATE)"
                 )
-            if finish:
-                for client in (dst, src):
-                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
-                for index, server in enumerate(self.masters):
-                    if index not in (source, target):
-                        other = server.client(decode_responses=False)
-                        try:
-                            other.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
-                        finally:
-                            other.close()
+            self.migrate_slots([(slot, slot)], target)
+            return
+        clients = self.clients()
+        try:
+            _move_redis_slots(
+                self.masters, clients, self.node_ids(), [slot], source, target, keys, finish
+            )
         finally:
-            src.close()
-            dst.close()
+            for client in clients:
+                client.close()
+
+    def migrate_slots(
+        self, ranges: Sequence[tuple[int, int]], target: int, *, timeout: float = 60.0
+    ) -> None:
+        """Move the slots of ``ranges`` (inclusive, all on one master) to master ``target``,
+        while clients keep working: redis-server slot by slot as ``redis-cli --cluster
+        reshard`` does (``MIGRATING`` / ``IMPORTING``, ``MIGRATE``, ``SETSLOT NODE``);
+        Dragonfly the way its cluster manager does — a config with a ``migrations`` entry on
+        the source, ``SLOT-MIGRATION-STATUS`` polled until ``FINISHED``, then the config that
+        gives the slots to the target."""
+        if not self.managed:
+            ids, clients = self.node_ids(), self.clients()
+            owners = self._owners()
+            slots = [s for a, b in ranges for s in range(a, b + 1) if owners[s] != target]
+            try:
+                for first in range(0, len(slots), 64):
+                    chunk = slots[first : first + 64]
+                    for source in sorted({owners[s] for s in chunk}):
+                        mine = [s for s in chunk if owners[s] == source]
+                        _move_redis_slots(self.masters, clients, ids, mine, source, target)
+            finally:
+                for client in clients:
+                    client.close()
+            return
+        source = self.master_of_slot(ranges[0][0])
+        moved = _normalized(ranges)
+        if source == target or not all(
+            _covers(self.slot_ranges[source], start, end) for start, end in moved
+        ):
+            raise LocalServerError(f"slots {moved} are not all on one master other than {target}")
+        migration = {
+            "node_id": self._ids[target],
+            "ip": HOST,
+            "port": self.admin_ports[target],
+            "slot_ranges": [{"start": start, "end": end} for start, end in moved],
+        }
+        self._push_config(migrations={source: [migration]})
+
+        def finished() -> bool:
+            admin = self._admin(source)
+            try:
+                status = admin.execute_command("DFLYCLUSTER", "SLOT-MIGRATION-STATUS")
+            finally:
+                admin.close()
+            states = [_decode(entry[2]) for entry in status]
+            if "FATAL" in states:
+                raise LocalServerError(f"the slot migration failed: {status}")
+            return states == ["FINISHED"]
+
+        _wait(finished, timeout, f"Dragonfly's migration of slots {moved} to finish")
+        owned = set()
+        for start, end in self.slot_ranges[source]:
+            owned.update(range(start, end + 1))
+        for start, end in moved:
+            owned.difference_update(range(start, end + 1))
+        self.slot_ranges[source] = _as_ranges(owned)
+        self.slot_ranges[target] = _normalized([*self.slot_ranges[target], *moved])
+        self._push_config()
+
+    def _admin(self, index: int) -> redis.Redis:
+        return redis.Redis(
+            host=HOST,
+            port=self.admin_ports[index],
+            password=self.masters[index].password,
+            socket_timeout=10,
+        )
+
+    def _push_config(self, migrations: dict[int, list[dict[str, Any]]] | None = None) -> None:
+        """``DFLYCLUSTER CONFIG`` with :attr:`slot_ranges` (and ``migrations``, by source)
+        to every node, the way Dragonfly's cluster manager keeps every node in step."""
+        shards = []
+        for index, server in enumerate(self.masters):
+            shard: dict[str, Any] = {
+                "slot_ranges": [{"start": a, "end": b} for a, b in self.slot_ranges[index]],
+                "master": {"id": self._ids[index], "ip": HOST, "port": server.port},
+                "replicas": [],
+            }
+            if migrations and index in migrations:
+                shard["migrations"] = migrations[index]
+            shards.append(shard)
+        text = json.dumps(shards)
+        for index in range(len(self.masters)):
+            admin = self._admin(index)
+            try:
+                admin.execute_command("DFLYCLUSTER", "CONFIG", text)
+            finally:
+                admin.close()
 
     def failover(self, replica: int = 0, timeout: float = 30.0) -> int:
         """``CLUSTER FAILOVER`` on ``replicas[replica]`` (a graceful, coordinated switch);
@@ -306,6 +420,80 @@ class LocalCluster:
         self.stop()
 
 
+def _move_redis_slots(
+    masters: Sequence[LocalServer],
+    clients: Sequence[redis.Redis],
+    ids: Sequence[str],
+    slots: Sequence[int],
+    source: int,
+    target: int,
+    keys: Sequence[bytes] | None = None,
+    finish: bool = True,
+) -> None:
+    """Slots from ``source`` to ``target`` as ``redis-cli --cluster reshard`` moves each:
+    IMPORTING / MIGRATING, ``MIGRATE`` until the slot is empty on the source (or just
+    ``keys``), then every master told the new owner (unless ``finish`` is false). The slots
+    go together, each step one pipeline per node, so a resharding takes seconds."""
+    src, dst = clients[source], clients[target]
+    auth: list[Any] = []
+    if masters[target].password is not None:
+        auth = ["AUTH", masters[target].password]
+
+    def each(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+
+    each(dst, *(("CLUSTER SETSLOT", slot, "IMPORTING", ids[source]) for slot in slots))
+    each(src, *(("CLUSTER SETSLOT", slot, "MIGRATING", ids[target]) for slot in slots))
+    # The keys as stored: redis-py's reply callback would decode them (lossily, for binary keys).
+    src.set_response_callback("CLUSTER GETKEYSINSLOT", lambda response, **_: response)
+    pending = list(slots)
+    while pending:
+        if keys is not None:
+            batches = [list(keys)]
+        else:
+            batches = each(src, *(("CLUSTER GETKEYSINSLOT", slot, 500) for slot in pending))
+        moving = [(slot, batch) for slot, batch in zip(pending, batches) if batch]
+        each(
+            src,
+            *(
+                ("MIGRATE", HOST, masters[target].port, "", 0, 5000, *auth, "KEYS", *batch)
+                for _slot, batch in moving
+            ),
+        )
+        pending = [] if keys is not None else [slot for slot, _batch in moving]
+    if finish:
+        others = [i for i in range(len(masters)) if i not in (source, target)]
+        for index in (target, source, *others):
+            each(
+                clients[index], *(("CLUSTER SETSLOT", slot, "NODE", ids[target]) for slot in slots)
+            )
+
+
+def _normalized(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    slots: set[int] = set()
+    for start, end in ranges:
+        slots.update(range(start, end + 1))
+    return _as_ranges(slots)
+
+
+def _as_ranges(slots: set[int]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges of ``slots``."""
+    ranges: list[tuple[int, int]] = []
+    for slot in sorted(slots):
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return ranges
+
+
+def _covers(ranges: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    return any(a <= start and end <= b for a, b in ranges)
+
+
 def _node_id(server: LocalServer) -> str:
     client = server.client()
     try:
@@ -345,7 +533,9 @@ def _slot_ranges(masters: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _cluster_ready(servers: Sequence[LocalServer]) -> bool:
+def _cluster_ready(servers: Sequence[LocalServer], *, gossip: bool = True) -> bool:
+    """Every node serves every slot (and, with ``gossip``, reports ``cluster_state:ok`` and
+    knows every node: redis-server)."""
     for server in servers:
         client = server.client(decode_responses=True)
         try:
@@ -355,9 +545,9 @@ def _cluster_ready(servers: Sequence[LocalServer]) -> bool:
                 fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             else:
                 fields = {k: str(v) for k, v in info.items()}
-            if fields.get("cluster_state") != "ok":
+            if gossip and fields.get("cluster_state") != "ok":
                 return False
-            if int(fields.get("cluster_known_nodes", 0)) != len(servers):
+            if gossip and int(fields.get("cluster_known_nodes", 0)) != len(servers):
                 return False
             served = sum(
                 int(end) - int(start) + 1
@@ -370,6 +560,51 @@ def _cluster_ready(servers: Sequence[LocalServer]) -> bool:
     return True
 
 
+def _start_dragonfly_cluster(
+    binary: ServerBinary, *, masters: int, password: str | None, start_timeout: float
+) -> LocalCluster:
+    """``masters`` × ``dragonfly --cluster_mode=yes`` with admin ports on 127.0.0.1, the slots
+    split evenly and pushed to every node (``DFLYCLUSTER CONFIG``); ready when every node
+    serves the whole map."""
+    started: list[LocalServer] = []
+    admin_ports: list[int] = []
+    try:
+        for _ in range(masters):
+            admin: list[int] = []
+
+            def command_for(
+                workdir: str, port: int, admin: list[int] = admin
+            ) -> tuple[list[str], dict[str, str]]:
+                admin[:] = [free_port()]
+                extra = [
+                    "--cluster_mode=yes",
+                    f"--admin_port={admin[0]}",
+                    f"--admin_bind={HOST}",
+                ]
+                # One thread each: three nodes share the test machine's cores.
+                return server_command(binary, port, workdir, password, extra, 1)
+
+            started.append(
+                spawn_server(
+                    binary,
+                    command_for,
+                    password=password,
+                    start_timeout=start_timeout,
+                    prefix="feast-dragonfly-dfcluster-",
+                )
+            )
+            admin_ports.append(admin[0])
+        cluster = LocalCluster(started, emulated=False, admin_ports=admin_ports)
+        cluster._ids = cluster.node_ids()
+        cluster.slot_ranges = [[r] for r in _slot_ranges(masters)]
+        cluster._push_config()
+        _wait(lambda: _cluster_ready(started, gossip=False), start_timeout, "the slot map")
+    except BaseException:
+        _stop_all(started)
+        raise
+    return cluster
+
+
 def start_cluster(
     binary: ServerBinary | str | None = None,
     *,
@@ -377,11 +612,19 @@ def start_cluster(
     replicas: int = 0,
     password: str | None = None,
     start_timeout: float = DEFAULT_START_TIMEOUT_S,
+    emulated: bool = False,
 ) -> LocalCluster:
     """Start a local cluster; see the module docstring. ``replicas`` replica nodes are
-    attached to the first masters, one each (redis-server only). Always ``stop()`` it (or use
+    attached to the first masters, one each (redis-server only). ``emulated``: Dragonfly's
+    single-node emulated cluster instead of ``masters`` nodes. Always ``stop()`` it (or use
     it as a context manager): it owns every process it started, also when starting fails."""
     binary = _resolve(binary)
+    if binary.kind == "dragonfly" and not emulated:
+        if replicas:
+            raise LocalServerError("the Dragonfly cluster fixture starts masters only")
+        return _start_dragonfly_cluster(
+            binary, masters=masters, password=password, start_timeout=start_timeout
+        )
     if binary.kind == "dragonfly":
         if replicas:
             raise LocalServerError("Dragonfly's emulated cluster is one node: no replicas")

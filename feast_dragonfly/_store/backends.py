@@ -34,6 +34,7 @@ from feast_dragonfly._store import cluster_write as _cluster_write
 from feast_dragonfly._store import maintenance as _maintenance
 from feast_dragonfly._store import read as _read
 from feast_dragonfly._store import send as _send
+from feast_dragonfly._store.cluster_replay import NOTHING_KEPT
 from feast_dragonfly._store.compact.directory import Directory
 
 T = TypeVar("T")
@@ -230,17 +231,25 @@ class Backend(Deployment):
 
 class ClusterBackend(Backend):
     """A Redis Cluster: commands routed by hash slot to the masters (``cluster`` reads,
-    ``cluster_write`` writes)."""
+    ``cluster_write`` writes). On Dragonfly, acknowledged writes are kept for a replay after a
+    resharding (``cluster_replay``); Redis Cluster never erases one, so nothing is kept."""
 
     key_by_key = True
     sender_class = _cluster_write.ClusterSender
     async_sender_class = _cluster_write.AsyncClusterSender
 
+    def _replaying(self, client: Any) -> Any:
+        if getattr(client, "recent_writes", None) is None and not self.dragonfly:
+            client.recent_writes = NOTHING_KEPT
+        return client
+
     def _fetch(self, plan: _read.ReadPlan, chunk_size: int, concurrency: int) -> list[Any]:
-        return _cluster.fetch(self.client(), plan, chunk_size, self.executor("read", concurrency))
+        client = self._replaying(self.client())
+        return _cluster.fetch(client, plan, chunk_size, self.executor("read", concurrency))
 
     async def _fetch_async(self, plan: _read.ReadPlan, chunk_size: int) -> list[Any]:
-        return await _cluster.fetch_async(await self.client_async(), plan, chunk_size)
+        client = self._replaying(await self.client_async())
+        return await _cluster.fetch_async(client, plan, chunk_size)
 
     def rows_per_call(self, requested: int) -> int:
         """One: a cluster runs a script only if all its keys share one slot, and Feast's keys
@@ -248,7 +257,7 @@ class ClusterBackend(Backend):
         return 1
 
     def _write_target(self, client: Any) -> Any:
-        return client
+        return self._replaying(client)
 
 
 def open_backend(settings: ClientSettings) -> Backend:

@@ -15,6 +15,11 @@ cluster's 16,384 slots and therefore over every master. Both paths work the same
    failover), ``TRYAGAIN``, ``CLUSTERDOWN``, or a connection that broke — by resending just
    those commands through redis-py's cluster pipeline, which follows the redirection,
    refreshes its slot map and retries. The next request then routes by the new map.
+5. **Replay** (bookkeeping in ``cluster_replay.py``): once slots are known to have left a
+   master (it answers ``MOVED``, then says which of its recently written slots it no longer
+   serves; or the map routes a slot elsewhere), the writes that master acknowledged for them
+   lately are sent again, to the new owners, before the request goes on — a Dragonfly
+   migration can acknowledge a script call and then erase it.
 
 The read path is here (``fetch``); the write senders, built on the same round trips and
 ASK following, are in ``cluster_write.py``.
@@ -38,8 +43,15 @@ from redis.crc import key_slot
 from feast_dragonfly._protocol import flow, wire
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol.flow import Flow
+from feast_dragonfly._protocol.script import ScriptCall
 from feast_dragonfly._protocol.topology import AsyncRedisCluster, SyncRedisCluster
 from feast_dragonfly._store import read as _read
+from feast_dragonfly._store.cluster_replay import (
+    ViaClusterClient,
+    journal_of,
+    raise_unserved,
+    write_via_cluster_client,
+)
 
 #: The cluster clients (with their fast-path limits) and their nodes, sync or asyncio.
 Cluster = SyncRedisCluster | AsyncRedisCluster
@@ -60,16 +72,22 @@ TRANSPORT_ERRORS = (redis_exceptions.ConnectionError, redis_exceptions.TimeoutEr
 # --------------------------------------------------------------------------- routing
 
 
-def _route(cluster: Cluster, keys: Sequence[bytes]) -> dict[str, tuple[Node, list[int]]]:
-    """Indices of ``keys`` per master (by node name), in key order."""
+def _route(
+    cluster: Cluster, keys: Sequence[bytes], replays: list[ScriptCall]
+) -> dict[str, tuple[Node, list[int]]]:
+    """Indices of ``keys`` per master (by node name), in key order; ``replays`` gets the
+    writes to resend first, for slots the map now routes away from the master that took them."""
     groups: dict[str, tuple[Node, list[int]]] = {}
     node_of_slot: dict[int, Any] = {}
     nodes_manager = cluster.nodes_manager
+    journal = journal_of(cluster)
     for index, key in enumerate(keys):
         slot = key_slot(key)
         node = node_of_slot.get(slot)
         if node is None:
             node = node_of_slot[slot] = nodes_manager.get_node_from_slot(slot)
+            if journal.elsewhere(slot, node.name):
+                replays.extend(journal.routed(slot, node.name))
         entry = groups.get(node.name)
         if entry is None:
             entry = groups[node.name] = (node, [])
@@ -160,16 +178,6 @@ class _RoundTrip:
     node: Node
     payloads: list[bytes]
     replies: int
-
-
-@dataclass(frozen=True)
-class ViaClusterClient:
-    commands: list[list[Any]]
-
-
-@dataclass(frozen=True)
-class LoadScriptEverywhere:
-    script: _script.Script
 
 
 def send_request(cluster: SyncRedisCluster, request: Any) -> Any:
@@ -269,14 +277,6 @@ def follow_asks(
             replies[i] = answer
 
 
-def raise_unserved(replies: Sequence[Any]) -> None:
-    """A redirection the cluster client could not resolve either (its retries exhausted):
-    the cluster is not serving that slot, which is not a data problem."""
-    for reply in replies:
-        if isinstance(reply, REDIRECTS):
-            raise redis_exceptions.ClusterError(f"still redirected after retries: {reply}")
-
-
 def _needs_cluster_client(reply: Any) -> bool:
     """A reply the fast path could not get: no answer (broken connection) or a redirection."""
     return reply is None or isinstance(reply, REDIRECTS)
@@ -308,24 +308,112 @@ def _hmget_args(plan: _read.ReadPlan, index: int) -> list[Any]:
 
 def _read_tasks(
     cluster: Cluster, plan: _read.ReadPlan, chunk_size: int
-) -> list[tuple[Node, list[int]]]:
+) -> tuple[list[tuple[Node, list[int]]], list[ScriptCall]]:
+    """Per-master chunks of the plan, and the writes to replay before reading them."""
     tasks = []
-    for node, indices in _route(cluster, plan.keys).values():
+    replays: list[ScriptCall] = []
+    for node, indices in _route(cluster, plan.keys, replays).values():
         for start in range(0, len(indices), chunk_size):
             tasks.append((node, indices[start : start + chunk_size]))
-    return tasks
+    return tasks, replays
 
 
 def _merge(
     tasks: Sequence[tuple[Node, list[int]]], results: Sequence[list[Any] | None], total: int
-) -> list[Any]:
-    """Replies in plan order; ``None`` where a master could not be reached."""
+) -> tuple[list[Any], list[str]]:
+    """Replies in plan order (``None`` where a master could not be reached), and the name of
+    the master each went to."""
     replies: list[Any] = [None] * total
-    for (_node, indices), result in zip(tasks, results):
+    nodes: list[str] = [""] * total
+    for (node, indices), result in zip(tasks, results):
+        for index in indices:
+            nodes[index] = node.name
         if result is not None:
             for index, reply in zip(indices, result):
                 replies[index] = reply
-    return replies
+    return replies, nodes
+
+
+def _exists(key: bytes) -> bytes:
+    return b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%b\r\n" % (len(key), key)
+
+
+def replay(
+    cluster: Cluster, calls: Sequence[ScriptCall], owners: dict[int, Node] | None = None
+) -> Flow[int]:
+    """Acknowledged calls sent again, to the master serving each slot now (``owners``, else
+    the slot map; a ``MOVED`` followed once), on the fast path; what that cannot deliver
+    goes through the cluster client. Returns 0: the rows were counted when first written."""
+    pending = list(calls)
+    for _attempt in range(2):
+        groups: dict[tuple[str, str], tuple[Node, list[ScriptCall]]] = {}
+        for call in pending:
+            slot = key_slot(call.key(0))
+            node = (owners or {}).get(slot) or cluster.nodes_manager.get_node_from_slot(slot)
+            groups.setdefault((node.name, call.script.sha), (node, []))[1].append(call)
+        pending, owners = [], {}
+        for node, group in groups.values():
+            try:
+                replies = yield from exchange(
+                    node, [call.command for call in group], scripts=group[0].script
+                )
+            except NoFreeConnection:
+                raise
+            except TRANSPORT_ERRORS:
+                pending += group
+                continue
+            for call, reply in zip(group, replies):
+                if isinstance(reply, redis_exceptions.MovedError):
+                    target = cluster.nodes_manager.get_node(host=reply.host, port=reply.port)
+                    if target is not None:
+                        owners[reply.slot_id] = target
+                if isinstance(reply, REDIRECTS):
+                    pending.append(call)
+                else:
+                    _script.rows_written([call], [reply], "(replayed after a resharding)")
+        if not pending:
+            return 0
+    yield from write_via_cluster_client(pending, "(replayed after a resharding)")
+    return 0
+
+
+def replay_moved(cluster: Cluster, nodes: Sequence[str], replies: Sequence[Any]) -> Flow[None]:
+    """A master answered ``MOVED`` (``nodes[i]`` sent ``replies[i]``): the writes it
+    acknowledged lately for the slots it gave away, replayed to their new owners. Which slots
+    those are is asked of the master itself — one ``EXISTS`` per slot it took writes for, in
+    one round trip — since a migration moves more slots than the one it named."""
+    journal = journal_of(cluster)
+    seen: set[tuple[str, int]] = set()
+    owners: dict[int, Node] = {}
+    for name, reply in zip(nodes, replies):
+        if not isinstance(reply, redis_exceptions.MovedError) or (name, reply.slot_id) in seen:
+            continue
+        seen.add((name, reply.slot_id))
+        candidates = journal.moved(name, reply.slot_id)
+        others = [slot for slot in candidates if slot != reply.slot_id]
+        gone = [reply.slot_id]
+        node = cluster.nodes_manager.get_node(node_name=name)
+        if others and node is not None:
+            try:
+                answers = yield _RoundTrip(
+                    node, [_exists(candidates[slot][0].key(0)) for slot in others], len(others)
+                )
+                for slot, answer in zip(others, answers):
+                    if isinstance(answer, redis_exceptions.MovedError):
+                        gone.append(slot)
+                        owner = cluster.nodes_manager.get_node(host=answer.host, port=answer.port)
+                        if owner is not None:
+                            owners[slot] = owner
+            except NoFreeConnection:
+                raise
+            except TRANSPORT_ERRORS:
+                gone += others  # cannot tell: replaying is safe
+        elif others:
+            gone += others
+        owner = cluster.nodes_manager.get_node(host=reply.host, port=reply.port)
+        if owner is not None:
+            owners[reply.slot_id] = owner
+        yield from replay(cluster, journal.take(name, gone), owners)
 
 
 def _read_on_node(plan: _read.ReadPlan, node: Node, indices: list[int]) -> Flow[list[Any] | None]:
@@ -338,9 +426,13 @@ def _read_on_node(plan: _read.ReadPlan, node: Node, indices: list[int]) -> Flow[
         return None  # redone through the cluster client, which retries and re-learns slots
 
 
-def _complete_read(cluster: Cluster, plan: _read.ReadPlan, replies: list[Any]) -> Flow[list[Any]]:
-    """ASK redirections followed, whatever is left redone through the cluster client."""
+def _complete_read(
+    cluster: Cluster, plan: _read.ReadPlan, replies: list[Any], nodes: list[str]
+) -> Flow[list[Any]]:
+    """ASK redirections followed, the writes of slots that moved replayed, whatever is left
+    redone through the cluster client."""
     yield from follow_asks(cluster, lambda i: _hmget_command(plan, i), replies, scripts=None)
+    yield from replay_moved(cluster, nodes, replies)
     redo = [i for i, reply in enumerate(replies) if _needs_cluster_client(reply)]
     if redo:
         answers = yield ViaClusterClient([_hmget_args(plan, index) for index in redo])
@@ -356,8 +448,9 @@ def fetch(
 ) -> list[Any]:
     """Every HMGET reply in plan order: per-master chunks sent concurrently (``executor``),
     ASK redirections followed, whatever is left redone through redis-py's cluster pipeline."""
-    tasks = _read_tasks(cluster, plan, chunk_size)
+    tasks, replays = _read_tasks(cluster, plan, chunk_size)
     send = partial(send_request, cluster)
+    flow.run(replay(cluster, replays), send)
 
     def read(node: Node, indices: list[int]) -> list[Any] | None:
         return flow.run(_read_on_node(plan, node, indices), send)
@@ -367,17 +460,18 @@ def fetch(
     else:
         futures = [executor.submit(read, node, indices) for node, indices in tasks]
         results = [future.result() for future in futures]
-    replies = _merge(tasks, results, len(plan.keys))
-    return flow.run(_complete_read(cluster, plan, replies), send)
+    replies, nodes = _merge(tasks, results, len(plan.keys))
+    return flow.run(_complete_read(cluster, plan, replies, nodes), send)
 
 
 async def fetch_async(
     cluster: AsyncRedisCluster, plan: _read.ReadPlan, chunk_size: int
 ) -> list[Any]:
-    tasks = _read_tasks(cluster, plan, chunk_size)
+    tasks, replays = _read_tasks(cluster, plan, chunk_size)
     send = partial(send_request_async, cluster)
+    await flow.run_async(replay(cluster, replays), send)
     results = await asyncio.gather(
         *(flow.run_async(_read_on_node(plan, node, indices), send) for node, indices in tasks)
     )
-    replies = _merge(tasks, results, len(plan.keys))
-    return await flow.run_async(_complete_read(cluster, plan, replies), send)
+    replies, nodes = _merge(tasks, results, len(plan.keys))
+    return await flow.run_async(_complete_read(cluster, plan, replies, nodes), send)

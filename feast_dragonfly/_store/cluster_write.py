@@ -6,6 +6,9 @@ its keys hash to one slot, so in cluster mode every script call carries exactly 
 lacks the script (``NOSCRIPT``) gets it loaded and the calls resent; every call is event-time
 guarded, so sending one twice never changes the result. Routing, round trips, ASK following
 and the fallback through redis-py's cluster client are shared with reads (``cluster.py``).
+Every call a master acknowledges is kept for a while, and replayed to the slot's new owner
+once the slot is known to have left that master (``cluster_replay.py``): a write returns only
+after the calls it must replay were sent again.
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from redis import exceptions as redis_exceptions
 from redis.crc import key_slot
 
 from feast_dragonfly._protocol import script as _script
-from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._protocol.script import ScriptCall
 from feast_dragonfly._protocol.topology import AsyncRedisCluster, SyncRedisCluster
@@ -26,16 +27,16 @@ from feast_dragonfly._store.cluster import (
     REDIRECTS,
     TRANSPORT_ERRORS,
     Cluster,
-    LoadScriptEverywhere,
     Node,
     NoFreeConnection,
-    ViaClusterClient,
     exchange,
     follow_asks,
-    raise_unserved,
+    replay,
+    replay_moved,
     send_request,
     send_request_async,
 )
+from feast_dragonfly._store.cluster_replay import journal_of, write_via_cluster_client
 from feast_dragonfly._store.send import (
     AsyncRoundTrips,
     Job,
@@ -46,14 +47,6 @@ from feast_dragonfly._store.send import (
 
 #: Script calls per round trip to one master (each carries one row in cluster mode).
 CALLS_PER_NODE_ROUND_TRIP = 64
-
-
-def _command_args(packed: bytes) -> list[Any]:
-    """A packed RESP command back into its arguments (for the cluster client's fallback)."""
-    args: list[Any] = wire.arguments(packed)
-    # redis-py routes EVALSHA by its key count only when the command name is a str.
-    args[0] = args[0].decode()
-    return args
 
 
 def _slot_of_call(call: ScriptCall) -> int:
@@ -90,29 +83,17 @@ def _write_on_node(
     except NoFreeConnection:
         raise
     except TRANSPORT_ERRORS:
-        return (yield from _write_via_cluster_client(calls, view_name))
+        return (yield from write_via_cluster_client(calls, view_name))
     done_calls, done_replies, redo = _split_replies(calls, replies)
     written = _script.rows_written(done_calls, done_replies, view_name)
+    # Kept for a replay; replayed now if this master is known to have given their slot away
+    # (or, MOVED replies, if it just said so).
+    yield from replay(cluster, journal_of(cluster).acknowledged(node.name, done_calls))
     if redo:
-        written += yield from _write_via_cluster_client(redo, view_name)
+        yield from replay_moved(cluster, [node.name] * len(replies), replies)
+    if redo:
+        written += yield from write_via_cluster_client(redo, view_name)
     return written
-
-
-def _write_via_cluster_client(calls: Sequence[ScriptCall], view_name: str) -> Flow[int]:
-    """The slow path: redis-py's cluster pipeline follows MOVED / ASK and retries."""
-    replies = yield ViaClusterClient([_command_args(call.command) for call in calls])
-    again = _script.needs_load(replies)
-    if again:
-        try:
-            for script in _script.scripts_to_load(calls, again):
-                yield LoadScriptEverywhere(script)
-        except redis_exceptions.ResponseError as exc:
-            raise _script.scripting_refused(exc) from None
-        answers = yield ViaClusterClient([_command_args(calls[i].command) for i in again])
-        for i, reply in zip(again, answers):
-            replies[i] = reply
-    raise_unserved(replies)
-    return _script.rows_written(calls, replies, view_name)
 
 
 class NodePlanner:
@@ -124,6 +105,7 @@ class NodePlanner:
         self._cluster = cluster
         self._view_name = view_name
         self._nodes = cluster.nodes_manager
+        self._journal = journal_of(cluster)
         self._per_round_trip = max(1, per_round_trip)
         self._open: dict[str, tuple[Node, list[ScriptCall]]] = {}
 
@@ -133,7 +115,13 @@ class NodePlanner:
             if not call.rows:  # progress only: nothing to route
                 full.append(Job(call.progress_rows, no_round_trip()))
                 continue
-            node = self._nodes.get_node_from_slot(_slot_of_call(call))
+            slot = _slot_of_call(call)
+            node = self._nodes.get_node_from_slot(slot)
+            if self._journal.elsewhere(slot, node.name):
+                # The slot left the master that acknowledged its latest writes: send those
+                # again (to this one) along with this write.
+                replays = self._journal.routed(slot, node.name)
+                full.append(Job(0, replay(self._cluster, replays)))
             entry = self._open.get(node.name)
             if entry is None:
                 entry = self._open[node.name] = (node, [])

@@ -1,11 +1,12 @@
 """``redis_type: redis_cluster`` against a real local cluster.
 
 The cluster comes from ``start_cluster`` (``tests/local_topology.py``) with the suite's server
-binary: three ``redis-server --cluster-enabled yes`` masters on the redis-server pass, one
-``dragonfly --cluster_mode=emulated`` node on the Dragonfly pass (Dragonfly cannot form a
-multi-node Redis Cluster; the emulated mode is how Dragonfly users point cluster clients at
-it). The same tests run on both; those that need several masters (slot migrations) skip on
-the emulated one.
+binary: three ``redis-server --cluster-enabled yes`` masters on the redis-server pass, three
+``dragonfly --cluster_mode=yes`` masters (slots pushed by the fixture with ``DFLYCLUSTER
+CONFIG``) on the Dragonfly pass, plus Dragonfly's single-node ``--cluster_mode=emulated`` for
+the basic reads and writes. The same tests run on all of them; ``ASK`` (a half-moved slot)
+and replica failovers are Redis Cluster's only: Dragonfly migrates a slot range whole and the
+fixture starts no cluster replicas.
 
 Covered: writes and reads (sync, async, several views, entities spread over every master),
 byte identity and equal answers against Feast's own ``RedisOnlineStore`` in cluster mode
@@ -52,9 +53,17 @@ CLUSTER = {"redis_type": "redis_cluster"}
 
 @pytest.fixture(scope="module")
 def cluster(server_binary: ServerBinary) -> Iterator[LocalCluster]:
-    """Three redis-server masters, or one emulated-cluster Dragonfly node; stopped at the end
-    of the module."""
+    """Three masters (redis-server or Dragonfly); stopped at the end of the module."""
     with start_cluster(server_binary) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def emulated(server_binary: ServerBinary) -> Iterator[LocalCluster]:
+    """Dragonfly's single-node emulated cluster (Dragonfly pass only)."""
+    if server_binary.kind != "dragonfly":
+        pytest.skip("Dragonfly's --cluster_mode=emulated (the Dragonfly pass runs this)")
+    with start_cluster(server_binary, emulated=True) as started:
         yield started
 
 
@@ -141,6 +150,26 @@ def test_writes_and_reads_spread_over_every_master(tmp_path, clean_cluster, stor
     # Small chunks: many HMGET batches per master, sent concurrently.
     config.online_store.read_chunk_size = 7
     assert values_of(store.online_read(config, stats, keys[:n])) == expected
+
+
+def test_an_emulated_dragonfly_cluster_serves_reads_and_writes(tmp_path, emulated, store):
+    emulated.flushall()
+    config = config_for(tmp_path, emulated)
+    view = feature_view("fv", ("a", "b"))
+    store.online_write_batch(config, view, [row(i, T0, i) for i in range(200)], None)
+    assert values_of(store.online_read(config, view, [entity_key(i) for i in range(200)])) == [
+        {"a": i, "b": i} for i in range(200)
+    ]
+
+    async def async_path() -> None:
+        await store.online_write_batch_async(
+            config, view, [row(i, T0 + timedelta(1), -i) for i in range(200)], None
+        )
+        got = await store.online_read_async(config, view, [entity_key(i) for i in range(200)])
+        assert values_of(got) == [{"a": -i, "b": -i} for i in range(200)]
+        await store.close()
+
+    asyncio.run(async_path())
 
 
 def test_async_writes_and_reads(tmp_path, clean_cluster, store):
@@ -347,6 +376,11 @@ def test_ask_redirections_during_a_migration(tmp_path, multi_master, store):
     """Half-way through moving a slot, keys already moved answer ASK at the old owner: reads
     and writes of both halves stay correct (sync and async), also on a target master that
     has never seen the write script."""
+    if not multi_master.asks:
+        pytest.skip(
+            "Redis Cluster only: Dragonfly moves a slot range whole and answers MOVED, never "
+            "ASK (test_moved_slots_are_followed_and_the_slot_map_refreshed covers it)"
+        )
     config = config_for(tmp_path, multi_master)
     view = feature_view("fv", ("a",))
     slot, ids = _ids_sharing_a_slot(6)
@@ -419,7 +453,7 @@ def test_an_unreachable_cluster_is_reported_without_the_password(tmp_path, store
 def cluster_with_replica(server_binary: ServerBinary) -> Iterator[LocalCluster]:
     if server_binary.kind == "dragonfly":
         pytest.skip(
-            "needs cluster replicas: Dragonfly's emulated cluster is a single node (the "
+            "needs cluster replicas: the Dragonfly cluster fixture starts masters only (the "
             "redis-server pass runs this)"
         )
     with start_cluster(server_binary, masters=3, replicas=1) as started:

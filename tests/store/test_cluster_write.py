@@ -6,8 +6,6 @@
   every job carries its calls' rows.
 * A call whose keys hash to several slots is refused: a cluster runs a script only when its
   keys share one slot.
-* ``_command_args`` unpacks a packed call for redis-py's cluster client, the command name a
-  ``str`` (redis-py routes ``EVALSHA`` by its keys only then).
 
 The same planner on a real cluster (writes, ``MOVED`` / ``ASK``, failover) is in
 ``test_cluster.py``; the drivers that run its jobs in ``test_send.py``.
@@ -22,8 +20,7 @@ import pytest
 from redis.crc import key_slot
 from store_kit import row
 
-from feast_dragonfly._protocol import wire
-from feast_dragonfly._store import cluster_write, write
+from feast_dragonfly._store import write
 from feast_dragonfly._store.cluster_write import NodePlanner
 
 VIEW = "drivers"
@@ -94,12 +91,3 @@ def test_a_call_whose_keys_span_several_slots_is_refused():
     assert len({key_slot(call.key(i)) for i in range(call.rows)}) > 1
     with pytest.raises(AssertionError, match="one slot"):
         NodePlanner(Slots(), VIEW, per_round_trip=8).jobs([call])
-
-
-def test_command_args_unpack_a_call_for_the_cluster_client():
-    [call] = plan([row(k, T0, k) for k in range(1)], rows_per_call=1)
-    args = cluster_write._command_args(call.command)
-    assert args[0] == "EVALSHA"
-    assert args[1:] == wire.arguments(call.command)[1:]
-    assert args[3] == call.key(0)  # EVALSHA sha numkeys key...
-    assert wire.command(args[0].encode(), *args[1:]) == call.command
