@@ -28,7 +28,9 @@ from feast import (
     RequestSource,
     ValueType,
 )
+from feast import types as feast_types
 from feast.on_demand_feature_view import on_demand_feature_view
+from feast.protos.feast.types import Value_pb2
 from feast.protos.feast.types.Value_pb2 import (
     BoolList,
     DoubleList,
@@ -42,7 +44,6 @@ from feast.protos.feast.types.Value_pb2 import (
     StringList,
     StringSet,
     Value,
-    ZonedTimestamp,
 )
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import ScalarMap as ScalarMapProto
@@ -66,7 +67,6 @@ from feast.types import (
     Uuid,
 )
 from feast.types import Decimal as DecimalType
-from feast.types import ZonedTimestamp as ZonedTimestampType
 
 API_PROJECT = "diffapi"
 
@@ -244,6 +244,29 @@ def build_api_frames() -> dict[str, pd.DataFrame]:
 def exotic_values() -> dict[str, tuple[Any, list[Value]]]:
     """Values materialization cannot produce from parquet, written as protos, with the dtype
     each is *declared* as (Feast's ``to_dict`` uses the declared type as a conversion hint)."""
+    return {**_exotic_values(), **_zoned_values()}
+
+
+def _zoned_values() -> dict[str, tuple[Any, list[Value]]]:
+    """Zoned timestamps, on a Feast that has the kind (0.65 on): none on 0.64."""
+    zoned = getattr(Value_pb2, "ZonedTimestamp", None)
+    zoned_type = getattr(feast_types, "ZonedTimestamp", None)
+    if zoned is None or zoned_type is None:
+        return {}
+    null_ts = NULL_TIMESTAMP_INT_VALUE
+    return {
+        "e_zoned": (
+            zoned_type,
+            [
+                Value(zoned_timestamp_val=zoned(unix_timestamp=1_700_000_000, zone="Europe/Paris")),
+                Value(zoned_timestamp_val=zoned(unix_timestamp=5, zone="+05:30")),
+                Value(zoned_timestamp_val=zoned(unix_timestamp=null_ts, zone="UTC")),
+            ],
+        )
+    }
+
+
+def _exotic_values() -> dict[str, tuple[Any, list[Value]]]:
     null_ts = NULL_TIMESTAMP_INT_VALUE
     return {
         "e_json": (
@@ -316,18 +339,6 @@ def exotic_values() -> dict[str, tuple[Any, list[Value]]]:
         "e_ts_list": (
             Array(UnixTimestamp),
             [Value(unix_timestamp_list_val=Int64List(val=[null_ts, 5, 1_700_000_000]))],
-        ),
-        "e_zoned": (
-            ZonedTimestampType,
-            [
-                Value(
-                    zoned_timestamp_val=ZonedTimestamp(
-                        unix_timestamp=1_700_000_000, zone="Europe/Paris"
-                    )
-                ),
-                Value(zoned_timestamp_val=ZonedTimestamp(unix_timestamp=5, zone="+05:30")),
-                Value(zoned_timestamp_val=ZonedTimestamp(unix_timestamp=null_ts, zone="UTC")),
-            ],
         ),
         "e_nested": (
             Array(Array(Int64)),

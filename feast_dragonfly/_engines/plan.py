@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from feast import utils as feast_utils
 from feast.data_format import ParquetFormat
 from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.infra.common.materialization_job import MaterializationTask
@@ -29,13 +30,13 @@ from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.registry.base_registry import BaseRegistry
-from feast.utils import _get_column_names, _validate_vector_field_lengths
 
 from feast_dragonfly._engines import arrow
 from feast_dragonfly._engines import latest as _latest
+from feast_dragonfly._engines.validation import Validation
 from feast_dragonfly._protocol import keys as _keys
+from feast_dragonfly._store import feast_hooks, wide, write
 from feast_dragonfly._store import layout as _layout
-from feast_dragonfly._store import wide, write
 from feast_dragonfly._store.compact import columns as compact_columns
 from feast_dragonfly._store.compact import views as compact_views
 from feast_dragonfly._store.compact import write as compact_write
@@ -47,12 +48,17 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- which views
 
 
-def delegation_reason(online_store: Any, feature_view: Any, config: Any = None) -> str | None:
+def delegation_reason(
+    online_store: Any, feature_view: Any, config: Any = None, *, validates: bool = False
+) -> str | None:
     """Why Feast's own engine must materialize this view, or None when ours can: shared by
     every engine of this package (local, Spark, Ray), so they specialise the same views.
-    ``config``: the repo config (a compact record has no width limit)."""
+    ``config``: the repo config (a compact record has no width limit); ``validates``: the
+    engine runs Feast's ``enable_validation`` checks itself (``validation``)."""
     if not isinstance(online_store, DragonflyOnlineStore):
         return "the online store is not feast_dragonfly.DragonflyOnlineStore"
+    if not feast_hooks.present(feast_hooks.COLUMN_NAMES):
+        return "this Feast has no feast.utils._get_column_names"
     if not getattr(feature_view, "online", True):
         return "the feature view is not online"
     if getattr(feature_view, "offline", False):
@@ -61,7 +67,7 @@ def delegation_reason(online_store: Any, feature_view: Any, config: Any = None) 
         return "the feature view has a transformation"
     if getattr(feature_view, "aggregations", None):
         return "the feature view has aggregations"
-    if getattr(feature_view, "enable_validation", False):
+    if getattr(feature_view, "enable_validation", False) and not validates:
         return "the feature view enables validation"
     if getattr(feature_view, "filter", None):
         return "the feature view has a filter"
@@ -89,7 +95,7 @@ class ViewPlan:
     view, its entities and the project alone, so a Spark / Ray worker can rebuild it)."""
 
     def __init__(self, view: Any, entities: list[Any], project: str, config: Any) -> None:
-        join_keys, feature_cols, ts_col, created_col = _get_column_names(view, entities)
+        join_keys, feature_cols, ts_col, created_col = feast_utils._get_column_names(view, entities)
         self.view = view
         self.join_keys = join_keys
         self.config = config
@@ -180,7 +186,8 @@ class ViewPlan:
     def feature_table(self, batch: pa.Table) -> pa.Table:
         """``batch`` renamed and checked as Feast checks it before converting."""
         table = self.rename(batch).combine_chunks()  # every chunk (Feast's converter: the first)
-        _validate_vector_field_lengths(table, self.view)
+        if feast_hooks.present(feast_hooks.VECTOR_LENGTHS):  # else: this Feast checks none
+            feast_utils._validate_vector_field_lengths(table, self.view)
         for name, _ in self.features:
             if name not in table.column_names:
                 raise ValueError(f"Column {name} not found in table")
@@ -286,7 +293,8 @@ class WindowSource:
             return
         if config.materialization_config.pull_latest_features:
             return
-        if source.s3_endpoint_override or source.resolve_credentials():
+        resolve_credentials = getattr(source, "resolve_credentials", None)  # Feast 0.67 on
+        if source.s3_endpoint_override or (resolve_credentials and resolve_credentials()):
             return
         uri = FileSource.get_uri_for_file_path(config.repo_path, source.path)
         scheme = urlparse(uri).scheme
@@ -329,8 +337,9 @@ class WindowSource:
             return None
         return self._dataset.count_rows(filter=self._filter)
 
-    def batches(self) -> Iterator[tuple[pa.Table, int]]:
+    def batches(self, check: Validation | None = None) -> Iterator[tuple[pa.Table, int]]:
         """The rows to store, batch by batch, each with how many source rows it stands for.
+        ``check``: a validation to run over every picked row before the first is handed on.
 
         The first pass reads only keys and timestamps and picks the row per entity
         (``_latest``); only if some entity's best rows tie on both timestamps, a second pass
@@ -353,6 +362,10 @@ class WindowSource:
                 if len(numbers):
                     digests.update(self.plan.tie_digests(table, numbers))
             keep = _latest.settle_ties(decision, digests)
+        if check is not None:
+            for table, _, _ in self._select(keep, seen):
+                check.observe(table)
+            check.finish()
         for table, _, n in self._select(keep, seen):
             yield table, n
 
@@ -435,7 +448,9 @@ def window_job(
     Feast's source-read node asks for, with its field mapping (every engine here reads the
     window through this when it does not stream the files itself)."""
     context = engine.get_execution_context(registry, task)
-    join_keys, feature_cols, ts_col, created_col = _get_column_names(plan.view, context.entity_defs)
+    join_keys, feature_cols, ts_col, created_col = feast_utils._get_column_names(
+        plan.view, context.entity_defs
+    )
     assert plan.view.batch_source is not None
     return create_offline_store_retrieval_job(
         data_source=plan.view.batch_source,

@@ -19,6 +19,7 @@ from feast.online_response import OnlineResponse
 from feast_dragonfly._store import (
     direct_json,
     direct_read,
+    feast_hooks,
     feast_serve_hook,
     feature_types,
     response_builder,
@@ -66,7 +67,9 @@ def respond(prepared: direct_read.Prepared, replies: list, started: float) -> On
     """Feast's response for ``prepared`` from its HMGET replies; ``started``: when the read
     began (``time.monotonic()``), for Feast's read-latency metric."""
     response = response_builder.direct_response(prepared, replies)
-    if feast_metrics._config.online_features:  # as Feast's read path records it
+    if (  # as Feast's read path records it
+        feast_hooks.present(feast_hooks.READ_METRICS) and feast_metrics._config.online_features
+    ):
         feast_metrics.track_online_store_read(time.monotonic() - started)
     if feast_serve_hook.installed():  # feast serve: its JSON from the replies, not the proto
         feast_serve_hook.remember(response, lambda: direct_json.document(prepared, replies))

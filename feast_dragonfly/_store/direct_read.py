@@ -16,7 +16,8 @@ stored bytes straight to Feast's JSON) and the store's own ``get_online_features
   one ``HMGET`` per entity hash for all the views that read it.
 
 A request outside these shapes gets ``None`` from :func:`plan_request` or :func:`prepare`,
-and the caller takes Feast's path.
+and the caller takes Feast's path; so does every request on a Feast without that context
+hook, or whose context has another shape (``feast_hooks``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from feast.feature_service import FeatureService
 from feast.feature_view import DUMMY_ENTITY_NAME, FeatureView
 from feast.value_type import ValueType
 
-from feast_dragonfly._store import layout
+from feast_dragonfly._store import feast_hooks, layout
 from feast_dragonfly._store import read as _read
 from feast_dragonfly._store.compact import views as compact_views
 
@@ -79,9 +80,14 @@ def plan_request(
         entry = _PLANS_BY_CONTENT.get(key)
         if entry is not None and entry[0] is config:
             return entry[1]
+    if not feast_hooks.present(feast_hooks.REQUEST_CONTEXT):
+        return None
     context = feast_utils._get_cached_request_context(
         registry, project, features, full_feature_names
     )
+    if not isinstance(context, tuple) or len(context) != _CONTEXT_FIELDS:
+        feast_hooks.fallback(feast_hooks.REQUEST_CONTEXT, "its request context has another shape")
+        return None
     plan = _plan_from_context(config, project, context, full_feature_names)
     if content is not None:
         _remember(_PLANS_BY_CONTENT, key, (config, plan))
@@ -133,6 +139,10 @@ def _features_key(features: Any) -> tuple:
     if isinstance(features, FeatureService):
         return ("__fs__", features.name)
     return tuple(features)
+
+
+#: Fields of Feast's cached request context (unpacked by :func:`_plan_from_context`).
+_CONTEXT_FIELDS = 9
 
 
 def _plan_from_context(

@@ -11,7 +11,8 @@ So, inside a ``feast serve`` process, :func:`install` puts :func:`_convert` in t
 name ``convert_response_to_dict`` in ``feast.feature_server`` (a private Feast hook: feast
 0.67 calls it by that name; ``tests/serve/test_feature_server.py`` fails if it stops). Our direct
 responses are remembered until converted; every other response — Feast's path, another
-store's — goes to Feast's function unchanged.
+store's — goes to Feast's function unchanged. On a Feast whose server converts by another name
+(``feast_hooks``), nothing is installed and Feast converts every response itself.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from feast_dragonfly._store import feast_hooks
 
 #: Responses built but not converted yet. Feast converts each right after building it, so
 #: this holds about as many as requests in flight; past the bound the oldest is forgotten
@@ -37,7 +40,7 @@ def install() -> bool:
     whether it is in place."""
     global _original
     server = sys.modules.get("feast.feature_server")
-    if server is None:
+    if server is None or not feast_hooks.present(feast_hooks.SERVE_CONVERSION):
         return False
     with _lock:
         current = getattr(server, "convert_response_to_dict", None)

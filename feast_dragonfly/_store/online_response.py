@@ -6,6 +6,7 @@ protobuf attribute unchanged (lists as ``list``). So a feature whose values are 
 scalar kind is read as one list, from one C-level parse of the whole response
 (``_value_columns``); other features are read value by value, scalars and lists directly, and
 every other kind (timestamps, sets, maps, JSON, UUIDs, decimals, ...) through Feast's function.
+On a Feast whose ``OnlineResponse`` keeps its feature types elsewhere, Feast's ``to_dict`` runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
 
+from feast_dragonfly._store import feast_hooks
 from feast_dragonfly._store.value_columns import response_columns
 
 _SCALARS = frozenset(
@@ -83,6 +85,8 @@ class FastOnlineResponse(OnlineResponse):
         return fast
 
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
+        if not feast_hooks.present(feast_hooks.RESPONSE_TYPES):
+            return super().to_dict(include_event_timestamps)
         result: dict[str, Any] = {}
         types = self._feature_types
         proto = self.proto

@@ -5,7 +5,8 @@ versioned reads (``fv@v2``) and ``feast precompute`` entity scans on
 ``isinstance(store, RedisOnlineStore)``, and our data layout is the same, so those features
 keep working. Every method that touches the server is our own; nothing of the parent's I/O runs.
 Feast's loader finds the config class next to the store class, so ``DragonflyOnlineStoreConfig``
-(defined in ``config.py``) is exported here too.
+(defined in ``config.py``) is exported here too. The private Feast hooks overridden here are
+checked by ``feast_hooks``: a Feast that calls them otherwise gets its own implementation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, RepoConfig, utils
+from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.supported_async_methods import SupportedAsyncMethods
@@ -25,7 +27,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.value_type import ValueType
 
 from feast_dragonfly._protocol.keys import Progress
-from feast_dragonfly._store import direct_path, feast_serve_hook, feature_types, response_builder
+from feast_dragonfly._store import (
+    direct_path,
+    feast_hooks,
+    feast_serve_hook,
+    feature_types,
+    response_builder,
+)
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store import read as _read
 from feast_dragonfly._store import wide as _wide
@@ -296,7 +304,20 @@ class DragonflyOnlineStore(RedisOnlineStore):
         )
         return plan, placements
 
-    def _read_features_per_fv(
+    def _read_features_per_fv(self, *args: Any, **kwargs: Any) -> None:
+        """Feast's response hook: one HMGET per entity hash for all requested views, the
+        response assembled from the stored bytes; Feast's own (view by view, through
+        ``online_read``) when this Feast calls it with other arguments."""
+        if not feast_hooks.present(feast_hooks.READ_PER_VIEW):
+            return OnlineStore._read_features_per_fv(self, *args, **kwargs)
+        return self._read_batched(*args, **kwargs)
+
+    async def _read_features_per_fv_async(self, *args: Any, **kwargs: Any) -> None:
+        if not feast_hooks.present(feast_hooks.READ_PER_VIEW):
+            return await OnlineStore._read_features_per_fv_async(self, *args, **kwargs)
+        return await self._read_batched_async(*args, **kwargs)
+
+    def _read_batched(
         self,
         config: RepoConfig,
         grouped_refs,
@@ -306,8 +327,6 @@ class DragonflyOnlineStore(RedisOnlineStore):
         full_feature_names: bool,
         include_feature_view_version_metadata: bool,
     ) -> None:
-        """Feast 0.67's response hook: one HMGET per entity hash for all requested views,
-        the response assembled from the stored bytes."""
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
@@ -320,7 +339,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
             include_feature_view_version_metadata,
         )
 
-    async def _read_features_per_fv_async(
+    async def _read_batched_async(
         self,
         config: RepoConfig,
         grouped_refs,
@@ -343,10 +362,13 @@ class DragonflyOnlineStore(RedisOnlineStore):
         )
 
     @staticmethod
-    def _build_feature_types(grouped_refs: list) -> dict[str, ValueType]:
+    def _build_feature_types(*args: Any, **kwargs: Any) -> dict[str, ValueType]:
         """Feast's hook for the response's name -> ``ValueType`` map, memoized
-        (``feature_types``: Feast rebuilds it per request)."""
-        return feature_types.build(grouped_refs)
+        (``feature_types``: Feast rebuilds it per request); Feast's own when this Feast calls
+        it with other arguments."""
+        if not feast_hooks.present(feast_hooks.FEATURE_TYPES):
+            return RedisOnlineStore._build_feature_types(*args, **kwargs)
+        return feature_types.build(*args, **kwargs)
 
     def get_online_features(
         self,

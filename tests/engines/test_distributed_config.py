@@ -12,6 +12,9 @@ from feast.repo_config import get_batch_engine_config_from_type
 import feast_dragonfly
 from feast_dragonfly import DragonflyConfigError
 
+#: Each engine's extra (its config module imports it): without it, its tests here skip.
+EXTRAS = {"DragonflySparkEngine": "pyspark", "DragonflyRayEngine": "ray"}
+
 
 def test_importing_the_package_imports_neither_pyspark_nor_ray():
     code = (
@@ -30,6 +33,7 @@ def test_importing_the_package_imports_neither_pyspark_nor_ray():
     ],
 )
 def test_feast_resolves_the_config_by_type_with_feasts_options(engine, feasts_options):
+    pytest.importorskip(EXTRAS[engine])
     config_class = get_batch_engine_config_from_type(f"feast_dragonfly.{engine}")
     assert config_class is getattr(feast_dragonfly, f"{engine}Config")
     config = config_class(
@@ -42,6 +46,7 @@ def test_feast_resolves_the_config_by_type_with_feasts_options(engine, feasts_op
 
 @pytest.mark.parametrize("engine", ["DragonflySparkEngine", "DragonflyRayEngine"])
 def test_unknown_settings_are_refused_by_name(engine):
+    pytest.importorskip(EXTRAS[engine])
     with pytest.raises(DragonflyConfigError, match="worker_write_concurency"):
         getattr(feast_dragonfly, engine)(
             repo_config=None,
