@@ -26,3 +26,9 @@ class DragonflyDataError(DragonflyStoreError):
 
 class DragonflyScriptingError(DragonflyStoreError):
     """The server refused the event-time-safe write script."""
+
+
+class DragonflyServerFullError(DragonflyStoreError):
+    """The server refused a write: it reached its memory limit (``maxmemory``) and may not, or
+    could not, evict keys to make room. The message names the server and its limit; rows
+    written before the refusal are kept, whole."""

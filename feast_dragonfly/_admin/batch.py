@@ -10,7 +10,7 @@ target rather than one key (out of memory, scripting refused) stops the migratio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from feast_dragonfly._admin import merge as _migrate_merge
 from feast_dragonfly._admin import scan
@@ -22,7 +22,8 @@ from feast_dragonfly._admin.scan import Dumped, by_endpoint, memory_usage, read_
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.deployment import Deployment, Endpoint
-from feast_dragonfly._protocol.keys import describe_key
+from feast_dragonfly._protocol.keys import TIMESTAMP_PREFIX, describe_key
+from feast_dragonfly._protocol.wire import out_of_memory
 
 
 def plans(
@@ -41,8 +42,6 @@ def plans(
             out.add("skipped_no_views")
             out.note(f"skipped {describe_key(key)}: the hash has no _ts:<view> field")
             continue
-        if whole_key:
-            out.add("whole_key_merges")
         planned.append(KeyPlan(key, groups, whole_key, remaining(pttl)))
     return planned
 
@@ -58,7 +57,7 @@ def remaining(pttl: Any) -> int:
 def _out_of_memory(reply: Any) -> bool:
     """The target is full: no later key will fit either, so the whole run must stop."""
     text = str(reply)
-    return "OOM" in text or "maxmemory" in text
+    return out_of_memory(reply) or "OOM" in text or "maxmemory" in text
 
 
 def fail_on(reply: Any, target: Deployment) -> None:
@@ -67,8 +66,8 @@ def fail_on(reply: Any, target: Deployment) -> None:
     text = target.scrub(str(reply))
     if _out_of_memory(reply):
         raise MigrationError(
-            f"the target {target.address} is out of memory ({text}); free memory there (or "
-            "raise its maxmemory), then run the same command with --resume to continue"
+            f"{target.full_message(reply, 'the target')}: raise its maxmemory (or free memory "
+            "there), then run the same command with --resume to continue"
         )
     raise MigrationError(f"the target {target.address} refused a merge: {text}")
 
@@ -86,24 +85,75 @@ def readable_hash(key: bytes, flat: Any, out: Report) -> bool:
     return True
 
 
-def merge(plans: Sequence[KeyPlan], target: Deployment, per_call: int, out: Report) -> None:
-    """Apply the plans with the merge script, ``per_call`` keys per call on each master."""
+class MergeRule(Protocol):
+    """What ``merge`` needs of a migration's options."""
+
+    @property
+    def merge_whole_keys_losing_views(self) -> bool:
+        """A key whose views are newer on each side, and whose fields have no known owner:
+        merge it as a whole (the older side's newer views are lost), or stop the run there
+        (``ambiguous``)."""
+
+    @property
+    def owners(self) -> FieldOwners | None:
+        """The registry's field owners (the error's advice depends on whether there are)."""
+
+
+def merge(
+    plans: Sequence[KeyPlan],
+    target: Deployment,
+    per_call: int,
+    out: Report,
+    rule: MergeRule | None = None,
+) -> None:
+    """Apply the plans with the merge script, ``per_call`` keys per call on each master, under
+    ``rule`` (None: stop at a key whose views are newer on each side)."""
+    merge_whole = rule is not None and rule.merge_whole_keys_losing_views
+    registry = rule is not None and rule.owners is not None
     for endpoint, mine in by_endpoint((target.endpoint_for(p.key), p) for p in plans):
         calls = [mine[i : i + per_call] for i in range(0, len(mine), per_call)]
-        replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
+        packed = [_migrate_merge.pack_call(c, merge_whole) for c in calls]
+        replies = endpoint.exchange(packed, len(calls))
         if any(_script.is_noscript(r) for r in replies):  # a restarted target: load and resend
             endpoint.exchange([_migrate_merge.LOAD_COMMAND], 1)
-            replies = endpoint.exchange([_migrate_merge.pack_call(c) for c in calls], len(calls))
+            replies = endpoint.exchange(packed, len(calls))
         for call, reply in zip(calls, replies):
             if isinstance(reply, Exception):
                 fail_on(reply, target)
             for plan, (written, kept, status) in zip(call, _migrate_merge.parse_reply(reply)):
+                if status == _migrate_merge.AMBIGUOUS:
+                    ambiguous(plan, registry)
                 _count_merge(plan, written, kept, status, out)
+
+
+def ambiguous(plan: KeyPlan, registry: bool) -> None:
+    """Stop the run at a key whose views are newer on each side and whose fields no registry
+    attributes: merging it as a whole would lose one side's newer views."""
+    views = ", ".join(
+        name[len(TIMESTAMP_PREFIX) :].decode("utf-8", "replace")
+        for group in plan.groups
+        for name, _ in group.timestamps
+    )
+    if registry:
+        why = "the registry of the feature repo given with -C does not know all of its fields"
+        fix = "apply the views it holds to that repo and run the same command again"
+    else:
+        why = "only the feature repo's registry can say which field belongs to which"
+        fix = "run the same command with -C REPO (the project's feature repo)"
+    raise MigrationError(
+        f"{describe_key(plan.key)} holds feature views {views}, some newer on the target and "
+        f"some on the source, and {why}; the key was left as it was. To merge it per view, "
+        f"{fix}, adding --resume to go on from where this run stopped; or, accepting that the "
+        "older side's newer views are lost, merge such keys as a whole with "
+        "--merge-whole-keys-losing-views"
+    )
 
 
 def _count_merge(plan: KeyPlan, written: int, kept: int, status: int, out: Report) -> None:
     """Count one key's merge outcome; a key the script refused is an error, named."""
-    if status == _migrate_merge.NOT_A_HASH:
+    if status == _migrate_merge.MERGED_WHOLE:
+        out.add("whole_key_merges")
+    elif status == _migrate_merge.NOT_A_HASH:
         out.add("errors")
         out.note(f"skipped {describe_key(plan.key)}: the target key is not a hash (WRONGTYPE)")
         return

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,6 +24,8 @@ from feast_dragonfly._protocol import topology, transport
 from feast_dragonfly._protocol.connection import scrub, translated_errors
 from feast_dragonfly._protocol.keys import Progress
 from feast_dragonfly._protocol.settings import ClientSettings
+from feast_dragonfly._protocol.wire import out_of_memory
+from feast_dragonfly.errors import DragonflyServerFullError
 
 T = TypeVar("T")
 
@@ -103,9 +105,46 @@ class Deployment:
     def db(self) -> int:
         return int(self.settings.connection.options.get("db") or 0)
 
-    def errors(self) -> AbstractContextManager[None]:
-        """redis-py's failures as errors that name this deployment, never its password."""
-        return translated_errors(self.settings.connection)
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """redis-py's failures as errors that name this deployment, never its password; a
+        server out of memory as :class:`DragonflyServerFullError` naming its limit."""
+        try:
+            with translated_errors(self.settings.connection):
+                yield
+        except redis_exceptions.ResponseError as exc:
+            if not out_of_memory(exc):
+                raise
+            raise DragonflyServerFullError(
+                f"{self.full_message(exc)}: raise its maxmemory (or free memory there), then "
+                "run the same write or materialization again — rows written before the refusal "
+                "are kept, whole, and the event-time check skips them"
+            ) from None
+
+    def full_message(self, reply: Any, name: str = "the server") -> str:
+        """``the server at HOST:PORT is out of memory (maxmemory …, policy …; it answered:
+        …)``: what a refused write's error says first (no password; the limit as far as
+        ``INFO memory`` tells it, left out when the server will not tell)."""
+        limits = self.memory_limits()
+        said = f"it answered: {self.scrub(_refusal(reply))}"
+        details = "; ".join(filter(None, [limits, said]))
+        return f"{name} at {self.address} is out of memory ({details})"
+
+    def memory_limits(self) -> str:
+        """Each master's ``maxmemory`` and eviction policy, with the memory it uses, e.g.
+        ``maxmemory 10mb, policy noeviction, 9.7mb used``; empty when ``INFO`` is refused or
+        the server is gone (a message must not fail for want of it)."""
+        found = []
+        for endpoint in self.endpoints:
+            try:
+                info = endpoint.client.info("memory")
+                dragonfly = self.dragonfly
+            except (redis_exceptions.RedisError, OSError):
+                continue
+            found.append((endpoint.name, _limit_text(info, dragonfly)))
+        if len({text for _, text in found}) == 1 and len(found) == len(self.endpoints):
+            return found[0][1]
+        return "; ".join(f"{name}: {text}" for name, text in found)
 
     def scrub(self, text: str) -> str:
         """``text`` without this deployment's secrets."""
@@ -261,6 +300,38 @@ class Deployment:
                 # An idle loop (run_until_complete style) runs nothing by itself.
                 await asyncio.to_thread(owner.run_until_complete, closing)
         self.close()
+
+
+def _refusal(reply: Any) -> str:
+    """The server's words without what wraps them in a script's error (script hash, line)."""
+    text = str(reply).strip()
+    if "Out of memory" in text:
+        return "Out of memory"
+    if "command not allowed when used memory" in text:
+        return "OOM command not allowed when used memory > 'maxmemory'"
+    return text
+
+
+def _limit_text(info: dict[str, Any], dragonfly: bool) -> str:
+    limit = int(info.get("maxmemory") or 0)
+    policy = info.get("maxmemory_policy", "unknown")
+    used = int(info.get("used_memory") or 0)
+    # 0 is no limit to Redis and Valkey, but nothing fits to Dragonfly: shown as it is.
+    text = f"maxmemory {_megabytes(limit)}, policy {policy}, {used / 2**20:.1f}mb used"
+    resident = int(info.get("used_memory_rss") or 0)
+    if dragonfly and limit and resident > limit:
+        # Dragonfly also refuses writes when its resident memory passes the limit.
+        text += f" ({resident / 2**20:.1f}mb resident)"
+    return text
+
+
+def _megabytes(size: int) -> str:
+    """A size as a maxmemory setting spells it (``mb``: MiB for Redis and Dragonfly; below
+    one, plain bytes)."""
+    if size < 2**20:
+        return str(size)
+    text = f"{size / 2**20:.1f}".removesuffix(".0")
+    return f"{text}mb"
 
 
 def connect(settings: ClientSettings) -> Deployment:

@@ -175,6 +175,8 @@ def rows_written(calls: Sequence[ScriptCall], replies: Sequence[Any], view_name:
 def _reply_error(call: ScriptCall, reply: Exception, view_name: str) -> Exception:
     if isinstance(reply, (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)):
         return reply
+    if wire.out_of_memory(reply):
+        return reply  # a full server: Deployment.errors() names it and its limit
     text = str(reply)
     marker = text.find("FEASTROW ")
     if marker >= 0:

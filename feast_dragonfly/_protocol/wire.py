@@ -112,3 +112,15 @@ def last_of_each(replies: Sequence[Any], per: int) -> list[Any]:
     """Every ``per``-th reply: the answers of commands each sent after ``per - 1`` others
     (``ASKING`` before a redirected command)."""
     return list(replies[per - 1 :: per])
+
+
+def out_of_memory(reply: Any) -> bool:
+    """Whether an error reply says the server is full: Redis and Valkey answer ``OOM command
+    not allowed when used memory > 'maxmemory'``, Dragonfly ``Out of memory`` (both also
+    inside a script's error, which is how a write meets them)."""
+    if isinstance(reply, redis_exceptions.OutOfMemoryError):
+        return True
+    if not isinstance(reply, redis_exceptions.ResponseError):
+        return False
+    text = str(reply)
+    return "OOM command not allowed" in text or "Out of memory" in text

@@ -33,6 +33,7 @@ from feast_dragonfly._protocol import transport as _transport
 from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._protocol.keys import Progress
 from feast_dragonfly._protocol.script import ScriptCall
+from feast_dragonfly._protocol.wire import out_of_memory
 from feast_dragonfly._store.write import group_calls
 
 H = TypeVar("H")
@@ -112,17 +113,30 @@ def _send_calls(group: Sequence[ScriptCall]) -> Flow[list[Any]]:
 def _write_group(group: Sequence[ScriptCall], view_name: str) -> Flow[int]:
     """One round trip; the script loaded and the calls that met NOSCRIPT resent if the server
     lacks it. Only those: when another connection loads the script mid-group, the calls after
-    that point ran, and resending them would count their rows as 0 (already written)."""
+    that point ran, and resending them would count their rows as 0 (already written).
+
+    A server out of memory stops the write with its own reply, raised as is: the deployment
+    (``Deployment.errors``) knows which server that is and reads its limit for the message."""
     replies = list((yield from _send_calls(group)))
     again = _script.needs_load(replies)
     if again:
         for script in _script.scripts_to_load(group, again):
             [loaded] = yield _Exchange([script.load_command], 1)
+            _raise_if_full([loaded])
             _script.check_loaded(loaded)
         answers = yield from _send_calls([group[i] for i in again])
         for i, reply in zip(again, answers):
             replies[i] = reply
+    _raise_if_full(replies)
     return _script.rows_written(group, replies, view_name)
+
+
+def _raise_if_full(replies: Sequence[Any]) -> None:
+    """Raise the first reply that says the server is out of memory: no later call will fit
+    either, and the caller's ``Deployment.errors`` turns it into one clear error."""
+    for reply in replies:
+        if out_of_memory(reply):
+            raise reply
 
 
 def _exchange(pool: Any, request: _Exchange) -> list[Any]:
