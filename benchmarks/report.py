@@ -1,17 +1,21 @@
-"""Turn the benchmarks' pytest-benchmark JSON files into tables, targets and a plot.
+"""Turn the benchmarks' pytest-benchmark JSON files into tables, a plot and README's headline.
 
-    python benchmarks/report.py .bench/redis.json .bench/dragonfly.json \
-        --markdown docs/benchmarks.md --plot docs/benchmarks.png
+    python benchmarks/report.py .benchmarks/redis.json .benchmarks/dragonfly.json \
+        --markdown docs/benchmarks.md --plot docs/benchmarks.png --readme README.md
 
 One JSON file per server (``make bench`` writes them). For every case it prints, per server,
 the median and p99 of each implementation (p99 from the raw per-round timings stored in the
-JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster), those of
-``layout: compact`` (Feast/compact and ours/compact: above 1, compact is faster), and the
-performance targets of issue 3 (and of the compact layout) with PASS/FAIL. ``--markdown`` writes the same as a document
-with the environment; ``--plot`` draws the Feast/ours speedups as grouped bars (matplotlib).
-The write benchmarks' results (``online_write_batch`` and ``feast materialize``, with the
-targets of issue 4) follow each server's read tables. Exits 0 whatever the numbers:
-benchmarks inform, they do not gate.
+JSON), the ratios Feast/ours, glide/ours and floor/ours (above 1: ours is faster) and those of
+``layout: compact`` (Feast/compact and ours/compact: above 1, compact is faster); the write
+benchmarks' results (``online_write_batch`` and ``feast materialize``) follow each server's
+read tables. The console output, for developers, also checks the project's performance
+goals (PASS/FAIL); the documents get only the measurements.
+
+``--markdown`` writes the report as a document with the environment; ``--plot`` draws the
+Feast/ours speedups as grouped bars (matplotlib); ``--readme`` rewrites the headline table of
+a README between its ``<!-- bench:start -->`` and ``<!-- bench:end -->`` lines, every server
+side by side, so README quotes no number by hand. Exits 0 whatever the numbers (benchmarks
+inform, they do not gate); 1 when there is nothing to report or the README lacks the markers.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +123,9 @@ def load(path: Path) -> Run:
         info = bench.get("extra_info", {})
         if "write_api" in info:
             data = bench["stats"].get("data") or [bench["stats"]["median"]]
+            features = re.search(r"x(\d+) features", bench.get("group") or "")
             run.writes[info["write_api"], info["impl"]] = {
+                **({"features": int(features.group(1))} if features else {}),
                 **info,
                 "median": statistics.median(data),
             }
@@ -335,8 +343,9 @@ MATERIALIZE_TITLES = {
 }
 
 
-def write_tables(run: Run) -> str:
-    """``online_write_batch`` and ``feast materialize`` results with their targets."""
+def write_tables(run: Run, with_checks: bool = True) -> str:
+    """``online_write_batch`` and ``feast materialize`` results (and, for the console, the
+    goals they are checked against)."""
     lines: list[str] = []
     batch = {impl: r for (api, impl), r in run.writes.items() if api == "online_write_batch"}
     if batch:
@@ -388,9 +397,9 @@ def write_tables(run: Run) -> str:
                     f"{versus[0]} | {versus[1]} |"
                 )
         lines.append("")
-    checks_ = write_checks(run)
+    checks_ = write_checks(run) if with_checks else []
     if checks_:
-        lines += ["| target (issue 4; compact layout) | measured | |", "|---|---|---|"]
+        lines += ["| target | measured | |", "|---|---|---|"]
         lines += _check_rows(checks_)
     return "\n".join(lines)
 
@@ -520,8 +529,8 @@ implementation, at least 20 rounds; p99 is nearest-rank over the raw timings, so
 than 100 rounds it is the slowest round). Ratios are of medians; above 1 means ours is faster.
 
 Reading the numbers: the floor includes the server's own time, which differs between servers —
-redis-server keeps a hash of up to 512 fields as a ziplist that `HMGET` scans linearly, so wide
-reads cost it more than Dragonfly. Feast's store builds one Python object per value; in large
+redis-server keeps a hash of up to 512 fields as a listpack (a ziplist before 7.0) that `HMGET`
+scans linearly, so wide reads cost it more than Dragonfly. Feast's store builds one Python object per value; in large
 cases that triggers full garbage collections (tens of ms in a process with Feast loaded) every
 few calls, which shows in its p99 rather than its median. Server memory per stored value, by
 layout: docs/memory-benchmarks.md (`make bench-memory`).
@@ -547,16 +556,14 @@ def markdown(runs: list[Run], plot: Path | None, markdown_path: Path) -> str:
     for run in runs:
         parts += [f"## {run.server}", ""]
         if run.results:  # a run of the write benchmarks alone has no read table
+            parts += [table(run), ""]
+        if run.writes:
             parts += [
-                table(run),
+                f"### Writes and materialization ({run.server})",
                 "",
-                "### Targets (issue 3; `layout: compact`)",
-                "",
-                checks_table(run),
+                write_tables(run, with_checks=False).rstrip("\n"),
                 "",
             ]
-        if run.writes:
-            parts += [f"### Writes and materialization ({run.server})", "", write_tables(run), ""]
     return "\n".join(parts)
 
 
@@ -609,6 +616,155 @@ def plot_speedups(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- README
+
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+#: README's headline: get_online_features cases of one view, (entities, features).
+HEADLINE_READS = ((1, 50), (100, 50), (100, 250), (1000, 50))
+
+
+class ReadmeError(Exception):
+    """The README cannot take the headline table (no markers, or more than one pair)."""
+
+
+def server_title(run: Run) -> str:
+    """A column's server: ``redis-server 7.0.15``, ``Dragonfly 1.40.1 (2 threads)``."""
+    meta = run.meta
+    version = meta.get("server_version") or ""
+    if meta.get("server_kind") == "dragonfly":
+        return f"Dragonfly {version} ({meta.get('proactor_threads')} threads)"
+    return f"{meta.get('server_name') or meta.get('server_kind') or 'server'} {version}".strip()
+
+
+def _first(columns: list[tuple[Run, str]], api: str, impl: str) -> dict[str, Any] | None:
+    """The first server's write result of ``(api, impl)`` (row labels quote its sizes)."""
+    return next((r.writes[api, impl] for r, _ in columns if (api, impl) in r.writes), None)
+
+
+def _headline_rows(columns: list[tuple[Run, str]]) -> list[str]:
+    def read(entities: int, features: int, api: str = "get_online_features") -> list[str]:
+        return [
+            fmt_ratio(ratio(_find(run, api, entities, features, 1), "feast", impl))
+            for run, impl in columns
+        ]
+
+    def batch_ratio(run: Run, impl: str) -> float | None:
+        feast, ours = (run.writes.get(("online_write_batch", i)) for i in ("feast", impl))
+        return feast["median"] / ours["median"] if feast and ours else None
+
+    def materialize_ratio(run: Run, impl: str) -> float | None:
+        name = "ours_full" if impl == "ours" else "ours_compact_full"
+        feast, ours = (run.writes.get(("materialize", i)) for i in ("feast", name))
+        return ours["rows_per_s"] / feast["rows_per_s"] if feast and ours else None
+
+    rows = []
+    for entities, features in HEADLINE_READS:
+        label = (
+            f"`get_online_features(...).to_dict()`, {entities} entity × {features} features"
+            if not rows
+            else f"{entities} entities × {features} features"
+        )
+        rows.append([label, *read(entities, features)])
+    rows.append(["32 concurrent async 1 × 50 (requests/s)", *read(1, 50, "concurrent_async")])
+    sample = _first(columns, "online_write_batch", "ours")
+    if sample:
+        rows.append(
+            [
+                f"`online_write_batch`, {sample['rows']:,} rows × {sample['features']} features "
+                "(ours event-time safe, Feast default)",
+                *(fmt_ratio(batch_ratio(run, impl)) for run, impl in columns),
+            ]
+        )
+    full = _first(columns, "materialize", "ours_full")
+    feast = _first(columns, "materialize", "feast")
+    if full and feast:
+        shape = f"{full['rows']:,} rows" + (
+            f" × {full['features']} features" if full.get("features") else ""
+        )
+        rows.append(
+            [
+                f"`feast materialize`, rows/s (our engine, {shape}, vs `local` engine, "
+                f"{feast['rows']:,} rows)",
+                *(fmt_ratio(materialize_ratio(run, impl)) for run, impl in columns),
+            ]
+        )
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def readme_block(runs: list[Run]) -> str:
+    """README's headline: Feast/ours per server side by side (and per layout, when measured)."""
+    columns = [
+        (run, impl)
+        for run in runs
+        for impl in ("ours", COMPACT)
+        if impl == "ours"
+        or any(COMPACT in r for r in run.results.values())
+        or any(i == COMPACT for _, i in run.writes)
+    ]
+    dates = sorted({str(run.meta.get("date", "unknown"))[:10] for run in runs})
+    meta = runs[0].meta
+    feast = meta.get("versions", {}).get("feast") or ""
+    head = ["Feast / ours (higher: ours faster)"] + [
+        server_title(run) + (", `layout: compact`" if impl == COMPACT else "")
+        for run, impl in columns
+    ]
+    lines = [
+        README_START,
+        "<!-- Generated by `make bench` (benchmarks/report.py --readme): do not edit by hand. -->",
+        "",
+        _wrap(
+            f"Measured with `make bench` ({', '.join(dates)}, a {meta.get('cpu_count')}-core "
+            "machine shared by client and server, over loopback): medians of ours against Feast "
+            f"{feast}'s `RedisOnlineStore` on the same server, in the same run, with identical "
+            "answers checked. Full tables, p99s, the raw redis-py floor and the method: "
+            "[docs/benchmarks.md](docs/benchmarks.md)."
+        ),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *_headline_rows(columns),
+    ]
+    memory = next((run for run in runs if ("materialize", "ours_full") in run.writes), None)
+    if memory is not None:
+        mat = {impl: r for (api, impl), r in memory.writes.items() if api == "materialize"}
+        full = mat["ours_full"]
+        text = (
+            f"Materializing {full['rows']:,} rows peaks at {full['peak_rss_mb']:,.0f} MB of RSS "
+            f"with our engine on {server_title(memory)}"
+        )
+        if "ours_half" in mat:
+            half = mat["ours_half"]
+            text += f" ({half['peak_rss_mb']:,.0f} MB at {half['rows']:,} rows)"
+        if "feast" in mat:
+            text += (
+                f"; Feast's `local` engine needed {mat['feast']['peak_rss_mb']:,.0f} MB for "
+                f"{mat['feast']['rows']:,} rows"
+            )
+        lines += ["", _wrap(text + ".")]
+    return "\n".join([*lines, README_END])
+
+
+def _wrap(paragraph: str) -> str:
+    """README's line width; a number stays on the line of its unit."""
+    kept = paragraph.replace(" MB", "\u00a0MB")  # textwrap splits at ASCII spaces only
+    text = textwrap.fill(kept, width=95, break_long_words=False, break_on_hyphens=False)
+    return text.replace("\u00a0", " ")
+
+
+def rewrite_readme(text: str, block: str) -> str:
+    """``text`` with the lines from ``README_START`` to ``README_END`` replaced by ``block``."""
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.strip() == README_START]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ReadmeError(
+            f"expected one {README_START} line followed by one {README_END} line, found "
+            f"{len(starts)} and {len(ends)}: add them around the headline table"
+        )
+    return "\n".join([*lines[: starts[0]], block, *lines[ends[0] + 1 :]])
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -617,6 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON, one per server")
     parser.add_argument("--markdown", type=Path, help="write this Markdown report")
     parser.add_argument("--plot", type=Path, help="write this PNG plot (needs matplotlib)")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help=f"rewrite the headline table between {README_START} and {README_END} in this file",
+    )
     args = parser.parse_args(argv)
 
     runs = [load(path) for path in args.json if path.exists()]
@@ -647,6 +808,14 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(markdown(runs, args.plot, args.markdown))
         print(f"wrote {args.markdown}")
+    if args.readme:
+        try:
+            text = rewrite_readme(args.readme.read_text(), readme_block(runs))
+        except (OSError, ReadmeError) as exc:
+            print(f"cannot update {args.readme}: {exc}", file=sys.stderr)
+            return 1
+        args.readme.write_text(text)
+        print(f"updated the headline table in {args.readme}")
     return 0
 
 
