@@ -43,7 +43,7 @@ def _call(keys: list[bytes], body: list[bytes], progress: int) -> ScriptCall:
 
 
 #: Rows of ``online_write_batch`` encoded at a time: a bound on the columns held at once.
-ROWS_PER_BATCH = 16384
+ROWS_PER_BATCH = 2048
 
 
 def plan_calls(
