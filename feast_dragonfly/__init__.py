@@ -3,8 +3,6 @@
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 if TYPE_CHECKING:
     from feast_dragonfly._engines.local import (
         DragonflyMaterializationEngine,
@@ -19,6 +17,7 @@ if TYPE_CHECKING:
         DragonflyConnectionError,
         DragonflyDataError,
         DragonflyScriptingError,
+        DragonflyServerFullError,
         DragonflyStoreError,
     )
 
@@ -35,6 +34,7 @@ _LAZY = {
     "DragonflyConnectionError": "feast_dragonfly.errors",
     "DragonflyDataError": "feast_dragonfly.errors",
     "DragonflyScriptingError": "feast_dragonfly.errors",
+    "DragonflyServerFullError": "feast_dragonfly.errors",
     "DragonflyStoreError": "feast_dragonfly.errors",
     "DragonflyOnlineStore": "feast_dragonfly._store.online_store",
     "DragonflyOnlineStoreConfig": "feast_dragonfly._store.online_store",
@@ -45,17 +45,31 @@ _LAZY = {
 }
 
 
+def _installed_version() -> str:
+    """``__version__``: pyproject.toml holds the version, the installed package's metadata
+    carries it (read on first use: importing importlib.metadata costs migrate / stats ~20 ms)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("feast-dragonfly")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'feast_dragonfly' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    if name == "__version__":
+        value: Any = _installed_version()
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'feast_dragonfly' has no attribute {name!r}")
+        value = getattr(import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted({*globals(), *_LAZY, "__version__"})
 
 
 __all__ = [
@@ -69,6 +83,7 @@ __all__ = [
     "DragonflyOnlineStore",
     "DragonflyOnlineStoreConfig",
     "DragonflyScriptingError",
+    "DragonflyServerFullError",
     "DragonflySparkEngine",
     "DragonflySparkEngineConfig",
     "DragonflyStoreError",

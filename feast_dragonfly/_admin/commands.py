@@ -22,8 +22,9 @@ from feast_dragonfly._admin.convert import Conversion
 from feast_dragonfly._admin.registry_views import RepoViews, load_repo_views
 from feast_dragonfly._admin.scan import open_deployment, same_server
 
-#: Exit codes (besides 0, done, and click's 2 for a usage error).
+#: Exit codes (besides 0, done).
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's, for a bad flag; also: no feature_store.yaml where a repo is needed
 EXIT_MISMATCH = 3
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
@@ -59,10 +60,13 @@ def migrate(
     err: Echo,
     to_layout: str | None = None,
     remove_source: bool = False,
+    merge_whole_keys_losing_views: bool = False,
 ) -> int:
     """Run a migration (then its verification); returns the exit code. ``out``: the report,
     ``err``: progress notes and warnings. ``to_layout``: convert into that layout;
-    ``remove_source``: then remove the source keys the target holds (after a clean verify)."""
+    ``remove_source``: then remove the source keys the target holds (after a clean verify);
+    ``merge_whole_keys_losing_views``: merge a multi-view hash whose views are newer on
+    each side as a whole (the older side's newer views are lost) instead of stopping."""
     if remove_source and (to_layout is None or dry_run):
         raise ValueError("--remove-source goes with --to-layout, and not with --dry-run")
     views = repo_views(repo)
@@ -112,6 +116,7 @@ def migrate(
             owners=owners,
             conversion=conversion,
             same_server=same,
+            merge_whole_keys_losing_views=merge_whole_keys_losing_views,
         )
         run = migration.Migration(src, dst, options, err)
         where = f"on {src.address}" if same else f"from {src.address} to {dst.address}"
@@ -130,6 +135,8 @@ def migrate(
             return EXIT_INTERRUPTED
         out(migration_report.summary(report, dry_run, to_layout))
         empty = migration_report.empty_projects(report, projects)
+        if len(empty) == len(projects):  # nothing found, nothing to resume: no file left behind
+            options.checkpoint.unlink(missing_ok=True)
         for project in empty:
             out(
                 f"project '{project}': no keys on the source {src.address} "
@@ -157,6 +164,13 @@ def migrate(
         dst.close()
 
 
+def empty_project_note(project: str, server: str, found: list[str], shown: int = 20) -> str:
+    """A project asked for that has no keys on ``server``, and the ``found`` ones it has."""
+    names = ", ".join(found[:shown]) + (f" and {len(found) - shown} more" if found[shown:] else "")
+    there = f"projects with keys there: {names}" if found else "no Feast project has keys there"
+    return f"project '{project}' has no keys on {server} (names are case-sensitive); {there}"
+
+
 def stats(
     *,
     repo: str | None,
@@ -166,9 +180,11 @@ def stats(
     projects: tuple[str, ...],
     as_json: bool,
     sample: int,
+    err: Echo | None = None,
 ) -> str:
     """The ``stats`` report (a table, or JSON) of the repo's server or ``connection_string``;
-    one of the two must be given."""
+    one of the two must be given. ``err``: a note per project asked for without keys there,
+    naming the projects the server does hold."""
     views = repo_views(repo)
     wanted: list[str] | None = list(projects) or None
     owners = None
@@ -187,6 +203,12 @@ def stats(
     )
     try:
         collected, limits = server_stats.collect(deployment, wanted, owners, sample_size=sample)
+        empty = [p for p, s in collected.items() if not s.keys and not s.records]
+        if empty and err is not None:
+            with deployment.errors():
+                found = server_stats.projects_on(deployment)
+            for project in empty:
+                err(empty_project_note(project, deployment.address, found))
     finally:
         deployment.close()
     report = stats_report.as_json(collected, deployment.address, registries, limits)

@@ -170,6 +170,16 @@ def collect(
     return out, limits
 
 
+def projects_on(deployment: Deployment, page: int = 1000) -> list[str]:
+    """The names of the projects with keys on the deployment (keys only: one SCAN, nothing
+    read), sorted; for the note on a project asked for that has none."""
+    found: set[str] = set()
+    for endpoint in deployment.endpoints:
+        for keys in scan_all(endpoint, b"*", page):
+            found.update(where[0] for key in keys if (where := _classify(key, None)))
+    return sorted(found)
+
+
 def _classify(key: bytes, wanted: Mapping[bytes, str] | None) -> tuple[str, str | None] | None:
     """(project, None) for an entity hash key, (project, view) for a compact record's key,
     None for any other key (or a project not asked for)."""

@@ -189,7 +189,10 @@ def test_listpack_size_of_a_hash():
 
 
 def test_stats_without_a_repo_or_a_server_is_a_usage_error(tmp_path, monkeypatch):
+    """No -C and no --connection-string: the current folder is the repo, as for serve."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FEAST_FS_YAML_FILE_PATH", raising=False)
     result = run("stats")
     assert result.exit_code == 2
-    assert "give the feature repo (-C REPO) or --connection-string" in result.output
+    assert f"no feature_store.yaml in {tmp_path}" in result.stderr
+    assert "(or give --connection-string)" in result.stderr
