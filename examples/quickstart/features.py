@@ -2,12 +2,14 @@
 
 One entity (``driver``), one parquet source, two feature views of different shapes and a
 feature service that bundles them — enough to show several views sharing one entity hash in
-the online store.
+the online store. ``driver_hourly_stats`` is fed by a push source too (its batch source is
+the parquet file, which ``feast materialize`` loads), so fresh rows can also be pushed to it:
+``POST /push`` on ``feast-dragonfly serve`` or ``FeatureStore.push``.
 """
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 
 driver = Entity(
@@ -25,6 +27,10 @@ driver_stats_source = FileSource(
     created_timestamp_column="created",
 )
 
+# Rows pushed online (``POST /push`` with push_source_name "driver_stats_push"); materialization
+# still reads the parquet file, the push source's batch source.
+driver_stats_push = PushSource(name="driver_stats_push", batch_source=driver_stats_source)
+
 driver_hourly_stats = FeatureView(
     name="driver_hourly_stats",
     entities=[driver],
@@ -35,7 +41,7 @@ driver_hourly_stats = FeatureView(
         Field(name="avg_daily_trips", dtype=Int64, description="Average trips per day"),
     ],
     online=True,
-    source=driver_stats_source,
+    source=driver_stats_push,
     tags={"team": "driver_performance"},
 )
 

@@ -7,21 +7,30 @@ Steps: start a local Dragonfly / Redis server (``feast_dragonfly.local_server``)
 feature repo to a temporary directory pointing at that server, generate the parquet data, run
 the real ``feast apply`` and ``feast materialize-incremental`` CLI commands, read online
 features back (by feature list and by feature service, plus an unknown driver), check them
-against the source data, then ``feast teardown``. The server and the temporary files are
-always cleaned up. Exits non-zero, with a message saying which step failed, on any error.
+against the source data, then serve the repo with ``feast-dragonfly serve`` (the console script
+of this interpreter's environment) and write through it — ``POST /push`` to the repo's push
+source, ``POST /write-to-online-store`` to a view, an older push that must not win — and read
+the served values back with ``POST /get-online-features``; then ``feast teardown``. The
+servers and the temporary files are always cleaned up. Exits non-zero, with a message saying
+which step failed, on any error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,12 @@ FEATURE_REFS = [
 ]
 FEATURE_SERVICE = "driver_ranking_v1"
 COMMAND_TIMEOUT_S = 600
+# The feature server step: features.py's push source, the drivers written through HTTP (the
+# others keep their materialized rows), and how long the server may take to start.
+PUSH_SOURCE = "driver_stats_push"
+PUSHED_DRIVER, WRITTEN_DRIVER, UNTOUCHED_DRIVER = 1001, 1002, 1003
+SERVED_REFS = [ref for ref in FEATURE_REFS if ref.startswith("driver_hourly_stats:")]
+SERVE_START_TIMEOUT_S = 120
 
 
 class DemoError(Exception):
@@ -206,6 +221,7 @@ def check_values(
     result: dict[str, list[Any]],
     expected: dict[int, dict[str, Any]],
     feature_names: Sequence[str],
+    source: str = "the source data",
 ) -> None:
     problems: list[str] = []
     for i, driver_id in enumerate(result["driver_id"]):
@@ -219,9 +235,7 @@ def check_values(
             if not _same(got, want):
                 problems.append(f"driver {driver_id} {name}: got {got!r}, want {want!r}")
     if problems:
-        raise DemoError(
-            f"{label}: online values differ from the source data:\n  " + "\n  ".join(problems)
-        )
+        raise DemoError(f"{label}: online values differ from {source}:\n  " + "\n  ".join(problems))
 
 
 def _same(got: Any, want: Any) -> bool:
@@ -275,6 +289,178 @@ def read_features(repo: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Serving: feast-dragonfly serve, writes over HTTP, reads back
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def console_script(name: str) -> Path:
+    """``name`` from this interpreter's environment (the installed package's, not another's)."""
+    executable = Path(sys.executable).parent / name
+    if executable.exists():
+        return executable
+    found = shutil.which(name)
+    if not found:
+        raise DemoError(
+            f"no {name} next to {sys.executable} or on PATH; pip install feast-dragonfly"
+        )
+    return Path(found)
+
+
+# urllib without the environment's proxies: the feature server is on the loopback.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(url: str, body: Any = None, timeout: float = 30) -> Any:
+    """GET ``url`` (``body`` None) or POST ``body`` as JSON; the decoded JSON answer (None
+    for an empty one). A non-2xx answer fails the demo with its status and detail."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    shown = f"{'GET' if body is None else 'POST'} {url}"
+    try:
+        with _HTTP.open(request, timeout=timeout) as answer:
+            raw = answer.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise DemoError(f"{shown} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
+        raise DemoError(f"{shown} failed: {getattr(exc, 'reason', exc)}") from None
+    return json.loads(raw) if raw else None
+
+
+class FeatureServer:
+    """``feast-dragonfly serve`` on a free loopback port, its log in a file (shown on failure)."""
+
+    def __init__(self, repo: Path, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        args = ["serve", "-C", str(repo), "-p", str(self.port), "--no-access-log"]
+        print(f"\n$ feast-dragonfly {' '.join(args)}", flush=True)
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(console_script("feast-dragonfly")), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+
+    def wait_healthy(self) -> float:
+        """Seconds until ``GET /health`` answered 200."""
+        started = time.monotonic()
+        while time.monotonic() - started < SERVE_START_TIMEOUT_S:
+            if self.process.poll() is not None:
+                raise DemoError(
+                    f"feast-dragonfly serve exited with status {self.process.returncode}"
+                    f"{self.log_tail()}"
+                )
+            try:
+                with _HTTP.open(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - started
+            except (OSError, urllib.error.URLError):
+                pass  # not listening yet, or 503 while the registry loads
+            time.sleep(0.1)
+        raise DemoError(
+            f"feast-dragonfly serve did not answer GET /health in {SERVE_START_TIMEOUT_S} s"
+            f"{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "; its log ends:\n    " + "\n    ".join(tail) if tail else ""
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn's graceful shutdown), then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def hourly_row(driver_id: int, at: datetime, values: dict[str, Any]) -> dict[str, list[Any]]:
+    """One driver_hourly_stats row as a request's ``df`` (column -> list of values): the join
+    key, the source's event and created timestamp columns (Feast reads both), the features."""
+    stamp = at.isoformat()
+    return {
+        "driver_id": [driver_id],
+        "event_timestamp": [stamp],
+        "created": [stamp],
+        **{name: [value] for name, value in values.items()},
+    }
+
+
+def served_columns(answer: dict[str, Any]) -> dict[str, list[Any]]:
+    """Feast's ``/get-online-features`` answer as column -> values (plus each row's
+    event time of the first feature, for the table)."""
+    names = answer["metadata"]["feature_names"]
+    columns = {name: result["values"] for name, result in zip(names, answer["results"])}
+    columns["event_timestamp"] = answer["results"][1]["event_timestamps"]
+    return columns
+
+
+def serve_and_write(repo: Path, workdir: Path) -> None:
+    """Serve the repo, write a driver through each write endpoint, then read what is served."""
+    pushed = {"conv_rate": 0.125, "acc_rate": 0.875, "avg_daily_trips": 42}
+    written = {"conv_rate": 0.5, "acc_rate": 0.25, "avg_daily_trips": 7}
+    stale = {"conv_rate": 0.0, "acc_rate": 0.0, "avg_daily_trips": 0}
+    server = FeatureServer(repo, workdir / "feast-dragonfly-serve.log")
+    try:
+        print(f"    healthy after {server.wait_healthy():.1f} s at {server.url}")
+        at = datetime.now(timezone.utc)  # newer than every materialized row
+        writes = [
+            ("/push", PUSHED_DRIVER, at, pushed, ""),
+            ("/write-to-online-store", WRITTEN_DRIVER, at, written, ""),
+            ("/push", PUSHED_DRIVER, at - timedelta(minutes=1), stale, " (older: must not win)"),
+        ]
+        for path, driver_id, event_time, values, note in writes:
+            target = (
+                {"push_source_name": PUSH_SOURCE, "to": "online"}
+                if path == "/push"
+                else {"feature_view_name": "driver_hourly_stats"}
+            )
+            http(server.url + path, {**target, "df": hourly_row(driver_id, event_time, values)})
+            print(f"    POST {path:<22} driver {driver_id}, event time {event_time:%H:%M:%S}{note}")
+        answer = http(
+            f"{server.url}/get-online-features",
+            {
+                "features": SERVED_REFS,
+                "entities": {"driver_id": [PUSHED_DRIVER, WRITTEN_DRIVER, UNTOUCHED_DRIVER]},
+            },
+        )
+    finally:
+        server.stop()
+    columns = served_columns(answer)
+    names = [ref.split(":", 1)[1] for ref in SERVED_REFS]
+    print_table(
+        "Served by POST /get-online-features after the writes:",
+        columns,
+        ["driver_id", *names, "event_timestamp"],
+    )
+    want = {
+        PUSHED_DRIVER: pushed,
+        WRITTEN_DRIVER: written,
+        UNTOUCHED_DRIVER: expected_latest(repo)[UNTOUCHED_DRIVER],
+    }
+    check_values("feast-dragonfly serve", columns, want, names, "the rows written over HTTP")
+    print(
+        f"Driver {PUSHED_DRIVER} serves the pushed row (the older push did not replace it), "
+        f"{WRITTEN_DRIVER} the written one, {UNTOUCHED_DRIVER} its materialized row."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 
@@ -306,6 +492,7 @@ def run(workdir: Path, connection_string: str | None) -> None:
             feast(repo, "apply")
             feast(repo, "materialize-incremental", now.isoformat())
             read_features(repo)
+            serve_and_write(repo, workdir)
         except BaseException:
             # Remove the demo's data even after a failure (the store's teardown is scoped to
             # project driver_ranking), without hiding the original error.
@@ -351,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\nDemo finished: apply, materialize, online reads and teardown all worked.")
+    print(
+        "\nDemo finished: apply, materialize, online reads, serving with pushes and writes, "
+        "and teardown all worked."
+    )
     return 0
 
 
