@@ -29,6 +29,7 @@ from feast_dragonfly._serve import env as _serve_env
 from feast_dragonfly._serve import writes
 from feast_dragonfly._serve.admission import Admission
 from feast_dragonfly._serve.response_json import response_dict
+from feast_dragonfly._serve.writes import RequestError
 from feast_dragonfly._store import direct_json, direct_read, feast_hooks
 from feast_dragonfly._store.online_store import DragonflyOnlineStore
 from feast_dragonfly.errors import (
@@ -56,15 +57,6 @@ _REQUEST_KEYS = frozenset(
         "include_feature_view_version_metadata",
     }
 )
-
-
-class RequestError(Exception):
-    """A request this server will not answer: status and message go back as JSON."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class FeatureServer:
@@ -126,7 +118,7 @@ class FeatureServer:
                     "GET /health; run `feast serve` for the other endpoints of Feast's "
                     "feature server",
                 )
-        except (RequestError, writes.BadWrite) as exc:
+        except RequestError as exc:
             status, payload = exc.status, orjson.dumps({"detail": exc.message})
         except FeastError as exc:
             # Feast's own server answers these with the error's status and detail document.
@@ -272,22 +264,9 @@ class FeatureServer:
                 + ", ".join(sorted(_REQUEST_KEYS)),
             )
         entities = request.get("entities")
-        if not isinstance(entities, dict) or not entities:
-            raise RequestError(
-                422,
-                "'entities' must be an object of join key -> list of values, e.g. "
-                '{"driver_id": [1001, 1002]}',
-            )
-        lengths = set()
-        for name, values in entities.items():
-            if not isinstance(values, list):
-                raise RequestError(422, f"entities['{name}'] must be a list of values")
-            lengths.add(len(values))
-        if len(lengths) > 1:
-            raise RequestError(
-                422, f"every entities list must have the same length, got {sorted(lengths)}"
-            )
-        rows = lengths.pop()
+        rows = writes.equal_length_lists(
+            entities, "entities", 'join key -> list of values, e.g. {"driver_id": [1001, 1002]}'
+        )
         if rows > self.max_entity_rows:
             raise RequestError(
                 413,

@@ -43,13 +43,36 @@ _WRITE_KEYS = frozenset({"feature_view_name", "df", "allow_registry_cache", "tra
 WRITE_ANSWER = b"null"
 
 
-class BadWrite(ValueError):
-    """A write request refused before any write: ``status`` and ``message`` go back as JSON."""
+class RequestError(ValueError):
+    """A request this server will not answer (a write: refused before any write): ``status``
+    and ``message`` go back as JSON."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+#: The name the write endpoints' refusals were raised under.
+BadWrite = RequestError
+
+
+def equal_length_lists(value: Any, field: str, example: str) -> int:
+    """The length of the lists of ``value``, which must be a non-empty object of name -> list,
+    all of one length (``entities`` of a read, ``df`` of a write); else a 422 naming ``field``
+    and showing ``example``."""
+    if not isinstance(value, dict) or not value:
+        raise RequestError(422, f"'{field}' must be an object of {example}")
+    lengths = set()
+    for name, values in value.items():
+        if not isinstance(values, list):
+            raise RequestError(422, f"{field}['{name}'] must be a list of values")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise RequestError(
+            422, f"every {field} list must have the same length, got {sorted(lengths)}"
+        )
+    return lengths.pop()
 
 
 @dataclass(frozen=True)
@@ -101,20 +124,13 @@ def _object(body: bytes, keys: frozenset[str], name_key: str) -> dict[str, Any]:
 
 
 def _write_request(request: dict[str, Any], name_key: str, to: str = "online") -> WriteRequest:
-    columns = request.get("df")
-    if not isinstance(columns, dict) or not columns:
-        raise BadWrite(
-            422,
-            "'df' must be an object of column name -> list of values, e.g. "
-            '{"driver_id": [1001], "event_timestamp": ["2024-06-01T12:00:00Z"], "trips": [7]}',
-        )
-    lengths = set()
-    for column, values in columns.items():
-        if not isinstance(values, list):
-            raise BadWrite(422, f"df['{column}'] must be a list of values")
-        lengths.add(len(values))
-    if len(lengths) > 1:
-        raise BadWrite(422, f"every df column must have the same length, got {sorted(lengths)}")
+    columns: dict[str, list[Any]] = request.get("df") or {}  # checked just below
+    equal_length_lists(
+        columns,
+        "df",
+        'column name -> list of values, e.g. {"driver_id": [1001], '
+        '"event_timestamp": ["2024-06-01T12:00:00Z"], "trips": [7]}',
+    )
     flags = {}
     for key in ("allow_registry_cache", "transform_on_write"):
         flags[key] = request.get(key, True)
