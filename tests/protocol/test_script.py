@@ -173,9 +173,14 @@ def test_constructed_error_replies_are_translated():
     for text in ("NOPERM this user has no permissions to run 'evalsha'", "NOSCRIPT gone",
                  "ERR unknown command 'EVALSHA'"):  # fmt: skip
         assert isinstance(error_for(redis_exceptions.ResponseError(text)), DragonflyScriptingError)
-    other = error_for(redis_exceptions.ResponseError("OOM command not allowed"))
+    other = error_for(redis_exceptions.ResponseError("ERR something else"))
     assert type(other) is DragonflyDataError
-    assert str(other) == "writing feature view 'drivers' failed: OOM command not allowed"
+    assert str(other) == "writing feature view 'drivers' failed: ERR something else"
+    # A full server's refusal goes back as it is: Deployment.errors() names the server's limit.
+    full = redis_exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+    assert error_for(full) is full
+    dragonfly_full = redis_exceptions.ResponseError("Out of memory")
+    assert error_for(dragonfly_full) is dragonfly_full
 
 
 def test_oversized_values_are_named_by_their_row():
