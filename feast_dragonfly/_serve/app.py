@@ -28,8 +28,8 @@ from feast.errors import FeastError
 from feast_dragonfly._serve import env as _serve_env
 from feast_dragonfly._serve import writes
 from feast_dragonfly._serve.admission import Admission
+from feast_dragonfly._serve.request_checks import RequestError, equal_length_lists, json_object
 from feast_dragonfly._serve.response_json import response_dict
-from feast_dragonfly._serve.writes import RequestError
 from feast_dragonfly._store import direct_json, direct_read, feast_hooks
 from feast_dragonfly._store.online_store import DragonflyOnlineStore
 from feast_dragonfly.errors import (
@@ -250,21 +250,9 @@ class FeatureServer:
 
     def _parse(self, body: bytes) -> dict[str, Any]:
         """The request, checked as Feast's ``GetOnlineFeaturesRequest`` checks it."""
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(request, dict):
-            raise RequestError(422, "the request body must be a JSON object")
-        unknown = sorted(set(request) - _REQUEST_KEYS)
-        if unknown:
-            raise RequestError(
-                422,
-                f"unknown request field(s) {', '.join(unknown)}; expected "
-                + ", ".join(sorted(_REQUEST_KEYS)),
-            )
+        request = json_object(body, _REQUEST_KEYS)
         entities = request.get("entities")
-        rows = writes.equal_length_lists(
+        rows = equal_length_lists(
             entities, "entities", 'join key -> list of values, e.g. {"driver_id": [1001, 1002]}'
         )
         if rows > self.max_entity_rows:

@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from feast import FeatureStore
 
+from feast_dragonfly._serve.request_checks import RequestError, equal_length_lists, json_object
 from feast_dragonfly._store import direct_read
 
 #: ``to`` of a push, as Feast names its ``PushMode`` members.
@@ -41,38 +41,6 @@ _PUSH_KEYS = frozenset(
 _WRITE_KEYS = frozenset({"feature_view_name", "df", "allow_registry_cache", "transform_on_write"})
 #: ``/write-to-online-store``'s answer: FastAPI's JSON for a handler returning ``None``.
 WRITE_ANSWER = b"null"
-
-
-class RequestError(ValueError):
-    """A request this server will not answer (a write: refused before any write): ``status``
-    and ``message`` go back as JSON."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-#: The name the write endpoints' refusals were raised under.
-BadWrite = RequestError
-
-
-def equal_length_lists(value: Any, field: str, example: str) -> int:
-    """The length of the lists of ``value``, which must be a non-empty object of name -> list,
-    all of one length (``entities`` of a read, ``df`` of a write); else a 422 naming ``field``
-    and showing ``example``."""
-    if not isinstance(value, dict) or not value:
-        raise RequestError(422, f"'{field}' must be an object of {example}")
-    lengths = set()
-    for name, values in value.items():
-        if not isinstance(values, list):
-            raise RequestError(422, f"{field}['{name}'] must be a list of values")
-        lengths.add(len(values))
-    if len(lengths) > 1:
-        raise RequestError(
-            422, f"every {field} list must have the same length, got {sorted(lengths)}"
-        )
-    return lengths.pop()
 
 
 @dataclass(frozen=True)
@@ -96,7 +64,7 @@ def parse_push(body: bytes) -> WriteRequest:
     request = _object(body, _PUSH_KEYS, "push_source_name")
     to = request.get("to", "online")
     if to not in PUSH_TARGETS:
-        raise BadWrite(422, f"'to' must be one of {', '.join(PUSH_TARGETS)}, got {to!r}")
+        raise RequestError(422, f"'to' must be one of {', '.join(PUSH_TARGETS)}, got {to!r}")
     return _write_request(request, "push_source_name", to)
 
 
@@ -106,20 +74,9 @@ def parse_write(body: bytes) -> WriteRequest:
 
 
 def _object(body: bytes, keys: frozenset[str], name_key: str) -> dict[str, Any]:
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadWrite(400, f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise BadWrite(422, "the request body must be a JSON object")
-    unknown = sorted(set(request) - keys)
-    if unknown:
-        raise BadWrite(
-            422,
-            f"unknown request field(s) {', '.join(unknown)}; expected {', '.join(sorted(keys))}",
-        )
+    request = json_object(body, keys)
     if not isinstance(request.get(name_key), str) or not request[name_key]:
-        raise BadWrite(422, f"'{name_key}' must be a non-empty string")
+        raise RequestError(422, f"'{name_key}' must be a non-empty string")
     return request
 
 
@@ -135,7 +92,7 @@ def _write_request(request: dict[str, Any], name_key: str, to: str = "online") -
     for key in ("allow_registry_cache", "transform_on_write"):
         flags[key] = request.get(key, True)
         if not isinstance(flags[key], bool):
-            raise BadWrite(422, f"'{key}' must be true or false")
+            raise RequestError(422, f"'{key}' must be true or false")
     return WriteRequest(name=request[name_key], columns=columns, to=to, **flags)
 
 
@@ -168,7 +125,7 @@ def check_columns(views: Iterable[Any], columns: Iterable[str]) -> None:
         present = {mapping.get(column, column) for column in given}
         missing = sorted(needed - present)
         if missing:
-            raise BadWrite(
+            raise RequestError(
                 422,
                 f"df lacks column(s) {', '.join(missing)} needed by feature view "
                 f"'{view.name}' (it needs {', '.join(sorted(needed))}; got {', '.join(given)})",
