@@ -296,13 +296,6 @@ def picked_reader(schema: Schema, pick: tuple[int, ...]) -> PickedReader:
     return read
 
 
-def decode_picked(
-    schema: Schema, pick: tuple[int, ...], record: bytes
-) -> tuple[int, int, tuple[bytes, ...]] | None:
-    """:func:`picked_reader`'s result for one record."""
-    return picked_reader(schema, pick)(record)
-
-
 def _picks(own: Schema, wanted: Schema) -> tuple[int, ...]:
     picks = wanted.picks.get(own.canonical)
     if picks is None:

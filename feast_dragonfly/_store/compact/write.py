@@ -91,8 +91,6 @@ def plan_calls(
             now=now,
             skipped=duplicates if start == 0 else 0,
         )
-    if not chosen and duplicates:
-        yield _call([], [], duplicates)
 
 
 def _event_time(moment: datetime) -> tuple[bytes, int, int]:

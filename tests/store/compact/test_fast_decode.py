@@ -19,7 +19,7 @@ from feast.value_type import ValueType
 from test_codec import SUPPORTED, samples
 
 from feast_dragonfly._store.compact import fast_decode
-from feast_dragonfly._store.compact.codec import decode, decode_picked, encode_row
+from feast_dragonfly._store.compact.codec import decode, encode_row, picked_reader
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly.errors import DragonflyDataError
 
@@ -118,7 +118,7 @@ def test_a_picked_decoder_gives_the_features_asked_for_in_order(kind, pick):
         record = encode_row(schema, values, WHEN)
         full = decode(schema, record).values
         assert fast_decode.picked(schema, pick)(record, len(record)) == tuple(full[j] for j in pick)
-        assert decode_picked(schema, pick, record) == (*decode(schema, record).event_time, full)[
+        assert picked_reader(schema, pick)(record) == (*decode(schema, record).event_time, full)[
             :2
         ] + (tuple(full[j] for j in pick),)
 
@@ -136,21 +136,21 @@ def test_a_picked_decoder_checks_the_whole_record():
     values = {"x": ValueProto(string_val="ab"), "y": ValueProto(string_val="cd")}
     values.update({name: value for name, (_, value) in FIXED.items()})
     record = encode_row(schema, values, WHEN)
-    assert decode_picked(schema, (0, 2), record)[2] == (
+    assert picked_reader(schema, (0, 2))(record)[2] == (
         values["x"].SerializeToString(),
         b"\x18\xc8\x01",
     )
     for damaged in (record[:-3], record + b"\x00"):
         with pytest.raises(DragonflyDataError, match="malformed"):
-            decode_picked(schema, (0, 2), damaged)
+            picked_reader(schema, (0, 2))(damaged)
 
 
-def test_decode_picked_leaves_other_records_to_the_general_path():
+def test_the_picked_reader_leaves_other_records_to_the_general_path():
     schema = schema_with(ValueType.STRING)
     with_null = encode_row(schema, {"x": ValueProto(string_val="a")}, WHEN)
-    assert decode_picked(schema, (0,), with_null) is None
+    assert picked_reader(schema, (0,))(with_null) is None
     other = Schema([("x", ValueType.STRING)])
     assert (
-        decode_picked(schema, (0,), encode_row(other, {"x": ValueProto(string_val="a")}, WHEN))
+        picked_reader(schema, (0,))(encode_row(other, {"x": ValueProto(string_val="a")}, WHEN))
         is None
     )
