@@ -101,6 +101,8 @@ def hash_replies(
     position = 0
     # Per fieldset: where its features are in the schema, and the reader of typed records.
     picks: dict[int, tuple[tuple[int, ...], PickedReader | None]] = {}
+    # One serialized Timestamp per distinct event time (rows written together share one).
+    stamps: dict[tuple[int, int], bytes] = {}
     for index, fieldsets in enumerate(plan.key_fieldsets):
         reply: list[bytes | None] = []
         for fieldset in fieldsets:
@@ -112,13 +114,26 @@ def hash_replies(
             entry = picks.get(id(fieldset))
             if entry is None:
                 entry = picks[id(fieldset)] = _picking(fieldset)
+            reader = entry[1]
             try:
-                reply.extend(_values(fieldset, entry, record, known, now))
+                fast = reader(record) if reader is not None else None
+                if fast is None:  # another schema, a null or fallback value: the general path
+                    reply.extend(_values(fieldset, entry[0], record, known, now))
+                    continue
             except DragonflyDataError as exc:
                 raise DragonflyDataError(
                     f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
                     f"the stored compact record is unreadable ({exc})"
                 ) from None
+            seconds, nanos, picked = fast  # the current schema, every value typed
+            if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
+                reply.extend([None] * len(fieldset.fields))
+                continue
+            reply.extend(picked)
+            stamp = stamps.get((seconds, nanos))
+            if stamp is None:
+                stamp = stamps[(seconds, nanos)] = timestamp_bytes(seconds, nanos)
+            reply.append(stamp)
         out.append(reply)
     return out
 
@@ -130,24 +145,19 @@ def _picking(fieldset: FieldSet) -> tuple[tuple[int, ...], PickedReader | None]:
 
 def _values(
     fieldset: FieldSet,
-    picking: tuple[tuple[int, ...], PickedReader | None],
+    pick: tuple[int, ...],
     record: bytes,
     known: Mapping[str, Mapping[int, Schema]],
     now: int,
 ) -> list[bytes | None]:
-    pick, reader = picking
-    fast = reader(record) if reader is not None else None
-    if fast is not None:  # the current schema, every value typed: only the features asked for
-        seconds, nanos, picked = fast
-        out: list[bytes | None] = list(picked)
-    else:
-        schemas = known.get(fieldset.view_name, {})
-        decoded = decode_by_name(record, schemas, fieldset.schema)
-        seconds, nanos = decoded.event_time
-        values = decoded.values
-        out = [values[j] if j >= 0 else None for j in pick]
+    """The requested values and serialized event time of a record the fast reader declined,
+    decoded by name with the schemas its view has had."""
+    decoded = decode_by_name(record, known.get(fieldset.view_name, {}), fieldset.schema)
+    seconds, nanos = decoded.event_time
     if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
         return [None] * len(fieldset.fields)
+    values = decoded.values
+    out = [values[j] if j >= 0 else None for j in pick]
     out.append(timestamp_bytes(seconds, nanos))
     return out
 
@@ -163,15 +173,22 @@ def _positions(schema: Schema, names: tuple[str, ...]) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class FetchRecords:
-    """Request of :func:`reading`: the records of this plan (``backend.fetch``)."""
+    """Request of :func:`reading`: the records of this plan (``backend.fetch``), for a read
+    plan of ``hashes`` entity hashes."""
 
     plan: ReadPlan
+    hashes: int
+
+    def chunk_size(self, hashes_per_chunk: int) -> int:
+        """Records per chunk: the records of ``hashes_per_chunk`` entities (``read_chunk_size``
+        counts entities, and one entity may have a record per view)."""
+        return hashes_per_chunk * max(1, -(-len(self.plan.keys) // max(1, self.hashes)))
 
 
 def reading(plan: ReadPlan, directory: Directory, project: str) -> Flow[list[Any]]:
     """Fetch ``plan``'s records and answer as HMGETs would; old schemas are learned from the
     server's directory first when a record needs one this process does not know."""
-    records = yield FetchRecords(record_plan(plan))
+    records = yield FetchRecords(record_plan(plan), len(plan.keys))
     names = {fieldset.view_name for fieldsets in plan.key_fieldsets for fieldset in fieldsets}
     known = {name: directory.schemas(project, name) for name in names}
     if views_to_learn(plan, records, known) and directory.should_learn(project):
@@ -187,7 +204,8 @@ def fetch(backend: Backend, plan: ReadPlan, settings: StoreSettings, project: st
 
     def send(request: Any) -> Any:
         if isinstance(request, FetchRecords):
-            return backend.fetch(request.plan, settings.read_chunk_size, settings.read_concurrency)
+            chunk_size = request.chunk_size(settings.read_chunk_size)
+            return backend.fetch(request.plan, chunk_size, settings.read_concurrency)
         with backend.errors():
             return request.on(backend.client())
 
@@ -203,7 +221,8 @@ async def fetch_async(
 
     async def send(request: Any) -> Any:
         if isinstance(request, FetchRecords):
-            return await backend.fetch_async(request.plan, settings.read_chunk_size)
+            chunk_size = request.chunk_size(settings.read_chunk_size)
+            return await backend.fetch_async(request.plan, chunk_size)
         with backend.errors():
             return await request.on_async(await backend.client_async())
 

@@ -373,11 +373,13 @@ def test_an_unknown_schema_id_is_asked_about_at_most_once_per_interval(
 
 
 @pytest.mark.server
-def test_a_key_of_another_type_is_an_error_naming_the_entity(redis_client, backend):
+def test_a_key_of_another_type_reads_as_not_found(redis_client, backend):
+    """Records come by MGET, which answers nil for a key of another type: never its bytes."""
+    redis_client.set(compact_key(hash_key(1), "fv"), record(1, T0))
     redis_client.hset(compact_key(hash_key(2), "fv"), "x", "y")
     plan = make_plan(request("fv", ("a",), [1, 2]))
-    with pytest.raises(DragonflyDataError, match=r"entity driver_id=2.*not a compact record"):
-        compact_read.fetch(backend.backend, plan, backend.settings, "proj")
+    got = compact_read.fetch(backend.backend, plan, backend.settings, "proj")
+    assert got == [expected(1, ("a",), T0), [None, None]]
 
 
 def test_an_empty_plan_sends_nothing():
@@ -400,3 +402,31 @@ async def test_an_empty_plan_sends_nothing_async():
         assert await compact_read.fetch_async(backend, make_plan(), settings, "proj") == []
     finally:
         await backend.aclose()
+
+
+@pytest.mark.server
+def test_records_split_over_several_mgets_come_back_in_plan_order(
+    redis_client, backend, monkeypatch
+):
+    monkeypatch.setattr(_read, "MGET_KEYS", 2)  # 3 records per chunk: MGETs of 2 and 1
+    rows = [(entity_key(k), values(k), T0 + timedelta(seconds=k), None) for k in range(7)]
+    write_both_layouts(redis_client, rows)
+    ours, theirs = both_plans(("fv", ("a", "name"), [6, 0, 99, 3, 1, 5, 2, 4]))
+    got = compact_read.fetch(backend.backend, ours, backend.settings, "proj")
+    assert got == backend.backend.fetch(theirs, 100, 1)
+
+
+def test_an_mget_error_reply_stands_for_each_of_its_keys(monkeypatch):
+    monkeypatch.setattr(_read, "MGET_KEYS", 2)
+    refused = ConnectionError("NOPERM")
+    assert _read._flattened([[b"a", None], refused], 3) == [b"a", None, refused]
+    assert _read._flattened([refused, [b"c"]], 3) == [refused, refused, b"c"]
+
+
+def test_a_chunk_holds_the_records_of_read_chunk_size_entities():
+    plan = compact_read.record_plan(
+        make_plan(request("fv", ("a",), [1, 2]), request("gv", ("b",), [1, 2]))
+    )
+    assert len(plan.keys) == 4
+    assert compact_read.FetchRecords(plan, hashes=2).chunk_size(100) == 200
+    assert compact_read.FetchRecords(plan, hashes=0).chunk_size(100) == 400
