@@ -46,7 +46,15 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
 from feast_dragonfly._store.compact.fast_decode import all_typed, error, long_length, picked
-from feast_dragonfly._store.compact.schema import BOOL, LENGTH, RAW, VARINT, Schema, varint
+from feast_dragonfly._store.compact.schema import (
+    BOOL,
+    LENGTH,
+    RAW,
+    SMALL_VARINTS,
+    VARINT,
+    Schema,
+    varint,
+)
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Bytes 1..12 (0-based) as Lua's 1-based inclusive ``string.sub`` positions.
@@ -217,7 +225,7 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
             if state == 1:
                 if kind == VARINT:
                     value = ints[a]
-                    append(b[value] if 0 <= value < 128 else tag + varint(value))
+                    append(b[value] if 0 <= value < SMALL_VARINTS else tag + varint(value))
                     continue
                 if kind == RAW:
                     append(tag + record[a:b])

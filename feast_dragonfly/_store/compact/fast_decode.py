@@ -21,7 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from feast_dragonfly._store.compact.schema import BOOL, LENGTH, PROTO, RAW, VARINT, Schema, varint
+from feast_dragonfly._store.compact.schema import (
+    BOOL,
+    LENGTH,
+    PROTO,
+    RAW,
+    SMALL_VARINTS,
+    VARINT,
+    Schema,
+    varint,
+)
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Decodes a record (and its length) into the features' serialized ValueProtos; raises
@@ -90,7 +99,7 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
             constants[f"small{k}"] = b
             lines += [
                 f"    n = ints[{a}]",
-                f"    {out} = small{k}[n] if 0 <= n < 128 else tag{k} + varint(n)",
+                f"    {out} = small{k}[n] if 0 <= n < {SMALL_VARINTS} else tag{k} + varint(n)",
             ]
         elif kind == BOOL:
             constants[f"small{k}"] = b

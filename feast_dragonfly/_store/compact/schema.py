@@ -182,7 +182,9 @@ class Schema:
                 else:
                     step = BOOL if kind == ValueType.BOOL else VARINT
                     kinds.append(step)
-                    small = tuple(bytes((tag, v)) for v in range(2 if step == BOOL else 128))
+                    small = (
+                        (bytes((tag, 0)), bytes((tag, 1))) if step == BOOL else small_varints(tag)
+                    )
                     steps.append((step, integer_count, small, tag_byte))
                     integer_count += 1
                 offset += width
@@ -257,6 +259,24 @@ _C2 = tuple(bytes(((x & 0x7F) | 0x80, (x >> 7) | 0x80)) for x in range(1 << 14))
 # The all-ones high groups of a negative int64 above -2**14 / -2**28.
 _NEG14 = b"\xff" * 7 + b"\x01"
 _NEG28 = b"\xff" * 5 + b"\x01"
+
+
+#: Values below this have their tagged varint in a table (one lookup instead of encoding).
+SMALL_VARINTS = 1 << 14
+_SMALL: dict[int, tuple[bytes, ...]] = {}
+
+
+def small_varints(tag: int) -> tuple[bytes, ...]:
+    """``tag`` then the varint of each value below ``SMALL_VARINTS``: shared by every integer
+    feature with that tag (a few hundred KB per tag, built on first use)."""
+    table = _SMALL.get(tag)
+    if table is None:
+        head = bytes((tag,))
+        table = _SMALL[tag] = tuple(
+            [bytes((tag, v)) for v in range(0x80)]
+            + [head + _C1[v & 0x7F] + _ONE[v >> 7] for v in range(0x80, SMALL_VARINTS)]
+        )
+    return table
 
 
 def varint(value: int) -> bytes:
