@@ -220,7 +220,9 @@ def write_partition(spec: WriteSpec, batches: Iterable[pa.RecordBatch | pa.Table
             ) as writer:
                 for batch in chosen.to_batches(max_chunksize=spec.batch_size):
                     table = pa.Table.from_batches([batch])
-                    writer.send(plan.calls(table, writer.ttl_seconds, writer.rows_per_call))
+                    writer.send(
+                        plan.calls(table, writer.ttl_seconds, writer.rows_per_call, writer.shards)
+                    )
         except DragonflyStoreError as exc:
             raise type(exc)(f"{plan.view.name}: {exc}") from exc
         written = writer.written

@@ -160,7 +160,9 @@ class DragonflyMaterializationEngine(LocalComputeEngine):
                     read += rows_read
                     if rows_read > table.num_rows:
                         bar.update(rows_read - table.num_rows)  # superseded or no event time
-                    writer.send(plan.calls(table, writer.ttl_seconds, writer.rows_per_call))
+                    writer.send(
+                        plan.calls(table, writer.ttl_seconds, writer.rows_per_call, writer.shards)
+                    )
         finally:
             bar.close()
         if check is not None and early is None:

@@ -35,6 +35,7 @@ from feast_dragonfly._engines import arrow
 from feast_dragonfly._engines import latest as _latest
 from feast_dragonfly._engines.validation import Validation
 from feast_dragonfly._protocol import keys as _keys
+from feast_dragonfly._protocol.shards import ShardMap
 from feast_dragonfly._store import feast_hooks, wide, write
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store.compact import columns as compact_columns
@@ -128,6 +129,8 @@ class ViewPlan:
         #: With ``layout: compact``: the record schema and the view's ttl (seconds, 0: never).
         self.schema = compact_views.schema_of(view) if _compact(config) else None
         self.view_ttl = compact_views.ttl_seconds(view)
+        #: What a compact record's key adds to the entity's hash key.
+        self.record_suffix = _keys.record_suffix(self.view_name)
 
     @classmethod
     def for_task(cls, registry: BaseRegistry, task: MaterializationTask, config: Any) -> ViewPlan:
@@ -194,10 +197,14 @@ class ViewPlan:
         return table
 
     def calls(
-        self, batch: pa.Table, ttl_seconds: int | None, rows_per_call: int
+        self,
+        batch: pa.Table,
+        ttl_seconds: int | None,
+        rows_per_call: int,
+        shards: ShardMap | None = None,
     ) -> Iterator[write.ScriptCall]:
         """Script calls writing ``batch``: rows already chosen by ``_latest``, one per entity,
-        each with an event time."""
+        each with an event time; grouped by Dragonfly shard with a ``shards`` map."""
         if batch.num_rows == 0:
             return
         table = self.feature_table(batch)
@@ -207,6 +214,10 @@ class ViewPlan:
             self.suffix,
             self.key_version,
         )
+        if shards is not None and len(keys) > 1:
+            suffix = b"" if self.schema is None else self.record_suffix
+            order = pa.array(shards.order([key + suffix for key in keys.to_pylist()]))
+            table, keys = table.take(order), keys.take(order)
         micros = arrow.event_time_micros(table[self.event_column(table)])
         seconds, nanos = arrow.timestamp_parts(micros)
         if self.schema is not None:

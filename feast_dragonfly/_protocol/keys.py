@@ -36,7 +36,12 @@ COMPACT_SEPARATOR = b":"
 def compact_key(hash_key: bytes, view_name: str) -> bytes:
     """The compact layout's key of one (entity, view): the entity's hash key, ``:``, the view's
     storage name."""
-    return hash_key + COMPACT_SEPARATOR + view_name.encode("utf-8")
+    return hash_key + record_suffix(view_name)
+
+
+def record_suffix(view_name: str) -> bytes:
+    """What a compact record's key adds to its entity's hash key."""
+    return COMPACT_SEPARATOR + view_name.encode("utf-8")
 
 
 def record_view(key: bytes, project_bytes: bytes) -> bytes | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from feast_dragonfly._protocol import shards as _shards
 from feast_dragonfly._protocol.deployment import Deployment
 from feast_dragonfly._protocol.keys import Progress
 from feast_dragonfly._protocol.script import ScriptCall
@@ -38,6 +39,8 @@ from feast_dragonfly._store.cluster_replay import NOTHING_KEPT
 from feast_dragonfly._store.compact.directory import Directory
 
 T = TypeVar("T")
+
+_UNKNOWN: Any = object()
 
 
 class Backend(Deployment):
@@ -56,6 +59,22 @@ class Backend(Deployment):
         self._executors: dict[str, tuple[int, ThreadPoolExecutor]] = {}
         #: The compact layout's schemas, as far as this process knows this deployment's.
         self.compact_schemas = Directory()
+        self._shard_map: _shards.ShardMap | None = _UNKNOWN
+
+    def shard_map(self) -> _shards.ShardMap | None:
+        """Where a standalone Dragonfly keeps each key (``_protocol.shards``; asked once, then
+        remembered), so writers group a call's rows by shard; None on other servers."""
+        if self._shard_map is _UNKNOWN:
+            self._shard_map = self._detect_shards()
+        return self._shard_map
+
+    @property
+    def shard_map_known(self) -> bool:
+        """Whether :meth:`shard_map` has asked the server already (it answers at once)."""
+        return self._shard_map is not _UNKNOWN
+
+    def _detect_shards(self) -> _shards.ShardMap | None:
+        return _shards.detect(self.client())
 
     def executor(self, purpose: str, workers: int) -> ThreadPoolExecutor | None:
         """Threads (``purpose``: "read" or "write") that carry one call's round trips over
@@ -250,6 +269,10 @@ class ClusterBackend(Backend):
     async def _fetch_async(self, plan: _read.ReadPlan, chunk_size: int) -> list[Any]:
         client = self._replaying(await self.client_async())
         return await _cluster.fetch_async(client, plan, chunk_size)
+
+    def _detect_shards(self) -> _shards.ShardMap | None:
+        """None: a call carries one row here (:meth:`rows_per_call`)."""
+        return None
 
     def rows_per_call(self, requested: int) -> int:
         """One: a cluster runs a script only if all its keys share one slot, and Feast's keys

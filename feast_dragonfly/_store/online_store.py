@@ -11,6 +11,7 @@ checked by ``feast_hooks``: a Feast that calls them otherwise gets its own imple
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -205,6 +206,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if not data:
             return
         job = self._write_job(config, table, data, progress)
+        if not job.backend.shard_map_known:  # asked once per backend, off the loop
+            await asyncio.to_thread(job.backend.shard_map)
         if job.registering is not None:
             with job.backend.errors():
                 await _directory.run_async(job.registering, await job.backend.client_async())

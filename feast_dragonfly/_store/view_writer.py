@@ -50,6 +50,9 @@ class ViewWriter:
         self.ttl_seconds = ttl_seconds
         #: Rows the server has written so far (final once the block is left).
         self.written = 0
+        #: Where a standalone Dragonfly keeps each key: planners group a call's rows by shard
+        #: (``_protocol.shards``); None elsewhere.
+        self.shards = backend.shard_map()
         self._backend = backend
         self._executor = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feast-dragonfly-mat")

@@ -29,6 +29,7 @@ from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.script import ScriptCall
+from feast_dragonfly._protocol.shards import ShardMap
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store.layout import Row
 
@@ -50,12 +51,14 @@ def plan_calls(
     key_version: int,
     ttl_seconds: int | None,
     rows_per_call: int,
+    shards: ShardMap | None = None,
 ) -> Iterator[ScriptCall]:
     """Encode rows into Feast's layout and pack them into script calls, lazily.
 
     Per entity key only the row Feast's store would end up with is sent: the first row
     carrying the batch's newest event time for that key (later rows with an equal time are
-    rejected by Feast too). Every input row still counts once towards progress.
+    rejected by Feast too). Every input row still counts once towards progress. With a
+    Dragonfly ``shards`` map, rows go grouped by shard (see ``_protocol.shards``).
     """
     project_bytes = project.encode("utf-8")
     ts_field = _keys.timestamp_field(view_name)
@@ -66,6 +69,7 @@ def plan_calls(
     if not keys:
         return
     dropped = len(keys) - len(chosen)
+    chosen = by_shard(chosen, keys, shards)
 
     shape: tuple[str, ...] | None = None
     row_format = count_bulk = b""
@@ -96,6 +100,17 @@ def plan_calls(
         body.append(row)
         n_args += row_args
     yield _call(call_keys, header, body, n_args, len(call_keys) + dropped)
+
+
+def by_shard(
+    chosen: Sequence[int], keys: Sequence[bytes], shards: ShardMap | None, suffix: bytes = b""
+) -> Sequence[int]:
+    """``chosen`` (indices into ``keys``) grouped by the Dragonfly shard of ``key + suffix``,
+    in their order within each shard; as they are without a shard map."""
+    if shards is None or len(chosen) < 2:
+        return chosen
+    order = shards.order([keys[index] + suffix for index in chosen])
+    return [chosen[position] for position in order]
 
 
 def newest_rows(

@@ -62,6 +62,7 @@ def write_job(
                 key_ttl=ttl_seconds,
                 rows_per_call=rows_per_call,
                 join_keys=table.join_keys,
+                shards=backend.shard_map(),
             )
 
         registering = backend.compact_schemas.registering(project, view_name, schema)
@@ -86,6 +87,7 @@ def write_job(
             key_version=key_version,
             ttl_seconds=ttl_seconds,
             rows_per_call=rows_per_call,
+            shards=backend.shard_map(),
         )
 
     return WriteJob(backend, view_name, settings.write_workers, None, plan_calls)

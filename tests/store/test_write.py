@@ -145,3 +145,29 @@ def test_group_calls():
     calls = plan([row(k, T0, k) for k in range(10)], rows_per_call=1)
     assert [len(g) for g in write.group_calls(calls)] == [4, 4, 2]
     assert [len(g) for g in write.group_calls(calls, 3)] == [3, 3, 3, 1]
+
+
+def test_with_a_shard_map_each_call_holds_one_shards_rows():
+    from feast_dragonfly._protocol.shards import ShardMap
+
+    shard_map = ShardMap(2)
+    rows = [row(k, T0, k) for k in range(40)]
+    calls = list(
+        write.plan_calls(rows, view_name=VIEW, project="proj", key_version=3, ttl_seconds=None,
+                         rows_per_call=5, shards=shard_map)  # fmt: skip
+    )
+    keys = [key for call in calls for key in call.keys]
+    assert sorted(keys) == sorted(hash_key(r[0]) for r in rows)  # every row once
+    straddling = [c for c in calls if len({shard_map.shard(k) for k in c.keys}) > 1]
+    assert len(straddling) <= 1  # only where one shard's rows end and the next begin
+    assert sum(c.progress_rows for c in calls) == 40
+
+
+def test_by_shard_keeps_the_chosen_rows():
+    from feast_dragonfly._protocol.shards import ShardMap
+
+    keys = [b"k%d" % i for i in range(30)]
+    chosen = list(range(0, 30, 2))
+    grouped = write.by_shard(chosen, keys, ShardMap(3), b":view")
+    assert sorted(grouped) == chosen
+    assert write.by_shard(chosen, keys, None) is chosen

@@ -16,6 +16,8 @@ writes (the tests hold the two to the same bytes for every type, null and fallba
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
@@ -48,26 +50,54 @@ _PREFIXED = {ValueType.STRING: 0x12, ValueType.BYTES: 0x0A}
 
 def encode_rows(
     schema: Schema,
-    columns: Mapping[str, Sequence[ValueProto]],
+    rows: Sequence[Mapping[str, ValueProto]],
     seconds: np.ndarray,
     nanos: np.ndarray,
 ) -> pa.BinaryArray:
-    """One record per row from each feature's values (:data:`NULL` where a row has none; a
-    feature without a column is null throughout) at event times ``seconds`` / ``nanos``
-    (int64 arrays, nanos in 0..999 999 999)."""
+    """One record per row (a feature a row lacks is null) at event times ``seconds`` /
+    ``nanos`` (int64 arrays, nanos in 0..999 999 999). Values are serialized row by row — the
+    order they sit in memory, which is markedly faster than a feature at a time across the
+    rows — and each feature's column is then a strided slice of that list."""
     n = len(seconds)
+    names, flat = _row_major(schema, rows)
+    width = len(names)
+    raws = list(map(_SERIALIZE, flat))
+    column_of = {name: j for j, name in enumerate(names)}
     encoded: list[Encoded | None] = []
     for i, name in enumerate(schema.names):
-        values = columns.get(name)
-        encoded.append(None if values is None else _column(schema, i, values, n))
+        j = column_of.get(name)
+        if j is None:
+            encoded.append(None)  # no row names it: null throughout
+        else:
+            encoded.append(_column(schema, i, flat[j::width], raws[j::width], n))
     return assemble(schema, encoded, seconds, nanos)
 
 
-def _column(schema: Schema, i: int, values: Sequence[ValueProto], n: int) -> Encoded | None:
+def _row_major(
+    schema: Schema, rows: Sequence[Mapping[str, ValueProto]]
+) -> tuple[list[str], list[ValueProto]]:
+    """The schema's features some row names, and every row's values of them, row after row
+    (:data:`NULL` where a row lacks one)."""
+    present = set().union(*rows)
+    names = [name for name in schema.names if name in present]
+    if not names:
+        return names, []
+    pick = itemgetter(*names)
+    try:  # every row names every feature (nearly always): one C call per row
+        if len(names) == 1:
+            return names, list(map(pick, rows))
+        return names, list(chain.from_iterable(map(pick, rows)))
+    except KeyError:
+        return names, [row.get(name, NULL) for row in rows for name in names]
+
+
+def _column(
+    schema: Schema, i: int, values: Sequence[ValueProto], raws: Sequence[bytes], n: int
+) -> Encoded | None:
+    """Feature ``i``'s column from its values and their serializations."""
     kind = schema.types[i]
     if kind not in _COPIED and kind not in _VARINTS and kind not in _PREFIXED:
         return by_value(schema, i, values, n)  # lists, maps, JSON, ...: protobuf-packed anyway
-    raws = list(map(_SERIALIZE, values))
     lengths = np.fromiter(map(len, raws), np.int64, n)
     if not lengths.any():
         return None  # null throughout

@@ -9,23 +9,22 @@ already expired are counted as progress and not sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol import script as _script
 from feast_dragonfly._protocol import wire
 from feast_dragonfly._protocol.script import COMPACT_WRITE, ScriptCall
+from feast_dragonfly._protocol.shards import ShardMap
 from feast_dragonfly._store import write as _write
 from feast_dragonfly._store.compact import views
 from feast_dragonfly._store.compact.codec import event_time_parts
-from feast_dragonfly._store.compact.proto_columns import NULL, encode_rows
+from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.layout import Row
 from feast_dragonfly.errors import DragonflyDataError
@@ -58,6 +57,7 @@ def plan_calls(
     rows_per_call: int,
     join_keys: Sequence[str] = (),
     now: int | None = None,
+    shards: ShardMap | None = None,
 ) -> Iterator[ScriptCall]:
     """Rows (``online_write_batch``) as compact records in script calls, lazily: per entity
     only the row Feast's store would keep (see ``write.newest_rows``), encoded a feature at a
@@ -71,6 +71,8 @@ def plan_calls(
         return
     now = views.now_ms() if now is None else now
     duplicates = len(hash_keys) - len(chosen)
+    suffix = _keys.record_suffix(view_name)
+    chosen = _write.by_shard(chosen, hash_keys, shards, suffix)  # see ``_protocol.shards``
     allowed = schema.index.keys() | set(join_keys)
     for start in range(0, len(chosen), ROWS_PER_BATCH):
         batch = chosen[start : start + ROWS_PER_BATCH]
@@ -81,10 +83,9 @@ def plan_calls(
                 raise DragonflyDataError(f"features not in the view's compact schema: {extra}")
         seconds = np.fromiter((times[index][1] for index in batch), np.int64, len(batch))
         nanos = np.fromiter((times[index][2] for index in batch), np.int64, len(batch))
-        columns = _columns(schema, values)
         yield from plan_columnar_calls(
             pa.array([hash_keys[index] for index in batch], pa.binary()),
-            encode_rows(schema, columns, seconds, nanos),
+            encode_rows(schema, values, seconds, nanos),
             views.expire_at_ms_array(seconds, nanos, view_ttl=view_ttl, key_ttl=key_ttl, now=now),
             view_name=view_name,
             rows_per_call=rows_per_call,
@@ -96,19 +97,6 @@ def plan_calls(
 def _event_time(moment: datetime) -> tuple[bytes, int, int]:
     """``newest_rows``' event time without the ``Timestamp`` bytes records do not hold."""
     return (b"", *event_time_parts(moment))
-
-
-def _columns(schema: Schema, rows: Sequence[Mapping[str, ValueProto]]) -> dict[str, Sequence]:
-    """The rows' values a feature at a time (``proto_columns.NULL`` where a row has none),
-    for the schema's features any row names."""
-    present = set().union(*rows)
-    names = [name for name in schema.names if name in present]
-    if len(names) > 1:
-        try:  # every row names every feature (nearly always): one C call per row
-            return dict(zip(names, zip(*map(itemgetter(*names), rows))))
-        except KeyError:
-            pass
-    return {name: [row.get(name, NULL) for row in rows] for name in names}
 
 
 def plan_columnar_calls(
@@ -140,7 +128,7 @@ def plan_columnar_calls(
         if expired:
             yield _call([], [], expired)
         return
-    suffix = _keys.COMPACT_SEPARATOR + view_name.encode("utf-8")
+    suffix = _keys.record_suffix(view_name)
     keys = pc.binary_join_element_wise(hash_keys, pa.scalar(suffix, pa.binary()), b"")
     body = pc.binary_join_element_wise(
         _write.bulk_array(records),

@@ -98,6 +98,29 @@ def test_reads_equal_the_feast_layouts(tmp_path, server_connection_string, store
     assert got == expected
 
 
+def test_rows_grouped_by_dragonfly_shard_read_back_the_same(
+    tmp_path, server_connection_string, stores, monkeypatch
+):
+    """A Dragonfly shard map (forced here on every server) reorders a batch's rows only."""
+    from feast_dragonfly._protocol.shards import ShardMap
+    from feast_dragonfly._store.backends import Backend
+
+    monkeypatch.setattr(Backend, "_detect_shards", lambda self: ShardMap(3))
+    view = feature_view()
+    rows = [row(k, NOW - timedelta(seconds=k % 7), k) for k in range(60)]
+    rows += [row(k, NOW - timedelta(seconds=9), -1) for k in range(0, 60, 5)]  # older: ignored
+    feast_config = repo_config(tmp_path / "feast", server_connection_string, project="p1")
+    compact = compact_config(tmp_path, server_connection_string)
+    expected_store, store, async_store = stores(), stores(), stores()
+    expected_store.online_write_batch(feast_config, view, rows, None)
+    store.online_write_batch(compact, view, rows[:30], None)
+    asyncio.run(async_store.online_write_batch_async(compact, view, rows[30:], None))
+    wanted = [entity_key(k) for k in range(62)]
+    assert store.online_read(compact, view, wanted) == expected_store.online_read(
+        feast_config, view, wanted
+    )
+
+
 def test_only_a_strictly_newer_row_replaces_a_record(tmp_path, server_connection_string, stores):
     config = compact_config(tmp_path, server_connection_string)
     store, view = stores(), feature_view()

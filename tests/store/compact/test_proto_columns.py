@@ -20,7 +20,7 @@ from test_codec import SUPPORTED, samples
 
 from feast_dragonfly._store.compact import columns, proto_columns
 from feast_dragonfly._store.compact.codec import decode, encode_row, event_time_parts
-from feast_dragonfly._store.compact.proto_columns import NULL, encode_rows
+from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
 
 T0 = datetime(2026, 12, 1, 8, 0, 1, 250000, tzinfo=timezone.utc)
@@ -32,11 +32,7 @@ def _encode_both(schema: Schema, rows: list[dict[str, ValueProto]]) -> tuple[lis
     parts = [event_time_parts(moment) for moment in times]
     seconds = np.array([s for s, _ in parts], dtype=np.int64)
     nanos = np.array([n for _, n in parts], dtype=np.int64)
-    present = set().union(*rows)
-    by_column = {
-        name: [row.get(name, NULL) for row in rows] for name in schema.names if name in present
-    }
-    ours = encode_rows(schema, by_column, seconds, nanos).to_pylist()
+    ours = encode_rows(schema, rows, seconds, nanos).to_pylist()
     expected = [encode_row(schema, row, moment) for row, moment in zip(rows, times)]
     return ours, expected
 
