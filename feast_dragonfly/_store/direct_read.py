@@ -76,7 +76,9 @@ def plan_request(
         return None
     content = registry_content(registry)
     if content is not None:
-        key = (content, project, _features_key(features), full_feature_names)
+        # The config is part of the key: two stores of one project in a process (Feast's
+        # layout and compact, say) plan the same request differently.
+        key = (content, project, _features_key(features), full_feature_names, id(config))
         entry = _PLANS_BY_CONTENT.get(key)
         if entry is not None and entry[0] is config:
             return entry[1]

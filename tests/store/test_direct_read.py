@@ -227,6 +227,9 @@ class TestPlanRequest:
         other_config = store.config.model_copy()
         again = _plan(store, features, config=other_config)
         assert again is not plan and again == plan
+        # Two stores of one project in turn (say, one per layout) each keep their own plan.
+        assert _plan(store, features) is plan
+        assert _plan(store, features, config=other_config) is again
 
     def test_shapes_feasts_path_must_answer_get_none(self, api):
         store = api.stores["ours"]
