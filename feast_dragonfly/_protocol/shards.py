@@ -10,9 +10,11 @@ calls took 650 ms spread and 40 ms grouped.
 Writers therefore order the rows of a batch by shard before cutting it into calls. The order
 changes nothing else: a row's event-time rule is evaluated per key, and every key still goes
 in exactly one call. :func:`detect` asks the server for its shard count (``DEBUG SHARDS``)
-and checks the hash on probe keys (``DEBUG OBJECT`` names a key's shard); on Redis, Valkey, a
-cluster, a server refusing ``DEBUG`` or one whose placement differs, there is no map and rows
-keep their order.
+and checks the hash on probe keys (``DEBUG OBJECT`` names a key's shard). An ACL user without
+``DEBUG`` (the usual production set-up) gets Dragonfly's default, one shard per thread
+(``INFO``'s ``thread_count``), unchecked: a wrong guess only leaves the hops in place. On
+Redis, Valkey, a cluster, or a Dragonfly whose placement differs from the check, there is no
+map and rows keep their order.
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ def detect(client: Any) -> ShardMap | None:
         info = client.info("server")
         if "dragonfly_version" not in info or info.get("redis_mode") != "standalone":
             return None
-        count = _shard_count(client.execute_command("DEBUG", "SHARDS"))
+        try:
+            count = _shard_count(client.execute_command("DEBUG", "SHARDS"))
+        except Exception as exc:  # noqa: BLE001 - DEBUG refused (ACL) or unknown
+            threads = int(info.get("thread_count") or 0)
+            logger.debug("DEBUG SHARDS refused (%s): assuming %d shards", type(exc), threads)
+            return ShardMap(threads) if threads >= 2 else None
         if count is None or count < 2:
             return None
         shard_map = ShardMap(count)

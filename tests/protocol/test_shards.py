@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from feast_dragonfly._protocol import shards
 from feast_dragonfly._protocol.shards import ShardMap
@@ -50,12 +51,42 @@ def test_a_server_placing_keys_otherwise_gets_no_map(redis_server, redis_client,
     assert shards.detect(redis_client) is None
 
 
-def test_a_server_refusing_debug_gets_no_map():
-    class Refusing:
-        def info(self, section):
-            return {"dragonfly_version": "df-v1.40.1", "redis_mode": "standalone"}
+class _RefusingDebug:
+    """A Dragonfly ACL user without ``DEBUG``."""
 
-        def execute_command(self, *args):
-            raise PermissionError("NOPERM this user has no permissions to run 'debug'")
+    def __init__(self, info):
+        self._info = info
 
-    assert shards.detect(Refusing()) is None
+    def info(self, section):
+        return self._info
+
+    def execute_command(self, *args):
+        raise PermissionError("NOPERM this user has no permissions to run the 'debug' command")
+
+
+def test_without_debug_the_map_assumes_one_shard_per_thread():
+    info = {"dragonfly_version": "df-v1.40.1", "redis_mode": "standalone", "thread_count": 4}
+    assert shards.detect(_RefusingDebug(info)) == ShardMap(4)
+    assert shards.detect(_RefusingDebug({**info, "thread_count": 1})) is None
+    assert shards.detect(_RefusingDebug({**info, "redis_mode": "cluster"})) is None
+    assert shards.detect(_RefusingDebug({"redis_version": "7.0.15"})) is None
+
+
+@pytest.mark.server
+def test_an_acl_user_without_debug_gets_dragonflys_default_placement(redis_server, redis_client):
+    if redis_server.kind != "dragonfly":
+        pytest.skip("Dragonfly only")
+    redis_client.execute_command(
+        "ACL", "SETUSER", "nodebug", "on", ">secret-pw", "~*", "+@all", "-debug"
+    )
+    user = redis.Redis(
+        host="127.0.0.1", port=redis_client.connection_pool.connection_kwargs["port"],
+        username="nodebug", password="secret-pw",
+    )  # fmt: skip
+    try:
+        with pytest.raises(redis.ResponseError):
+            user.execute_command("DEBUG", "SHARDS")
+        assert shards.detect(user) == shards.detect(redis_client)
+    finally:
+        user.close()
+        redis_client.execute_command("ACL", "DELUSER", "nodebug")

@@ -153,8 +153,15 @@ def test_with_a_shard_map_each_call_holds_one_shards_rows():
     shard_map = ShardMap(2)
     rows = [row(k, T0, k) for k in range(40)]
     calls = list(
-        write.plan_calls(rows, view_name=VIEW, project="proj", key_version=3, ttl_seconds=None,
-                         rows_per_call=5, shards=shard_map)  # fmt: skip
+        write.plan_calls(
+            rows,
+            view_name=VIEW,
+            project="proj",
+            key_version=3,
+            ttl_seconds=None,
+            rows_per_call=5,
+            shards=shard_map,
+        )
     )
     keys = [key for call in calls for key in call.keys]
     assert sorted(keys) == sorted(hash_key(r[0]) for r in rows)  # every row once
