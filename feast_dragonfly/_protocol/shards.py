@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 
 #: Dragonfly's seed for placing keys on shards.
 SEED = 120577240643
-#: Probe keys checked against the server's own placement; each lives at most this long.
-PROBES = 4
+#: Probe keys checked against the server's own placement (a placement that differs passes
+#: all of them with odds of 1 in shards ** PROBES: 1 in 65,536 with 2 shards); each lives at
+#: most ``PROBE_TTL_MS``.
+PROBES = 16
 PROBE_TTL_MS = 5000
 
 
