@@ -11,6 +11,9 @@
   emptied server (``127.0.0.1:PORT``).
 * ``server_binary`` (session): the binary discovery picked, for tests that start their own
   servers (``tests/testing/test_local_server.py``).
+* ``small`` (module): a server of the module's own with a small ``maxmemory``
+  (``full_server_kit.small_server``), for the tests of a full server; ``small_client``
+  (function): a client on it, emptied.
 
 The differential tests (``test_differential_*.py``: Feast's own ``RedisOnlineStore`` next to
 ours) share three more, here so that every one of those modules gets the same ones:
@@ -55,6 +58,7 @@ from feast_repo import (
     restore_keyspace,
     write_feature_repo,
 )
+from full_server_kit import small_server
 
 from feast_dragonfly import DragonflyOnlineStore
 from feast_dragonfly.testing.local_server import (
@@ -156,6 +160,22 @@ def redis_client(_flushed_server: LocalServer) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def small(server_binary: ServerBinary) -> Iterator[LocalServer]:
+    """A capped server per module: filling it must not disturb the session's server."""
+    server = small_server(server_binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def small_client(small: LocalServer) -> Iterator[redis.Redis]:
+    client = small.client()
+    client.flushall()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from full_server_kit import (
     limit_named,
     read,
     rows,
-    small_server,
 )
 from migrate_kit import applied_repo, everything, run
 from store_kit import repo_config
@@ -32,10 +31,9 @@ N = 2_000
 
 
 @pytest.fixture(scope="module")
-def target_server(server_binary):
-    server = small_server(server_binary)
-    yield server
-    server.stop()
+def target_server(small):
+    """What this module copies to (see ``conftest.target``): the capped server."""
+    return small
 
 
 def source_data(stores, tmp_path, connection_string: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 from engine_kit import T0, Repo, window
 from feast import Entity, Field, ValueType
 from feast.types import Float64, Int64, String
-from full_server_kit import SECRET, capped, limit_named, small_server
+from full_server_kit import SECRET, capped, limit_named
 
 from feast_dragonfly.errors import DragonflyServerFullError
 
@@ -35,21 +35,6 @@ SCHEMA = [
     Field(name="blob", dtype=String),
 ]
 FEATURES = [f"full:{field.name}" for field in SCHEMA]
-
-
-@pytest.fixture(scope="module")
-def small(server_binary):
-    server = small_server(server_binary)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def small_client(small):
-    client = small.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 def source_frame() -> pd.DataFrame:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from full_server_kit import SECRET, capped, limit_named, small_server
+from full_server_kit import SECRET, capped, limit_named
 from redis import exceptions as redis_exceptions
 
 from feast_dragonfly._protocol.deployment import Deployment, client_settings
@@ -22,19 +22,10 @@ pytestmark = [pytest.mark.server, pytest.mark.valkey]
 BIG = b"x" * 100_000
 
 
-@pytest.fixture(scope="module")
-def small(server_binary):
-    server = small_server(server_binary)
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def client(small) -> Iterator[redis.Redis]:
-    client = small.client()
-    client.flushall()
-    yield client
-    client.close()
+def client(small_client: redis.Redis) -> redis.Redis:
+    """The capped server's emptied client (``small_client``), under a short name."""
+    return small_client
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import requests
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Int64, String
 from feast_repo import online_store_settings, write_feature_repo
-from full_server_kit import SECRET, capped, limit_named, small_server
+from full_server_kit import SECRET, capped, limit_named
 from test_feature_server import ThreadedServer
 
 from feast_dragonfly._serve.app import FeatureServer
@@ -24,13 +24,6 @@ pytestmark = [pytest.mark.server, pytest.mark.valkey]
 T0 = datetime(2024, 6, 1, 12, tzinfo=timezone.utc)
 DRIVERS = list(range(1, 201))
 FEATURES = ["pushed:trips", "pushed:name"]
-
-
-@pytest.fixture(scope="module")
-def small(server_binary):
-    server = small_server(server_binary)
-    yield server
-    server.stop()
 
 
 def applied_repo(path, connection_string: str) -> FeatureStore:

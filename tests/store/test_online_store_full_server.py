@@ -39,25 +39,10 @@ BEFORE = 300
 
 
 @pytest.fixture(scope="module")
-def small(server_binary):
-    server = small_server(server_binary)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def evicting(server_binary):
     server = small_server(server_binary, evicting=True)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def small_client(small):
-    client = small.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 def write_all(store, config, view, ids=range(N)) -> None:
