@@ -83,9 +83,13 @@ def detect(client: Any) -> ShardMap | None:
         return None
 
 
+def _text(reply: Any) -> str:
+    """A ``DEBUG`` reply as text (bytes, or str with ``decode_responses``)."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
 def _shard_count(reply: Any) -> int | None:
-    text = reply.decode() if isinstance(reply, bytes) else str(reply)
-    for line in text.splitlines():
+    for line in _text(reply).splitlines():
         name, _, value = line.partition(":")
         if name.strip() == "num_shards":
             return int(value)
@@ -104,8 +108,7 @@ def _placement_matches(client: Any, shard_map: ShardMap) -> bool:
     pipe.delete(*keys)
     replies = pipe.execute()[PROBES : 2 * PROBES]
     for key, reply in zip(keys, replies):
-        text = reply.decode() if isinstance(reply, bytes) else str(reply)
-        fields = dict(part.partition(":")[::2] for part in text.split())
+        fields = dict(part.partition(":")[::2] for part in _text(reply).split())
         if fields.get("shard") != str(shard_map.shard(key)):
             return False
     return True

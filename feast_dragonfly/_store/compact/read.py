@@ -114,22 +114,23 @@ def hash_replies(
             entry = picks.get(id(fieldset))
             if entry is None:
                 entry = picks[id(fieldset)] = _picking(fieldset)
-            reader = entry[1]
+            pick, reader = entry
             try:
-                fast = reader(record) if reader is not None else None
-                if fast is None:  # another schema, a null or fallback value: the general path
-                    reply.extend(_values(fieldset, entry[0], record, known, now))
-                    continue
+                decoded: tuple[int, int, Sequence[bytes | None]] | None = (
+                    reader(record) if reader is not None else None
+                )
+                if decoded is None:  # another schema, a null or fallback value: by name
+                    decoded = _by_name(fieldset, pick, record, known)
             except DragonflyDataError as exc:
                 raise DragonflyDataError(
                     f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
                     f"the stored compact record is unreadable ({exc})"
                 ) from None
-            seconds, nanos, picked = fast  # the current schema, every value typed
+            seconds, nanos, values = decoded
             if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
                 reply.extend([None] * len(fieldset.fields))
                 continue
-            reply.extend(picked)
+            reply.extend(values)
             stamp = stamps.get((seconds, nanos))
             if stamp is None:
                 stamp = stamps[(seconds, nanos)] = timestamp_bytes(seconds, nanos)
@@ -143,23 +144,17 @@ def _picking(fieldset: FieldSet) -> tuple[tuple[int, ...], PickedReader | None]:
     return pick, picked_reader(fieldset.schema, pick) if min(pick, default=0) >= 0 else None
 
 
-def _values(
+def _by_name(
     fieldset: FieldSet,
     pick: tuple[int, ...],
     record: bytes,
     known: Mapping[str, Mapping[int, Schema]],
-    now: int,
-) -> list[bytes | None]:
-    """The requested values and serialized event time of a record the fast reader declined,
-    decoded by name with the schemas its view has had."""
+) -> tuple[int, int, Sequence[bytes | None]]:
+    """(seconds, nanos, the requested values) of a record the fast reader declined, decoded
+    by name with the schemas its view has had (a feature it lacks: None)."""
     decoded = decode_by_name(record, known.get(fieldset.view_name, {}), fieldset.schema)
-    seconds, nanos = decoded.event_time
-    if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
-        return [None] * len(fieldset.fields)
     values = decoded.values
-    out = [values[j] if j >= 0 else None for j in pick]
-    out.append(timestamp_bytes(seconds, nanos))
-    return out
+    return (*decoded.event_time, [values[j] if j >= 0 else None for j in pick])
 
 
 @lru_cache(maxsize=4096)
