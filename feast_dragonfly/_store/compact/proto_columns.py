@@ -1,23 +1,27 @@
-"""Compact records from ``online_write_batch`` rows, a feature at a time.
+"""Compact records from ``online_write_batch`` rows, a batch of rows at a time.
 
 :func:`~feast_dragonfly._store.compact.codec.encode_row` pays a dict lookup, a ``WhichOneof``,
 a ``getattr`` and some list work per value inside one Python loop, and protobuf attribute
-access is the dear part. Taken a feature at a time across the batch, each value is serialized
-instead (one C call) and numpy reads the column's bytes at once: a scalar feature's values
-are all typed when every serialization starts with the tag of the feature's own field (and,
-for FLOAT / DOUBLE, has its width); then the fixed slots are the payload bytes (FLOAT, DOUBLE)
-or the decoded varints (INT32, INT64, BOOL, UNIX_TIMESTAMP), and a STRING / BYTES entry is the
-serialization without its tag byte. A column with nulls or fallback values, or of a type the
-record keeps as a protobuf (lists, maps, JSON, ...), goes value by value through
-``codec.classify`` (``columns.by_value``). The records are byte for byte what ``encode_row``
-writes (the tests hold the two to the same bytes for every type, null and fallback).
+access is the dear part. Here every value is serialized instead (one C call each, row after
+row: the order the values sit in memory), the serializations go into one Arrow array, and
+numpy reads them a type of feature at a time across the whole batch: a scalar feature's
+values are all typed when every serialization starts with the tag of the feature's own
+field (and, for FLOAT / DOUBLE, has its width); then the fixed slots are the payload bytes
+(FLOAT, DOUBLE) or the decoded varints (INT32, INT64, BOOL, UNIX_TIMESTAMP), and a STRING /
+BYTES entry is the serialization without its tag byte. A column with nulls or fallback
+values, or of a type the record keeps as a protobuf (lists, maps, JSON, ...), goes value by
+value through ``codec.classify`` (``columns.by_value``). The records are byte for byte what
+``encode_row`` writes (the tests hold the two to the same bytes for every type, null and
+fallback).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +35,7 @@ from feast_dragonfly._store.compact.columns import (
     by_value,
 )
 from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly.errors import DragonflyDataError
 
 #: What a row without a value for a feature stands for: Feast's null (nothing set).
 NULL = ValueProto()
@@ -46,6 +51,27 @@ _VARINTS = {
     ValueType.UNIX_TIMESTAMP: 0x40,
 }
 _PREFIXED = {ValueType.STRING: 0x12, ValueType.BYTES: 0x0A}
+#: Bytes past the serializations that gathers may touch (a null's start is the next one's).
+_PAD = np.zeros(16, dtype=np.uint8)
+
+
+class _Group(NamedTuple):
+    """Features of one packing sharing a wire tag: their positions among the batch's
+    features (row-major order) and their indices in the schema."""
+
+    kind: ValueType
+    tag: int
+    positions: np.ndarray
+    indices: tuple[int, ...]
+
+
+class _Serialized(NamedTuple):
+    """A batch's serialized values as an (rows × features) grid over one byte buffer."""
+
+    data: np.ndarray  # every serialization, back to back, then _PAD
+    starts: np.ndarray  # (n, width) int64
+    lengths: np.ndarray  # (n, width) int64
+    values: list[ValueProto]  # row-major, for the value-by-value path
 
 
 def encode_rows(
@@ -53,32 +79,37 @@ def encode_rows(
     rows: Sequence[Mapping[str, ValueProto]],
     seconds: np.ndarray,
     nanos: np.ndarray,
+    ignored: Collection[str] = (),
 ) -> pa.BinaryArray:
     """One record per row (a feature a row lacks is null) at event times ``seconds`` /
-    ``nanos`` (int64 arrays, nanos in 0..999 999 999). Values are serialized row by row — the
-    order they sit in memory, which is markedly faster than a feature at a time across the
-    rows — and each feature's column is then a strided slice of that list."""
+    ``nanos`` (int64 arrays, nanos in 0..999 999 999). Names in ``ignored`` are left out; any
+    other name outside the schema raises :class:`DragonflyDataError`."""
     n = len(seconds)
-    names, flat = _row_major(schema, rows)
-    width = len(names)
-    raws = list(map(_SERIALIZE, flat))
-    column_of = {name: j for j, name in enumerate(names)}
-    encoded: list[Encoded | None] = []
-    for i, name in enumerate(schema.names):
-        j = column_of.get(name)
-        if j is None:
-            encoded.append(None)  # no row names it: null throughout
-        else:
-            encoded.append(_column(schema, i, flat[j::width], raws[j::width], n))
+    names, flat = _row_major(schema, rows, ignored)
+    encoded: list[Encoded | None] = [None] * len(schema)  # None: no row names it, null
+    if names:
+        grid = _serialize(flat, n, len(names))
+        groups, others = _groups(schema, tuple(names))
+        strings: list[tuple[int, int]] = []  # (schema index, position) of typed STRING / BYTES
+        for group in groups:
+            _encode_group(schema, group, grid, encoded, strings)
+        for position, i in others:
+            encoded[i] = _by_value(schema, i, grid, position)
+        _add_entries(encoded, strings, grid)
     return assemble(schema, encoded, seconds, nanos)
 
 
 def _row_major(
-    schema: Schema, rows: Sequence[Mapping[str, ValueProto]]
+    schema: Schema, rows: Sequence[Mapping[str, ValueProto]], ignored: Collection[str] = ()
 ) -> tuple[list[str], list[ValueProto]]:
     """The schema's features some row names, and every row's values of them, row after row
     (:data:`NULL` where a row lacks one)."""
     present = set().union(*rows)
+    extra = present - schema.index.keys()
+    if extra and not extra <= set(ignored):
+        raise DragonflyDataError(
+            f"features not in the view's compact schema: {sorted(extra - set(ignored))}"
+        )
     names = [name for name in schema.names if name in present]
     if not names:
         return names, []
@@ -91,49 +122,131 @@ def _row_major(
         return names, [row.get(name, NULL) for row in rows for name in names]
 
 
-def _column(
-    schema: Schema, i: int, values: Sequence[ValueProto], raws: Sequence[bytes], n: int
-) -> Encoded | None:
-    """Feature ``i``'s column from its values and their serializations."""
-    kind = schema.types[i]
-    if kind not in _COPIED and kind not in _VARINTS and kind not in _PREFIXED:
-        return by_value(schema, i, values, n)  # lists, maps, JSON, ...: protobuf-packed anyway
-    lengths = np.fromiter(map(len, raws), np.int64, n)
-    if not lengths.any():
-        return None  # null throughout
-    data = np.frombuffer(b"".join(raws), np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    typed = np.ones(n, dtype=np.uint8)
-    if kind in _COPIED:
-        tag, width = _COPIED[kind]
-        if (lengths != width + 1).any() or (data[starts] != tag).any():
-            return by_value(schema, i, values, n)
-        slots = data.reshape(n, width + 1)[:, 1:].copy().view(SLOT_DTYPES[kind]).reshape(n)
-        return typed, slots, ()
-    tag = _VARINTS[kind] if kind in _VARINTS else _PREFIXED[kind]
-    if (lengths < 2).any() or (data[starts] != tag).any():
-        return by_value(schema, i, values, n)
-    if kind in _VARINTS:
-        return typed, _varints(data, starts + 1, lengths - 1).astype(SLOT_DTYPES[kind]), ()
-    # STRING / BYTES: the serialized value is its tag, then exactly the entry the record holds.
-    keep = np.ones(len(data), dtype=bool)
-    keep[starts] = False
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths - 1, out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        return by_value(schema, i, values, n)
-    entries = pa.Array.from_buffers(
-        pa.binary(),
-        n,
-        [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data[keep].tobytes())],
+def _serialize(flat: list[ValueProto], n: int, width: int) -> _Serialized:
+    raws = pa.array(list(map(_SERIALIZE, flat)), pa.large_binary())
+    offsets = np.frombuffer(raws.buffers()[1], dtype=np.int64, count=len(flat) + 1)
+    buffer = raws.buffers()[2]
+    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else _PAD[:0]
+    data = np.concatenate([data[: offsets[-1]], _PAD])
+    return _Serialized(
+        data, offsets[:-1].reshape(n, width), np.diff(offsets).reshape(n, width), flat
     )
-    return typed, None, (entries,)
+
+
+@lru_cache(maxsize=256)
+def _groups(
+    schema: Schema, names: tuple[str, ...]
+) -> tuple[tuple[_Group, ...], tuple[tuple[int, int], ...]]:
+    """The batch's features by packing (scalar groups), and (position, schema index) of
+    those of a type kept as a protobuf."""
+    by_kind: dict[ValueType, list[tuple[int, int]]] = {}
+    others: list[tuple[int, int]] = []
+    for position, name in enumerate(names):
+        i = schema.index[name]
+        kind = schema.types[i]
+        if kind in _COPIED or kind in _VARINTS or kind in _PREFIXED:
+            by_kind.setdefault(kind, []).append((position, i))
+        else:
+            others.append((position, i))
+    groups = []
+    for kind, members in by_kind.items():
+        tag = _COPIED[kind][0] if kind in _COPIED else {**_VARINTS, **_PREFIXED}[kind]
+        positions = np.array([position for position, _ in members], dtype=np.int64)
+        groups.append(_Group(kind, tag, positions, tuple(i for _, i in members)))
+    return tuple(groups), tuple(others)
+
+
+def _encode_group(
+    schema: Schema,
+    group: _Group,
+    grid: _Serialized,
+    encoded: list[Encoded | None],
+    strings: list[tuple[int, int]],
+) -> None:
+    """Fill ``encoded`` for one group's features: packed where every value is typed, null
+    where none is set, value by value otherwise. Typed STRING / BYTES features go to
+    ``strings`` (their entries are cut from the grid afterwards)."""
+    kind, tag, positions = group.kind, group.tag, group.positions
+    lengths = grid.lengths[:, positions]
+    starts = grid.starts[:, positions]
+    first = grid.data[starts]
+    if kind in _COPIED:
+        typed = (lengths == _COPIED[kind][1] + 1) & (first == tag)
+    else:
+        typed = (lengths >= 2) & (first == tag)
+    all_typed = typed.all(axis=0)
+    unset = ~lengths.any(axis=0)
+    n = len(lengths)
+    states = np.ones(n, dtype=np.uint8)
+    good = np.flatnonzero(all_typed)
+    if kind in _COPIED and len(good):
+        width = _COPIED[kind][1]
+        spots = starts[:, good][:, :, None] + np.arange(1, width + 1)
+        slots = np.ascontiguousarray(grid.data[spots]).view(SLOT_DTYPES[kind])[:, :, 0]
+    elif kind in _VARINTS and len(good):
+        numbers = _varints(grid.data, starts[:, good].ravel() + 1, lengths[:, good].ravel() - 1)
+        slots = numbers.astype(SLOT_DTYPES[kind]).reshape(n, len(good))
+    for column, k in enumerate(good):
+        i = group.indices[k]
+        if kind in _PREFIXED:
+            encoded[i] = (states, None, ())
+            strings.append((i, int(positions[k])))
+        else:
+            encoded[i] = (states, slots[:, column], ())
+    for k in np.flatnonzero(~all_typed & ~unset):
+        i = group.indices[k]
+        encoded[i] = _by_value(schema, i, grid, int(positions[k]))
+
+
+def _by_value(schema: Schema, i: int, grid: _Serialized, position: int) -> Encoded:
+    width = grid.lengths.shape[1]
+    return by_value(schema, i, grid.values[position::width], len(grid.lengths))
+
+
+def _add_entries(
+    encoded: list[Encoded | None], strings: list[tuple[int, int]], grid: _Serialized
+) -> None:
+    """The variable-region entries of the typed STRING / BYTES features: each value's
+    serialization without its tag byte. When no other feature has entries, a record's are
+    contiguous in the row-major grid, so all go out as one array on the first of them."""
+    if not strings:
+        return
+    others = any(column is not None and column[2] for column in encoded)
+    if not others:
+        positions = np.array(sorted(position for _, position in strings), dtype=np.int64)
+        first = min(i for i, _ in strings)
+        states, slot, _ = encoded[first]  # type: ignore[misc]
+        encoded[first] = (states, slot, (_entries(grid, positions),))
+        return
+    for i, position in strings:
+        states, slot, _ = encoded[i]  # type: ignore[misc]
+        encoded[i] = (states, slot, (_entries(grid, np.array([position], dtype=np.int64)),))
+
+
+def _entries(grid: _Serialized, positions: np.ndarray) -> pa.BinaryArray:
+    """Per row, the serializations at ``positions`` without their tag bytes, joined."""
+    starts = grid.starts[:, positions].ravel() + 1
+    sizes = grid.lengths[:, positions].ravel() - 1
+    ends = np.cumsum(sizes)
+    if len(ends) and ends[-1] >= 2**31:
+        raise DragonflyDataError("compact records over 2 GiB in one batch: write smaller batches")
+    spots = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
+    per_row = sizes.reshape(len(grid.lengths), len(positions)).sum(axis=1)
+    offsets = np.zeros(len(per_row) + 1, dtype=np.int32)
+    np.cumsum(per_row, out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.binary(),
+        len(per_row),
+        [None, pa.py_buffer(offsets), pa.py_buffer(grid.data[spots].tobytes())],
+    )
 
 
 def _varints(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """The protobuf varints of ``sizes`` bytes at ``starts`` in ``data``, as int64 (two's
     complement: what ``int64_val`` / ``int32_val`` hold)."""
     out = np.zeros(len(starts), dtype=np.uint64)
+    if not len(starts):
+        return out.view(np.int64)
     for k in range(int(sizes.max())):
         more = sizes > k
         group = (data[starts[more] + k] & 0x7F).astype(np.uint64)

@@ -27,7 +27,6 @@ from feast_dragonfly._store.compact.codec import event_time_parts
 from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.layout import Row
-from feast_dragonfly.errors import DragonflyDataError
 
 #: Script calls carry two arguments per row; stay far below the server's argument limit.
 MAX_ROWS_PER_CALL = _write.MAX_ARGS_PER_CALL // 2
@@ -60,7 +59,7 @@ def plan_calls(
     shards: ShardMap | None = None,
 ) -> Iterator[ScriptCall]:
     """Rows (``online_write_batch``) as compact records in script calls, lazily: per entity
-    only the row Feast's store would keep (see ``write.newest_rows``), encoded a feature at a
+    only the row Feast's store would keep (see ``write.newest_rows``), encoded a batch at a
     time (``proto_columns``); every input row counts once towards progress. Values named after
     ``join_keys`` are left out (Feast's push and ``write_to_online_store`` pass them along;
     the key holds them); any other name outside the schema is an error."""
@@ -73,19 +72,14 @@ def plan_calls(
     duplicates = len(hash_keys) - len(chosen)
     suffix = _keys.record_suffix(view_name)
     chosen = _write.by_shard(chosen, hash_keys, shards, suffix)  # see ``_protocol.shards``
-    allowed = schema.index.keys() | set(join_keys)
     for start in range(0, len(chosen), ROWS_PER_BATCH):
         batch = chosen[start : start + ROWS_PER_BATCH]
         values = [rows[index][1] for index in batch]
-        for row in values:
-            if not row.keys() <= allowed:
-                extra = sorted(set(row) - allowed)
-                raise DragonflyDataError(f"features not in the view's compact schema: {extra}")
         seconds = np.fromiter((times[index][1] for index in batch), np.int64, len(batch))
         nanos = np.fromiter((times[index][2] for index in batch), np.int64, len(batch))
         yield from plan_columnar_calls(
             pa.array([hash_keys[index] for index in batch], pa.binary()),
-            encode_rows(schema, values, seconds, nanos),
+            encode_rows(schema, values, seconds, nanos, join_keys),
             views.expire_at_ms_array(seconds, nanos, view_ttl=view_ttl, key_ttl=key_ttl, now=now),
             view_name=view_name,
             rows_per_call=rows_per_call,
