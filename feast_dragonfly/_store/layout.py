@@ -10,6 +10,7 @@ parsing of hash keys, which need no Feast type, live in :mod:`feast_dragonfly._p
 
 from __future__ import annotations
 
+import calendar
 import struct
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -22,12 +23,15 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from feast_dragonfly._store.compact.schema import varint
+
 #: One row as Feast's ``online_write_batch`` hands it over: entity key, feature values, event
 #: time, created time.
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 _UINT32_LE = struct.Struct("<I")
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
 def storage_view_name(table: Any, config: Any) -> str:
@@ -124,15 +128,30 @@ def as_utc(moment: datetime) -> datetime:
     return moment
 
 
-def encode_event_time(moment: datetime) -> tuple[bytes, int, int]:
-    """Serialized ``Timestamp`` plus its (seconds, nanos), for the server-side comparison.
+def event_time_parts(moment: datetime) -> tuple[int, int]:
+    """(seconds, nanos) exactly as protobuf's ``Timestamp.FromDatetime`` makes them (naive =
+    UTC; microseconds), by datetime arithmetic: a fifth of the cost of its
+    ``calendar.timegm(utctimetuple())``, and it runs once per row written."""
+    try:
+        delta = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH)
+    except TypeError:  # a tzinfo that gives no offset: naive, as utctimetuple() has it
+        return calendar.timegm(moment.utctimetuple()), moment.microsecond * 1000
+    return delta.days * 86400 + delta.seconds, moment.microsecond * 1000
 
-    Built with protobuf's own ``FromDatetime`` so the bytes match Feast's exactly (it keeps
-    microseconds: that is the precision Feast stores).
-    """
-    stamp = Timestamp()
-    stamp.FromDatetime(as_utc(moment))
-    return stamp.SerializeToString(), stamp.seconds, stamp.nanos
+
+def timestamp_bytes(seconds: int, nanos: int) -> bytes:
+    """The serialized ``google.protobuf.Timestamp`` (Feast's ``_ts`` field) of this time."""
+    return (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(nanos) if nanos else b""
+    )
+
+
+def encode_event_time(moment: datetime) -> tuple[bytes, int, int]:
+    """Serialized ``Timestamp`` plus its (seconds, nanos), for the server-side comparison:
+    the bytes of protobuf's ``FromDatetime`` and ``SerializeToString``, which Feast stores
+    (microsecond precision; the tests hold the two to the same bytes)."""
+    seconds, nanos = event_time_parts(moment)
+    return timestamp_bytes(seconds, nanos), seconds, nanos
 
 
 def decode_event_time(raw: bytes | None) -> datetime:

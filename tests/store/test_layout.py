@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from types import SimpleNamespace
 
 import pytest
@@ -83,8 +83,21 @@ def test_other_key_versions_still_use_feasts_encoding():
 # --------------------------------------------------------------------------- event times
 
 MOMENTS = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.one_of(
+        st.none(),  # naive: UTC for Feast
+        st.just(timezone.utc),
+        st.integers(-23 * 60, 23 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+    ),
 )
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that gives no offset: Python treats such datetimes as naive."""
+
+    def utcoffset(self, moment):
+        return None
 
 
 def _feasts_stored_timestamp(moment: datetime) -> bytes:
@@ -100,7 +113,9 @@ def test_event_times_encode_to_feasts_bytes_and_decode_as_feasts_reader(moment):
     raw, seconds, nanos = layout.encode_event_time(moment)
     assert raw == _feasts_stored_timestamp(moment)
     assert seconds * 1_000_000_000 + nanos == (
-        (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
+        (layout.as_utc(moment) - datetime(1970, 1, 1, tzinfo=timezone.utc))
+        // timedelta(microseconds=1)
+        * 1000
     )
     feasts_time, _ = RedisOnlineStore()._get_features_for_entity([b"", raw], "fv", ["f", "_ts:fv"])
     assert layout.decode_event_time(raw) == feasts_time
@@ -114,6 +129,17 @@ def test_naive_datetimes_are_utc():
     assert layout.as_utc(other_zone) is other_zone  # aware ones are kept as they are
     assert layout.encode_event_time(naive) == layout.encode_event_time(aware)
     assert layout.encode_event_time(other_zone) == layout.encode_event_time(aware)
+
+
+def test_a_zone_without_offset_is_utc_as_in_protobuf():
+    moment = datetime(2024, 5, 1, 12, 30, 0, 123_456, tzinfo=_NoOffset())
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    assert layout.encode_event_time(moment) == (
+        stamp.SerializeToString(),
+        stamp.seconds,
+        stamp.nanos,
+    )
 
 
 def test_an_absent_timestamp_reads_as_the_epoch():

@@ -36,7 +36,6 @@ reserved state or a malformed length raises :class:`~feast_dragonfly.errors.Drag
 
 from __future__ import annotations
 
-import calendar
 import struct
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -55,6 +54,10 @@ from feast_dragonfly._store.compact.schema import (
     Schema,
     varint,
 )
+
+# Re-exported: the admin tools' conversion reaches the Feast layout's event time through the codec.
+from feast_dragonfly._store.layout import event_time_parts as event_time_parts
+from feast_dragonfly._store.layout import timestamp_bytes as timestamp_bytes
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Bytes 1..12 (0-based) as Lua's 1-based inclusive ``string.sub`` positions.
@@ -81,22 +84,10 @@ class Decoded(NamedTuple):
 # --------------------------------------------------------------------------- event time
 
 
-def event_time_parts(moment: datetime) -> tuple[int, int]:
-    """(seconds, nanos) exactly as ``Timestamp.FromDatetime`` (naive = UTC; microseconds)."""
-    return calendar.timegm(moment.utctimetuple()), moment.microsecond * 1000
-
-
 def event_time_bytes(seconds: int, nanos: int) -> bytes:
     """Bytes 1..12 of a record with this event time (what the Lua scripts compare)."""
     _check_time(seconds, nanos)
     return _TIME.pack(seconds + _BIAS, nanos)
-
-
-def timestamp_bytes(seconds: int, nanos: int) -> bytes:
-    """The serialized ``google.protobuf.Timestamp`` (Feast's ``_ts`` field) of this time."""
-    return (b"\x08" + varint(seconds) if seconds else b"") + (
-        b"\x10" + varint(nanos) if nanos else b""
-    )
 
 
 def _check_time(seconds: int, nanos: int) -> None:

@@ -31,10 +31,10 @@ from feast_dragonfly._store.compact.codec import (
     decode_by_name,
     picked_reader,
     read_header,
-    timestamp_bytes,
 )
 from feast_dragonfly._store.compact.directory import Directory
 from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly._store.layout import timestamp_bytes
 from feast_dragonfly._store.read import FieldSet, ReadPlan
 from feast_dragonfly._store.settings import StoreSettings
 from feast_dragonfly.errors import DragonflyDataError

@@ -23,10 +23,9 @@ from feast_dragonfly._protocol.script import COMPACT_WRITE, ScriptCall
 from feast_dragonfly._protocol.shards import ShardMap
 from feast_dragonfly._store import write as _write
 from feast_dragonfly._store.compact import views
-from feast_dragonfly._store.compact.codec import event_time_parts
 from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
-from feast_dragonfly._store.layout import Row
+from feast_dragonfly._store.layout import Row, event_time_parts
 
 #: Script calls carry two arguments per row; stay far below the server's argument limit.
 MAX_ROWS_PER_CALL = _write.MAX_ARGS_PER_CALL // 2

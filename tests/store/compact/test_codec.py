@@ -27,11 +27,10 @@ from feast_dragonfly._store.compact.codec import (
     decode_by_name,
     encode_row,
     event_time_bytes,
-    event_time_parts,
     read_header,
-    timestamp_bytes,
 )
 from feast_dragonfly._store.compact.schema import Schema, value_field
+from feast_dragonfly._store.layout import event_time_parts, timestamp_bytes
 from feast_dragonfly.errors import DragonflyDataError
 
 UTC = timezone.utc

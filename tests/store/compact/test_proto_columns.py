@@ -19,9 +19,10 @@ from feast.value_type import ValueType
 from test_codec import SUPPORTED, samples
 
 from feast_dragonfly._store.compact import columns, proto_columns
-from feast_dragonfly._store.compact.codec import decode, encode_row, event_time_parts
+from feast_dragonfly._store.compact.codec import decode, encode_row
 from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly._store.layout import event_time_parts
 
 T0 = datetime(2026, 12, 1, 8, 0, 1, 250000, tzinfo=timezone.utc)
 
