@@ -63,15 +63,24 @@ def prepare(
     return None if plan is None else direct_read.prepare(plan, entities)
 
 
-def respond(prepared: direct_read.Prepared, replies: list, started: float) -> OnlineResponse:
-    """Feast's response for ``prepared`` from its HMGET replies; ``started``: when the read
-    began (``time.monotonic()``), for Feast's read-latency metric."""
-    response = response_builder.direct_response(prepared, replies)
+def framing(compact: bool) -> bool:
+    """Whether replies for :func:`respond` may come framed (``compact.read.hash_replies``):
+    with compact records, unless ``feast serve``'s JSON is also built from them."""
+    return compact and not feast_serve_hook.installed()
+
+
+def respond(
+    prepared: direct_read.Prepared, replies: list, started: float, framed: bool = False
+) -> OnlineResponse:
+    """Feast's response for ``prepared`` from its HMGET replies (``framed``: see
+    :func:`framing`); ``started``: when the read began (``time.monotonic()``), for Feast's
+    read-latency metric."""
+    response = response_builder.direct_response(prepared, replies, framed)
     if (  # as Feast's read path records it
         feast_hooks.present(feast_hooks.READ_METRICS) and feast_metrics._config.online_features
     ):
         feast_metrics.track_online_store_read(time.monotonic() - started)
-    if feast_serve_hook.installed():  # feast serve: its JSON from the replies, not the proto
+    if not framed and feast_serve_hook.installed():  # feast serve: JSON from the replies
         feast_serve_hook.remember(response, lambda: direct_json.document(prepared, replies))
     types = feature_types.build(prepared.plan.grouped_refs)
     return FastOnlineResponse(response, feature_types=types)

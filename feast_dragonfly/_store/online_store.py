@@ -220,22 +220,23 @@ class DragonflyOnlineStore(RedisOnlineStore):
 
     # ------------------------------------------------------------------ reads
 
-    def _fetch(self, config: Any, plan: _read.ReadPlan) -> list:
-        """HMGET replies for ``plan`` (with ``layout: compact``, made from its records)."""
+    def _fetch(self, config: Any, plan: _read.ReadPlan, framed: bool = False) -> list:
+        """HMGET replies for ``plan`` (with ``layout: compact``, made from its records, and
+        ``framed`` if asked: see ``compact.read.hash_replies``)."""
         settings = self._settings(config)
         backend = self._backend_for(settings)
         if settings.compact:
-            return _compact_read.fetch(backend, plan, settings, config.project)
+            return _compact_read.fetch(backend, plan, settings, config.project, framed)
         replies = backend.fetch(plan, settings.read_chunk_size, settings.read_concurrency)
         if settings.enforce_view_ttl:
             _read.drop_expired(plan, replies, _views.now_ms())
         return replies
 
-    async def _fetch_async(self, config: Any, plan: _read.ReadPlan) -> list:
+    async def _fetch_async(self, config: Any, plan: _read.ReadPlan, framed: bool = False) -> list:
         settings = self._settings(config)
         backend = self._backend_for(settings)
         if settings.compact:
-            return await _compact_read.fetch_async(backend, plan, settings, config.project)
+            return await _compact_read.fetch_async(backend, plan, settings, config.project, framed)
         replies = await backend.fetch_async(plan, settings.read_chunk_size)
         if settings.enforce_view_ttl:
             _read.drop_expired(plan, replies, _views.now_ms())
@@ -333,13 +334,15 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
+        framed = self._settings(config).compact
         response_builder.fill_response(
             online_features_response,
             plan,
-            self._fetch(config, plan),
+            self._fetch(config, plan, framed),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
+            framed,
         )
 
     async def _read_batched_async(
@@ -355,13 +358,15 @@ class DragonflyOnlineStore(RedisOnlineStore):
         plan, placements = self._plan_feature_views(
             config, grouped_refs, join_key_values, entity_name_to_join_key_map
         )
+        framed = self._settings(config).compact
         response_builder.fill_response(
             online_features_response,
             plan,
-            await self._fetch_async(config, plan),
+            await self._fetch_async(config, plan, framed),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
+            framed,
         )
 
     @staticmethod
@@ -389,8 +394,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         prepared = self._direct_request(**request)
         if prepared is not None:
             started = time.monotonic()
-            replies = self._fetch(config, prepared.read_plan)
-            return direct_path.respond(prepared, replies, started)
+            framed = direct_path.framing(self._settings(config).compact)
+            replies = self._fetch(config, prepared.read_plan, framed)
+            return direct_path.respond(prepared, replies, started, framed)
         return FastOnlineResponse.wrap(super().get_online_features(**request))
 
     async def get_online_features_async(
@@ -407,8 +413,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         prepared = self._direct_request(**request)
         if prepared is not None:
             started = time.monotonic()
-            replies = await self._fetch_async(config, prepared.read_plan)
-            return direct_path.respond(prepared, replies, started)
+            framed = direct_path.framing(self._settings(config).compact)
+            replies = await self._fetch_async(config, prepared.read_plan, framed)
+            return direct_path.respond(prepared, replies, started, framed)
         return FastOnlineResponse.wrap(await super().get_online_features_async(**request))
 
     #: The direct path's planner; a store attribute so callers can ask whether a request

@@ -20,7 +20,7 @@ from feast.value_type import ValueType
 from feast_dragonfly._store import layout
 from feast_dragonfly._store.direct_read import Prepared
 from feast_dragonfly._store.read import ReadPlan
-from feast_dragonfly._store.value_columns import value_entries, varint
+from feast_dragonfly._store.value_columns import UNSET, value_entries, varint
 
 _PRESENT = FieldStatus.PRESENT
 _NOT_FOUND = FieldStatus.NOT_FOUND
@@ -75,8 +75,10 @@ def fill_response(
     placements: Sequence[tuple[Any, Sequence[Sequence[int]], int]],
     full_feature_names: bool,
     include_version_metadata: bool,
+    framed: bool = False,
 ) -> None:
-    """Append one FeatureVector per requested feature, view by view, as Feast does."""
+    """Append one FeatureVector per requested feature, view by view, as Feast does
+    (``framed``: the replies' values are entries already, see ``compact.read.hash_replies``)."""
     timestamps: dict[bytes | None, bytes] = {}
     blobs: list[bytes] = []
     for view, (table, indexes, output_len) in zip(plan.views, placements):
@@ -91,7 +93,7 @@ def fill_response(
             fields = replies[command][offset : offset + width + 1]
             for position in destinations:
                 rows[position] = fields
-        _append_view(blobs, table.name, width, rows, timestamps)
+        _append_view(blobs, table.name, width, rows, timestamps, framed)
     if blobs:
         response.MergeFromString(b"".join(blobs))
 
@@ -102,13 +104,15 @@ def _append_view(
     width: int,
     rows: Sequence[Sequence[bytes | None] | None],
     timestamps: dict[bytes | None, bytes],
+    framed: bool = False,
 ) -> None:
     """The serialized FeatureVectors of one view's features: ``rows`` holds, per output row,
-    the stored feature values followed by the ``_ts`` field (None: the entity was not read)."""
+    the stored feature values (``framed``: their entries) followed by the ``_ts`` field
+    (None: the entity was not read)."""
     statuses = bytearray()
     ts_entries = []
     values: list[Sequence[bytes | None]] = []
-    missing: list[bytes | None] = [None] * (width + 1)
+    missing: list[bytes | None] = [UNSET if framed else None] * width + [None]
     found = 0
     for row in rows:
         if row is None:
@@ -128,8 +132,9 @@ def _append_view(
         else b""
     )
     columns = list(zip(*values))[:width] if output_len else [()] * width
+    entries = b"".join if framed else value_entries
     for column in columns:
-        vector = value_entries(column) + tail
+        vector = entries(column) + tail  # type: ignore[arg-type]
         blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
 
 
@@ -137,10 +142,13 @@ def _append_view(
 _ENTITY_VALUE_FIELD = {ValueType.INT64: "int64_val", ValueType.INT32: "int32_val"}
 
 
-def direct_response(prepared: Prepared, replies: Sequence[Any]) -> GetOnlineFeaturesResponse:
+def direct_response(
+    prepared: Prepared, replies: Sequence[Any], framed: bool = False
+) -> GetOnlineFeaturesResponse:
     """Feast's response message for a request ``_direct_read`` planned: the join-key columns
     (as Feast's ``_populate_result_rows_from_columnar`` writes them), then every view's
-    features from the stored bytes, with the same metadata."""
+    features from the stored bytes (``framed``: see :func:`fill_response`), with the same
+    metadata."""
     plan = prepared.plan
     rows = prepared.rows
     names: list[str] = []
@@ -156,7 +164,7 @@ def direct_response(prepared: Prepared, replies: Sequence[Any]) -> GetOnlineFeat
     timestamps: dict[bytes | None, bytes] = {}
     for view, view_rows in zip(plan.views, prepared.view_rows(replies)):
         names.extend(view.output_names)
-        _append_view(blobs, view.metrics_name, view.fieldset.width, view_rows, timestamps)
+        _append_view(blobs, view.metrics_name, view.fieldset.width, view_rows, timestamps, framed)
     response = GetOnlineFeaturesResponse()
     response.metadata.feature_names.val.extend(names)
     response.MergeFromString(b"".join(blobs))

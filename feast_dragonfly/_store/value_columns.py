@@ -98,19 +98,28 @@ def varint(value: int) -> bytes:
 
 
 # ``FeatureVector.values`` and ``RepeatedValue.val`` are both field 1: one framing for both.
-_VALUE_HEADS = [b"\x0a" + varint(n) for n in range(128)]
-_UNSET = b"\x0a\x00"
+VALUE_FIELD = b"\x0a"
+_VALUE_HEADS = [VALUE_FIELD + varint(n) for n in range(128)]
+#: The entry of an unset Value (a stored null, or nothing stored).
+UNSET = VALUE_FIELD + b"\x00"
+
+
+def frame(raw: bytes | None) -> bytes:
+    """One stored value as the field-1 ``Value`` entry of a ``FeatureVector`` or a
+    ``RepeatedValue`` (``None`` / empty: an unset Value)."""
+    if not raw:
+        return UNSET
+    return _VALUE_HEADS[len(raw)] + raw if len(raw) < 128 else VALUE_FIELD + varint(len(raw)) + raw
 
 
 def value_entries(raws: Sequence[bytes | None]) -> bytes:
-    """Stored values framed as the field-1 ``Value`` entries of a ``FeatureVector`` or a
-    ``RepeatedValue`` (``None`` / empty: an unset Value)."""
+    """:func:`frame` of each stored value, joined (inline: it runs once per value read)."""
     heads = _VALUE_HEADS
     return b"".join(
         [
-            _UNSET
+            UNSET
             if not raw
-            else (heads[len(raw)] + raw if len(raw) < 128 else b"\x0a" + varint(len(raw)) + raw)
+            else (heads[len(raw)] + raw if len(raw) < 128 else VALUE_FIELD + varint(len(raw)) + raw)
             for raw in raws
         ]
     )

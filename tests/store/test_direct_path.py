@@ -10,6 +10,8 @@
   document of the replies for ``feast_serve_hook``.
 * The store's ``get_online_features`` takes this path for plain requests and Feast's for the
   rest, with equal answers either way.
+* Replies come framed (``framing``) with compact records, except inside ``feast serve``,
+  whose JSON is built from the same replies.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from feast_dragonfly._store import (
     response_builder,
 )
 from feast_dragonfly._store.online_response import FastOnlineResponse
+
+
+def test_replies_are_framed_for_compact_records_outside_feast_serve(monkeypatch):
+    assert direct_path.framing(compact=True)
+    assert not direct_path.framing(compact=False)
+    monkeypatch.setattr(feast_serve_hook, "_original", convert_response_to_dict)
+    assert not direct_path.framing(compact=True)
 
 
 def test_request_args_pass_on_exactly_the_requests_parameters():

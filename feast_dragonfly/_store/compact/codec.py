@@ -255,21 +255,22 @@ def _decode(schema: Schema, record: bytes, header: tuple[int, int, int]) -> Deco
 
 #: Reads one record (see :func:`picked_reader`).
 PickedReader = Callable[[bytes], "tuple[int, int, tuple[bytes, ...]] | None"]
-_READERS: dict[tuple[Schema, tuple[int, ...]], PickedReader] = {}
+_READERS: dict[tuple[Schema, tuple[int, ...], bool], PickedReader] = {}
 
 
-def picked_reader(schema: Schema, pick: tuple[int, ...]) -> PickedReader:
+def picked_reader(schema: Schema, pick: tuple[int, ...], framed: bool = False) -> PickedReader:
     """A function giving (seconds, nanos, the serialized ValueProtos of the features at
     ``pick``) of a record written under ``schema`` whose every feature is typed — the read
     path's common case, decoded no further than the features asked for
     (``fast_decode.picked``) — and None for any other record (another schema or version, a
     null or fallback value, a short or odd header): :func:`decode_by_name` reads those, and
-    reports what is wrong with them. Built once per schema and pick."""
-    reader = _READERS.get((schema, pick))
+    reports what is wrong with them. ``framed``: each value as its ``FeatureVector`` entry
+    (``value_columns.frame``). Built once per schema, pick and framing."""
+    reader = _READERS.get((schema, pick, framed))
     if reader is not None:
         return reader
     typed = all_typed(schema)[0]
-    decoder = picked(schema, pick)
+    decoder = picked(schema, pick, framed)
     id_bytes, fixed_offset, var_offset = schema.id_bytes, schema.fixed_offset, schema.var_offset
     unpack_time = _TIME.unpack_from
 
@@ -291,7 +292,7 @@ def picked_reader(schema: Schema, pick: tuple[int, ...]) -> PickedReader:
 
     if len(_READERS) >= 1024:
         _READERS.clear()
-    _READERS[(schema, pick)] = read
+    _READERS[(schema, pick, framed)] = read
     return read
 
 

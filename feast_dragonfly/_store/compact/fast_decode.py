@@ -9,6 +9,10 @@ schema unpacks the integer slots in one call, slices the raw slots, walks the va
 in order and checks the record ends where it should: the same bytes as the loop (the tests
 hold the two equal), and the same errors for a record that does not fit.
 
+Framed (``framed=True``), each value comes out as the ``Value`` entry of a ``FeatureVector``
+(``0x0A``, its length, the serialized ValueProto: ``value_columns.frame``) built in the same
+step, so the response builder joins a feature's column instead of framing it value by value.
+
 A read usually asks for some of a view's features (50 of a 250-feature view, say):
 :func:`picked` writes the decoder of just those, in the order asked. It unpacks the integer
 slots as the full decoder does, slices only the raw slots asked for, and steps over the
@@ -31,6 +35,7 @@ from feast_dragonfly._store.compact.schema import (
     Schema,
     varint,
 )
+from feast_dragonfly._store.value_columns import VALUE_FIELD, frame
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Decodes a record (and its length) into the features' serialized ValueProtos; raises
@@ -38,7 +43,7 @@ from feast_dragonfly.errors import DragonflyDataError
 FastDecoder = Callable[[bytes, int], tuple[bytes, ...]]
 
 _DECODERS: dict[Schema, tuple[bytes, FastDecoder]] = {}
-_PICKED: dict[tuple[Schema, tuple[int, ...]], FastDecoder] = {}
+_PICKED: dict[tuple[Schema, tuple[int, ...], bool], FastDecoder] = {}
 _MAX_LENGTH_BYTES = 5  # varint lengths up to 2**35: more than any Redis string holds
 
 
@@ -53,18 +58,18 @@ def all_typed(schema: Schema) -> tuple[bytes, FastDecoder]:
     return entry
 
 
-def picked(schema: Schema, pick: tuple[int, ...]) -> FastDecoder:
+def picked(schema: Schema, pick: tuple[int, ...], framed: bool = False) -> FastDecoder:
     """The decoder of an all-typed record that returns only the features at ``pick``
-    (positions in the schema, each at least 0; repeats allowed), in that order (built once per
-    schema and pick)."""
-    if pick == tuple(range(len(schema))):
+    (positions in the schema, each at least 0; repeats allowed), in that order, ``framed`` or
+    not (built once per schema, pick and framing)."""
+    if not framed and pick == tuple(range(len(schema))):
         return all_typed(schema)[1]
-    key = (schema, pick)
+    key = (schema, pick, framed)
     decoder = _PICKED.get(key)
     if decoder is None:
         if len(_PICKED) >= 1024:
             _PICKED.clear()
-        decoder = _PICKED[key] = _compile(schema, pick)
+        decoder = _PICKED[key] = _compile(schema, pick, framed)
     return decoder
 
 
@@ -75,15 +80,19 @@ def _bitmap(schema: Schema) -> bytes:
     return bytes(states)
 
 
-def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder:
+def _compile(
+    schema: Schema, pick: tuple[int, ...] | None = None, framed: bool = False
+) -> FastDecoder:
     """The straight-line decoder of ``schema``'s all-typed records: every feature and a check
-    of the record's end, or (``pick``) only the features asked for."""
+    of the record's end, or (``pick``) only the features asked for; ``framed``: each as its
+    ``FeatureVector`` entry."""
     wanted = set(range(len(schema))) if pick is None else set(pick)
     constants: dict[str, Any] = {
         "varint": varint,
         "long_length": long_length,
         "error": error,
         "step": _step,
+        "frame": frame,
     }
     lines = ["def decode(record, size):"]
     if any(schema.steps[k][0] in (VARINT, BOOL) for k in wanted):
@@ -96,13 +105,14 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
         out = f"v{k}"
         constants[f"tag{k}"] = tag
         if kind == VARINT:
-            constants[f"small{k}"] = b
+            constants[f"small{k}"] = framed_table(b) if framed else b
+            big = f"frame(tag{k} + varint(n))" if framed else f"tag{k} + varint(n)"
             lines += [
                 f"    n = ints[{a}]",
-                f"    {out} = small{k}[n] if 0 <= n < {SMALL_VARINTS} else tag{k} + varint(n)",
+                f"    {out} = small{k}[n] if 0 <= n < {SMALL_VARINTS} else {big}",
             ]
         elif kind == BOOL:
-            constants[f"small{k}"] = b
+            constants[f"small{k}"] = framed_table(b) if framed else b
             lines += [
                 f"    n = ints[{a}]",
                 "    if n > 1:",
@@ -110,7 +120,8 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
                 f"    {out} = small{k}[n]",
             ]
         elif kind == RAW:
-            lines.append(f"    {out} = tag{k} + record[{a}:{b}]")
+            constants[f"head{k}"] = frame(tag + bytes(b - a))[: -(b - a)] if framed else tag
+            lines.append(f"    {out} = head{k} + record[{a}:{b}]")
         else:  # LENGTH (tag + the length-prefixed bytes) or PROTO (the bytes: a ValueProto)
             assert kind in (LENGTH, PROTO)
             if k not in wanted:  # stepped over, not transcoded (overruns: the end check)
@@ -129,14 +140,23 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
                 "    if end > size:",
                 "        raise IndexError",
             ]
-            if kind == LENGTH:
+            if kind == LENGTH and framed:  # 0x0A, length, tag, the length-prefixed bytes
+                constants[f"heads{k}"] = length_heads(tag)
+                lines += [
+                    "    m = end - pos",
+                    f"    {out} = (heads{k}[m] if m < {SMALL_VARINTS} "
+                    f"else frame(tag{k} + bytes(m))[: -m]) + record[pos:end]",
+                ]
+            elif kind == LENGTH:
                 lines.append(f"    {out} = tag{k} + record[pos:end]")
             else:
                 lines += [
                     "    if not n:",
                     "        raise error('an empty ValueProto stored as a value')",
-                    f"    {out} = record[start:end]",
+                    # framed: 0x0A then the stored length and bytes, already a Value entry
+                    f"    {out} = {'VALUE_FIELD + record[pos:end]' if framed else 'record[start:end]'}",
                 ]
+                constants["VALUE_FIELD"] = VALUE_FIELD
             lines.append("    pos = end")
     lines += [
         "    if pos != size:",
@@ -151,6 +171,32 @@ def _compile(schema: Schema, pick: tuple[int, ...] | None = None) -> FastDecoder
     exec("\n".join(lines), constants)  # noqa: S102 - our own code, built from the schema alone
     decoder: FastDecoder = constants["decode"]
     return decoder
+
+
+_FRAMED: dict[tuple[bytes, int], tuple[bytes, ...]] = {}
+_LENGTH_HEADS: dict[bytes, tuple[bytes, ...]] = {}
+
+
+def framed_table(table: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """A table of serialized values (``schema.small_varints``, a BOOL pair) framed entry by
+    entry; built once per table."""
+    key = (table[0], len(table))  # the tag's value 0, and how many: one table per tag and size
+    framed = _FRAMED.get(key)
+    if framed is None:
+        framed = _FRAMED[key] = tuple(map(frame, table))
+    return framed
+
+
+def length_heads(tag: bytes) -> tuple[bytes, ...]:
+    """For a STRING / BYTES value whose stored length prefix and bytes take ``m`` bytes
+    (``m`` < ``SMALL_VARINTS``): what precedes them in its framed entry, ``0x0A``, the
+    Value's length (``m`` + 1) and ``tag``; built once per tag."""
+    heads = _LENGTH_HEADS.get(tag)
+    if heads is None:
+        heads = _LENGTH_HEADS[tag] = tuple(
+            VALUE_FIELD + varint(m + 1) + tag for m in range(SMALL_VARINTS)
+        )
+    return heads
 
 
 def _step(record: bytes, pos: int) -> int:

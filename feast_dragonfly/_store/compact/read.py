@@ -37,6 +37,7 @@ from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.layout import timestamp_bytes
 from feast_dragonfly._store.read import FieldSet, ReadPlan
 from feast_dragonfly._store.settings import StoreSettings
+from feast_dragonfly._store.value_columns import UNSET, frame
 from feast_dragonfly.errors import DragonflyDataError
 
 _NO_FIELDS: list[FieldSet] = []
@@ -94,11 +95,15 @@ def hash_replies(
     records: Sequence[bytes | None],
     known: Mapping[str, Mapping[int, Schema]],
     now: int,
+    framed: bool = False,
 ) -> list[list[bytes | None]]:
     """The HMGET replies ``plan`` expects, from its records (``record_plan`` order); ``known``:
-    view name -> the schemas its old records may use; ``now``: Unix ms, for the ttl."""
+    view name -> the schemas its old records may use; ``now``: Unix ms, for the ttl.
+    ``framed``: every feature value (not the event times) as its ``FeatureVector`` entry
+    (``value_columns.frame``; nothing stored: ``UNSET``), for the response builders."""
     out: list[list[bytes | None]] = []
     position = 0
+    nothing: bytes | None = UNSET if framed else None
     # Per fieldset: where its features are in the schema, and the reader of typed records.
     picks: dict[int, tuple[tuple[int, ...], PickedReader | None]] = {}
     # One serialized Timestamp per distinct event time (rows written together share one).
@@ -109,11 +114,12 @@ def hash_replies(
             record = records[position]
             position += 1
             if record is None:
-                reply.extend([None] * len(fieldset.fields))
+                reply.extend([nothing] * (len(fieldset.fields) - 1))
+                reply.append(None)
                 continue
             entry = picks.get(id(fieldset))
             if entry is None:
-                entry = picks[id(fieldset)] = _picking(fieldset)
+                entry = picks[id(fieldset)] = _picking(fieldset, framed)
             pick, reader = entry
             try:
                 decoded: tuple[int, int, Sequence[bytes | None]] | None = (
@@ -121,6 +127,8 @@ def hash_replies(
                 )
                 if decoded is None:  # another schema, a null or fallback value: by name
                     decoded = _by_name(fieldset, pick, record, known)
+                    if framed:
+                        decoded = (decoded[0], decoded[1], list(map(frame, decoded[2])))
             except DragonflyDataError as exc:
                 raise DragonflyDataError(
                     f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
@@ -128,7 +136,8 @@ def hash_replies(
                 ) from None
             seconds, nanos, values = decoded
             if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
-                reply.extend([None] * len(fieldset.fields))
+                reply.extend([nothing] * (len(fieldset.fields) - 1))
+                reply.append(None)
                 continue
             reply.extend(values)
             stamp = stamps.get((seconds, nanos))
@@ -139,9 +148,13 @@ def hash_replies(
     return out
 
 
-def _picking(fieldset: FieldSet) -> tuple[tuple[int, ...], PickedReader | None]:
+def _picking(
+    fieldset: FieldSet, framed: bool = False
+) -> tuple[tuple[int, ...], PickedReader | None]:
     pick = _positions(fieldset.schema, fieldset.feature_names)
-    return pick, picked_reader(fieldset.schema, pick) if min(pick, default=0) >= 0 else None
+    if min(pick, default=0) < 0:
+        return pick, None
+    return pick, picked_reader(fieldset.schema, pick, framed)
 
 
 def _by_name(
@@ -180,19 +193,24 @@ class FetchRecords:
         return hashes_per_chunk * max(1, -(-len(self.plan.keys) // max(1, self.hashes)))
 
 
-def reading(plan: ReadPlan, directory: Directory, project: str) -> Flow[list[Any]]:
-    """Fetch ``plan``'s records and answer as HMGETs would; old schemas are learned from the
-    server's directory first when a record needs one this process does not know."""
+def reading(
+    plan: ReadPlan, directory: Directory, project: str, framed: bool = False
+) -> Flow[list[Any]]:
+    """Fetch ``plan``'s records and answer as HMGETs would (``framed``: see
+    :func:`hash_replies`); old schemas are learned from the server's directory first when a
+    record needs one this process does not know."""
     records = yield FetchRecords(record_plan(plan), len(plan.keys))
     names = {fieldset.view_name for fieldsets in plan.key_fieldsets for fieldset in fieldsets}
     known = {name: directory.schemas(project, name) for name in names}
     if views_to_learn(plan, records, known) and directory.should_learn(project):
         yield from directory.learning(project)
         known = {name: directory.schemas(project, name) for name in names}
-    return hash_replies(plan, records, known, views.now_ms())
+    return hash_replies(plan, records, known, views.now_ms(), framed)
 
 
-def fetch(backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str) -> list[Any]:
+def fetch(
+    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str, framed: bool = False
+) -> list[Any]:
     """:func:`reading` on the sync client."""
     if not plan.keys:
         return []
@@ -204,11 +222,11 @@ def fetch(backend: Backend, plan: ReadPlan, settings: StoreSettings, project: st
         with backend.errors():
             return request.on(backend.client())
 
-    return flow.run(reading(plan, backend.compact_schemas, project), send)
+    return flow.run(reading(plan, backend.compact_schemas, project, framed), send)
 
 
 async def fetch_async(
-    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str
+    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str, framed: bool = False
 ) -> list[Any]:
     """:func:`reading` on the running loop's asyncio client."""
     if not plan.keys:
@@ -221,4 +239,4 @@ async def fetch_async(
         with backend.errors():
             return await request.on_async(await backend.client_async())
 
-    return await flow.run_async(reading(plan, backend.compact_schemas, project), send)
+    return await flow.run_async(reading(plan, backend.compact_schemas, project, framed), send)

@@ -6,7 +6,9 @@
 * a record that does not fit — truncated, with bytes past its end, a bool slot above 1, an empty
   protobuf value, a malformed length — raises ``DragonflyDataError`` through ``codec.decode``,
   as the general loop does;
-* records with a null or fallback feature take the general loop, with the same results.
+* records with a null or fallback feature take the general loop, with the same results;
+* framed decoders give each value's ``FeatureVector`` entry (``value_columns.frame``), for
+  every type, lengths and varints past the lookup tables included.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from test_codec import SUPPORTED, samples
 
 from feast_dragonfly._store.compact import fast_decode
 from feast_dragonfly._store.compact.codec import decode, encode_row, picked_reader
-from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly._store.compact.schema import SMALL_VARINTS, Schema
+from feast_dragonfly._store.value_columns import frame
 from feast_dragonfly.errors import DragonflyDataError
 
 WHEN = datetime(2026, 12, 1, 8, 0, 1, 250000, tzinfo=timezone.utc)
@@ -154,3 +157,39 @@ def test_the_picked_reader_leaves_other_records_to_the_general_path():
         picked_reader(schema, (0,))(encode_row(other, {"x": ValueProto(string_val="a")}, WHEN))
         is None
     )
+
+
+# --------------------------------------------------------------------------- framed
+
+
+@pytest.mark.parametrize("pick", PICKS, ids=repr)
+@pytest.mark.parametrize("kind", SUPPORTED, ids=lambda kind: kind.name)
+def test_a_framed_decoder_gives_feature_vector_entries(kind, pick):
+    schema = schema_with(kind)
+    for sample in samples(kind):
+        values = {"x": sample, "y": sample, **{name: value for name, (_, value) in FIXED.items()}}
+        record = encode_row(schema, values, WHEN)
+        plain = picked_reader(schema, pick)(record)
+        assert picked_reader(schema, pick, framed=True)(record) == (
+            *plain[:2],
+            tuple(map(frame, plain[2])),
+        )
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        ValueProto(string_val="é" * 70),  # a value of 141 bytes: a two-byte frame length
+        ValueProto(string_val="s" * (SMALL_VARINTS + 5)),  # past the table of frame heads
+        ValueProto(bytes_val=b"\x00" * 200),
+    ],
+    ids=["two-byte", "past-table", "bytes"],
+)
+def test_framing_long_values(x):
+    kind = ValueType.STRING if x.WhichOneof("val") == "string_val" else ValueType.BYTES
+    schema = Schema([("x", kind), ("n", ValueType.INT64), ("b", ValueType.BOOL)])
+    for n in (0, SMALL_VARINTS - 1, SMALL_VARINTS, 2**40, -1, -(2**63)):
+        values = {"x": x, "n": ValueProto(int64_val=n), "b": ValueProto(bool_val=n > 0)}
+        record = encode_row(schema, values, WHEN)
+        framed = picked_reader(schema, (0, 1, 2), framed=True)(record)[2]
+        assert framed == tuple(frame(values[name].SerializeToString()) for name in "xnb")

@@ -11,6 +11,7 @@ No server:
   what Feast's layout stores; None for a missing record; all None past the view's ttl; an old
   schema's record read by name (added / retyped features None); an unknown schema id gives
   None values; a corrupt record raises a ``DragonflyDataError`` naming view and entity.
+  Every case is also read framed, and gives the same values as ``FeatureVector`` entries.
 
 On a real server, through ``backends.open_backend`` with ``layout: compact`` settings:
 
@@ -47,6 +48,7 @@ from feast_dragonfly._store.compact.directory import Directory, run
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.config import DragonflyOnlineStoreConfig
 from feast_dragonfly._store.layout import encode_event_time
+from feast_dragonfly._store.value_columns import frame
 from feast_dragonfly.errors import DragonflyDataError
 
 UTC = timezone.utc
@@ -149,10 +151,28 @@ def test_views_to_learn_are_those_with_an_unknown_schema_id():
 # --------------------------------------------------------------------------- hash_replies
 
 
+def hash_replies(plan, records, known, now):
+    """``compact_read.hash_replies``, held to its framed form: the same replies with every
+    feature value (not the event times) as its ``FeatureVector`` entry."""
+    plain = compact_read.hash_replies(plan, records, known, now)
+    framed = compact_read.hash_replies(plan, records, known, now, framed=True)
+    expected_framed = []
+    for reply, fieldsets in zip(plain, plan.key_fieldsets):
+        out, offset = [], 0
+        for fieldset in fieldsets:
+            width = len(fieldset.fields)
+            out += [frame(raw) for raw in reply[offset : offset + width - 1]]
+            out.append(reply[offset + width - 1])
+            offset += width
+        expected_framed.append(out)
+    assert framed == expected_framed
+    return plain
+
+
 def test_replies_hold_feasts_value_and_timestamp_bytes():
     plan = make_plan(request("fv", ALL, [1, 2, 3]))
     later = T0 + timedelta(seconds=1, microseconds=7)
-    replies = compact_read.hash_replies(plan, [record(1), record(2, later), None], {}, NOW_MS)
+    replies = hash_replies(plan, [record(1), record(2, later), None], {}, NOW_MS)
     assert replies == [expected(1), expected(2, when=later), [None] * 5]
     assert replies[1][2] == b""  # a null feature, as Feast's layout stores it
     parsed = Timestamp.FromString(replies[1][4])
@@ -162,31 +182,31 @@ def test_replies_hold_feasts_value_and_timestamp_bytes():
 def test_replies_follow_the_requested_features():
     names = ("tags", "a")
     plan = make_plan(request("fv", names, [1, 2]))
-    replies = compact_read.hash_replies(plan, [record(1), record(2)], {}, NOW_MS)
+    replies = hash_replies(plan, [record(1), record(2)], {}, NOW_MS)
     assert replies == [expected(1, names), expected(2, names)]
     plan = make_plan(request("fv", (), [1]))
-    assert compact_read.hash_replies(plan, [record(1)], {}, NOW_MS) == [[stamp(T0)]]
+    assert hash_replies(plan, [record(1)], {}, NOW_MS) == [[stamp(T0)]]
 
 
 def test_a_hash_read_by_several_views_gets_their_replies_in_turn():
     plan = make_plan(request("fv", ("a",), [1, 2]), request("fv2", ("c",), [1], schema=OTHER))
     other = encode_row(OTHER, {"c": ValueProto(bool_val=True)}, T0 - timedelta(days=1))
-    replies = compact_read.hash_replies(plan, [record(1), other, record(2)], {}, NOW_MS)
+    replies = hash_replies(plan, [record(1), other, record(2)], {}, NOW_MS)
     assert replies == [
         expected(1, ("a",))
         + [ValueProto(bool_val=True).SerializeToString(), stamp(T0 - timedelta(days=1))],
         expected(2, ("a",)),
     ]
-    assert compact_read.hash_replies(plan, [None, other, None], {}, NOW_MS)[0][:2] == [None, None]
+    assert hash_replies(plan, [None, other, None], {}, NOW_MS)[0][:2] == [None, None]
 
 
 def test_a_value_past_its_views_ttl_is_not_found():
     plan = make_plan(request("fv", ("a", "name"), [1, 2], ttl=60))
     fresh, stale = T0 - timedelta(seconds=49), T0 - timedelta(seconds=50)  # NOW_MS = T0 + 10 s
-    replies = compact_read.hash_replies(plan, [record(1, fresh), record(2, stale)], {}, NOW_MS)
+    replies = hash_replies(plan, [record(1, fresh), record(2, stale)], {}, NOW_MS)
     assert replies == [expected(1, ("a", "name"), when=fresh), [None] * 3]
     no_ttl = make_plan(request("fv", ("a", "name"), [2]))
-    assert compact_read.hash_replies(no_ttl, [record(2, stale)], {}, NOW_MS)[0][0] is not None
+    assert hash_replies(no_ttl, [record(2, stale)], {}, NOW_MS)[0][0] is not None
 
 
 def test_an_old_schemas_record_is_read_by_name():
@@ -198,7 +218,7 @@ def test_an_old_schemas_record_is_read_by_name():
         old, {"tags": data["tags"], "name": ValueProto(int64_val=9), "a": data["a"]}, T0
     )
     plan = make_plan(request("fv", ALL, [5]))
-    [reply] = compact_read.hash_replies(plan, [written], {"fv": {old.id: old}}, NOW_MS)
+    [reply] = hash_replies(plan, [written], {"fv": {old.id: old}}, NOW_MS)
     # a and tags moved: found; name was an INT64: not found; score is new: not found
     assert reply == [
         data["a"].SerializeToString(),
@@ -212,9 +232,7 @@ def test_an_old_schemas_record_is_read_by_name():
 def test_an_unknown_schemas_record_gives_no_values():
     old = Schema([("a", ValueType.INT64)])
     plan = make_plan(request("fv", ("a", "score"), [1]))
-    [reply] = compact_read.hash_replies(
-        plan, [encode_row(old, {"a": ValueProto(int64_val=1)}, T0)], {}, NOW_MS
-    )
+    [reply] = hash_replies(plan, [encode_row(old, {"a": ValueProto(int64_val=1)}, T0)], {}, NOW_MS)
     assert reply[:2] == [None, None]
     assert reply[2] == stamp(T0)
 
@@ -233,7 +251,7 @@ def test_a_corrupt_record_names_its_view_and_entity(damage):
     with pytest.raises(
         DragonflyDataError, match=r"feature view 'fv' for entity driver_id=7.*malformed"
     ):
-        compact_read.hash_replies(plan, [record(1), damage(record(7))], {}, NOW_MS)
+        hash_replies(plan, [record(1), damage(record(7))], {}, NOW_MS)
 
 
 # --------------------------------------------------------------------------- on the server
