@@ -274,7 +274,8 @@ class DragonflyOnlineStore(RedisOnlineStore):
         requested_features: list[str] | None = None,
     ) -> list[_read.ReadRow]:
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        return _read.decode_rows(plan.views[0], self._fetch(config, plan))
+        framed = self._settings(config).compact
+        return _read.decode_rows(plan.views[0], self._fetch(config, plan, framed), framed)
 
     async def online_read_async(
         self,
@@ -284,7 +285,9 @@ class DragonflyOnlineStore(RedisOnlineStore):
         requested_features: list[str] | None = None,
     ) -> list[_read.ReadRow]:
         plan = self._single_view_plan(config, table, entity_keys, requested_features)
-        return _read.decode_rows(plan.views[0], await self._fetch_async(config, plan))
+        framed = self._settings(config).compact
+        replies = await self._fetch_async(config, plan, framed)
+        return _read.decode_rows(plan.views[0], replies, framed)
 
     def _plan_feature_views(
         self, config, grouped_refs, join_key_values, entity_name_to_join_key_map

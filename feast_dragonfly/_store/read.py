@@ -31,7 +31,7 @@ from feast_dragonfly._protocol.keys import describe_entity
 from feast_dragonfly._store import layout as _layout
 from feast_dragonfly._store import wide
 from feast_dragonfly._store.compact import views
-from feast_dragonfly._store.value_columns import parsed_values
+from feast_dragonfly._store.value_columns import parse_entries, parsed_values
 from feast_dragonfly.errors import DragonflyDataError
 
 ReadRow = tuple[datetime | None, dict[str, ValueProto] | None]
@@ -241,18 +241,31 @@ def raise_on_error(plan: ReadPlan, replies: Sequence[Any]) -> None:
         raise DragonflyDataError(f"reading {plan.describe(index)} failed: {reply}{hint}")
 
 
-def decode_rows(view: ViewRequest, replies: Sequence[Sequence[bytes | None]]) -> list[ReadRow]:
-    """Rows shaped exactly like Feast's ``online_read`` output for this view."""
+def decode_rows(
+    view: ViewRequest, replies: Sequence[Sequence[bytes | None]], framed: bool = False
+) -> list[ReadRow]:
+    """Rows shaped exactly like Feast's ``online_read`` output for this view (``framed``:
+    the replies' values are ``FeatureVector`` entries, see ``compact.read.hash_replies``)."""
     names = view.feature_names
     width = len(names)
     if width == 0:
         return [(None, None) for _ in view.positions]
     rows: list[ReadRow] = []
+    times: dict[bytes | None, datetime] = {}  # rows written together share their event time
     for command, offset in view.positions:
         reply = replies[command]
         # One C-level parse per row instead of one ``FromString`` per value.
-        values = parsed_values(reply[offset : offset + width])
-        rows.append((_layout.decode_event_time(reply[offset + width]), dict(zip(names, values))))
+        entries = reply[offset : offset + width]
+        values = (
+            parse_entries(b"".join(entries))  # type: ignore[arg-type]
+            if framed
+            else parsed_values(entries)
+        )
+        stamp = reply[offset + width]
+        when = times.get(stamp)
+        if when is None:
+            when = times[stamp] = _layout.decode_event_time(stamp)
+        rows.append((when, dict(zip(names, values))))
     return rows
 
 

@@ -127,7 +127,12 @@ def value_entries(raws: Sequence[bytes | None]) -> bytes:
 
 def parsed_values(raws: Sequence[bytes | None]) -> Any:
     """The stored values as ``Value`` messages, parsed in one C call (unset: an empty Value)."""
-    return RepeatedValue.FromString(value_entries(raws)).val
+    return parse_entries(value_entries(raws))
+
+
+def parse_entries(entries: bytes) -> Any:
+    """``Value`` entries (:func:`frame`, joined) as ``Value`` messages, in one C call."""
+    return RepeatedValue.FromString(entries).val
 
 
 # --------------------------------------------------------------------------- columns

@@ -36,6 +36,7 @@ from feast_dragonfly._store.online_response import FastOnlineResponse
 
 
 def test_replies_are_framed_for_compact_records_outside_feast_serve(monkeypatch):
+    monkeypatch.setattr(feast_serve_hook, "_original", None)  # earlier tests may install it
     assert direct_path.framing(compact=True)
     assert not direct_path.framing(compact=False)
     monkeypatch.setattr(feast_serve_hook, "_original", convert_response_to_dict)

@@ -311,6 +311,11 @@ def test_fetch_answers_as_feasts_layout(redis_client, backend):
     )
     assert got[10] == got[11] == [None] * 4 and got[12] == [None] * 5  # never written
     assert _read.decode_rows(ours.views[0], got) == _read.decode_rows(theirs.views[0], feast)
+    framed = compact_read.fetch(backend.backend, ours, backend.settings, "proj", framed=True)
+    for view in range(2):
+        assert _read.decode_rows(ours.views[view], framed, framed=True) == _read.decode_rows(
+            theirs.views[view], feast
+        )
 
 
 @pytest.mark.server
