@@ -501,7 +501,10 @@ METHOD = """\
 Every table comes from one pytest run against one server and one data set. The implementations
 of a case are timed in interleaved rounds (one call of each per round, the order rotating), so a
 burst of load from elsewhere on the machine hits all of them alike: compare ratios within a
-table; absolute times on a shared 2-core machine drift between runs.
+table; absolute times on a shared 2-core machine drift between runs. A read case of N entities
+reads the next N of the 1,000 loaded entities each round (every implementation the same
+sequence): on Dragonfly a key lives on one thread, and a connection that thread serves reads
+it without a hop, so timing one fixed entity would measure where its keys happen to sit.
 
 - **Feast (redis-py)** — Feast 0.67's `RedisOnlineStore` (`type: redis`), default settings.
 - **Feast (glide)** — the same with `client: glide` (valkey-glide-sync; `socket_timeout=10` in
