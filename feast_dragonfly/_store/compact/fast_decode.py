@@ -22,6 +22,8 @@ truncated or overlong record raises exactly as with the full decoder.
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -95,8 +97,11 @@ def _compile(
         "frame": frame,
     }
     lines = ["def decode(record, size):"]
-    if any(schema.steps[k][0] in (VARINT, BOOL) for k in wanted):
-        constants["unpack"] = schema.integers.unpack_from
+    integers = {schema.steps[k][1] for k in wanted if schema.steps[k][0] in (VARINT, BOOL)}
+    where: dict[int, int] = {}
+    if integers:
+        unpack, where = _integer_reader(schema, integers)
+        constants["unpack"] = unpack.unpack_from
         lines.append(f"    ints = unpack(record, {schema.fixed_offset})")
     lines.append(f"    pos = {schema.var_offset}")
     for k, (kind, a, b, tag) in enumerate(schema.steps):
@@ -108,13 +113,13 @@ def _compile(
             constants[f"small{k}"] = framed_table(b) if framed else b
             big = f"frame(tag{k} + varint(n))" if framed else f"tag{k} + varint(n)"
             lines += [
-                f"    n = ints[{a}]",
+                f"    n = ints[{where[a]}]",
                 f"    {out} = small{k}[n] if 0 <= n < {SMALL_VARINTS} else {big}",
             ]
         elif kind == BOOL:
             constants[f"small{k}"] = framed_table(b) if framed else b
             lines += [
-                f"    n = ints[{a}]",
+                f"    n = ints[{where[a]}]",
                 "    if n > 1:",
                 "        raise error(f'bool slot holds {n}')",
                 f"    {out} = small{k}[n]",
@@ -197,6 +202,29 @@ def length_heads(tag: bytes) -> tuple[bytes, ...]:
             VALUE_FIELD + varint(m + 1) + tag for m in range(SMALL_VARINTS)
         )
     return heads
+
+
+_CODE = re.compile(r"(\d*)([a-zA-Z?])")
+
+
+def _integer_reader(schema: Schema, wanted: set[int]) -> tuple[struct.Struct, dict[int, int]]:
+    """The fixed region read for the integer slots in ``wanted`` only (by their index among
+    the schema's integer slots; every other slot is padding, so it costs no Python int), and
+    where each wanted one lands in the unpacked tuple."""
+    codes: list[str] = []
+    where: dict[int, int] = {}
+    integer = 0
+    for count, code in _CODE.findall(schema.integers.format.lstrip("<")):
+        if code == "x":  # a copied slot (DOUBLE / FLOAT): padding already
+            codes.append(count + code)
+            continue
+        if integer in wanted:
+            where[integer] = len(where)
+            codes.append(code)
+        else:
+            codes.append(f"{struct.calcsize('<' + code)}x")
+        integer += 1
+    return struct.Struct("<" + "".join(codes)), where
 
 
 def _step(record: bytes, pos: int) -> int:
