@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -23,6 +25,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from feast_dragonfly._store import varints
 from feast_dragonfly._store.compact.schema import varint
 
 #: One row as Feast's ``online_write_batch`` hands it over: entity key, feature values, event
@@ -45,6 +48,63 @@ def entity_hash_key(entity_key: EntityKeyProto, project_bytes: bytes, version: i
     return (
         serialize_entity_key(entity_key, entity_key_serialization_version=version) + project_bytes
     )
+
+
+#: Batches smaller than this go key by key (numpy's fixed costs outweigh the saving).
+BATCH_KEYS_FROM = 32
+
+
+def entity_hash_keys(
+    entity_keys: Sequence[EntityKeyProto], project_bytes: bytes, version: int
+) -> list[bytes]:
+    """:func:`entity_hash_key` of every key. A batch whose keys all have one int64 join key
+    of one name (the usual entity) is read a column at a time: each ``EntityKey`` is
+    serialized (one C call), the serializations are checked to have exactly that shape and
+    their int64s read at once, a fraction of the cost of attribute access key by key."""
+    if version == 3 and len(entity_keys) >= BATCH_KEYS_FROM and project_bytes[-1:] != b"\x00":
+        keys = _int64_keys_v3(entity_keys, project_bytes)
+        if keys is not None:
+            return keys
+    return [entity_hash_key(key, project_bytes, version) for key in entity_keys]
+
+
+def _int64_keys_v3(
+    entity_keys: Sequence[EntityKeyProto], project_bytes: bytes
+) -> list[bytes] | None:
+    """The v3 hash keys of a batch of single-int64 keys of one name, or None when a key has
+    another shape (the caller then goes key by key)."""
+    first = entity_keys[0]
+    if len(first.join_keys) != 1 or len(first.entity_values) != 1:
+        return None
+    name = first.join_keys[0].encode("utf-8")
+    # A serialized EntityKey of that shape: 0x0A, len, name, 0x12, len(Value), Value, where
+    # Value is 0x20 and the int64's varint (1..10 bytes).
+    head = np.frombuffer(b"\x0a" + varint(len(name)) + name + b"\x12", dtype=np.uint8)
+    size = len(head)
+    raws = pa.array(list(map(EntityKeyProto.SerializeToString, entity_keys)), pa.binary())
+    offsets = np.frombuffer(raws.buffers()[1], dtype=np.int32, count=len(raws) + 1)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if lengths.min() < size + 3 or lengths.max() > size + 12:
+        return None
+    data = np.frombuffer(raws.buffers()[2], dtype=np.uint8)
+    value_sizes = data[starts + size].astype(np.int64)
+    if (
+        (data[starts[:, None] + np.arange(size)] != head).any()
+        or (value_sizes != lengths - size - 1).any()
+        or (data[starts + size + 1] != 0x20).any()
+    ):
+        return None
+    numbers = varints.decode(data, starts + size + 2, value_sizes - 1)
+    prefix = join_key_prefix((first.join_keys[0],)) + _INT64_HEAD
+    width = len(prefix) + 8 + len(project_bytes)
+    table = np.empty((len(numbers), width), dtype=np.uint8)
+    table[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    table[:, len(prefix) : len(prefix) + 8] = numbers.astype("<i8").view(np.uint8).reshape(-1, 8)
+    table[:, len(prefix) + 8 :] = np.frombuffer(project_bytes, dtype=np.uint8)
+    # Fixed-width byte strings: numpy drops trailing NULs, and a key ends in its project's
+    # last byte, never NUL (the caller checks).
+    keys: list[bytes] = table.view(f"S{width}").ravel().tolist()
+    return keys
 
 
 # Feast's entity-key encoding (version 3), re-implemented because Feast's generic version costs

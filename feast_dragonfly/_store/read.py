@@ -133,8 +133,8 @@ def plan_read(views: Sequence[ViewRequest], *, project: str, key_version: int) -
     offsets: list[int] = []
     for view in plan.views:
         fieldset = view.fieldset
-        for entity_key in view.entity_keys:
-            key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
+        keys = _layout.entity_hash_keys(view.entity_keys, project_bytes, key_version)
+        for entity_key, key in zip(view.entity_keys, keys):
             command = index_of_key.get(key)
             if command is None:
                 command = index_of_key[key] = len(plan.keys)

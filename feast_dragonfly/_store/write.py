@@ -123,19 +123,16 @@ def newest_rows(
     seconds, nanos: a caller without a use for the bytes passes a cheaper function), and the
     indices, in input order, of the rows Feast's store would end up with: per key the first
     row carrying the batch's newest event time."""
-    keys: list[bytes] = []
-    times: list[tuple[bytes, int, int]] = []
+    keys = _layout.entity_hash_keys([row[0] for row in rows], project_bytes, key_version)
+    times = [event_time(row[2]) for row in rows]
+    if len(set(keys)) == len(keys):  # one row per entity (the usual batch): every row stays
+        return keys, times, range(len(keys))
     winner: dict[bytes, int] = {}
-    for index, (entity_key, _values, moment, _created) in enumerate(rows):
-        key = _layout.entity_hash_key(entity_key, project_bytes, key_version)
-        stamp, seconds, nanos = event_time(moment)
-        keys.append(key)
-        times.append((stamp, seconds, nanos))
+    for index, key in enumerate(keys):
         best = winner.get(key)
-        if best is None or (seconds, nanos) > times[best][1:]:
+        if best is None or times[index][1:] > times[best][1:]:
             winner[key] = index
-    chosen = sorted(winner.values()) if len(winner) != len(keys) else range(len(keys))
-    return keys, times, chosen
+    return keys, times, sorted(winner.values())
 
 
 @lru_cache(maxsize=1024)

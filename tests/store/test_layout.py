@@ -2,6 +2,8 @@
 
 * ``serialize_entity_key_v3`` / ``entity_hash_key`` produce exactly Feast's entity-key bytes
   (and Feast's errors) for any join keys and values; other key versions use Feast's encoding.
+  ``entity_hash_keys`` gives ``entity_hash_key`` of every key of a batch, whether the batch
+  takes its column-wise path (one int64 join key of one name) or not (any other mix).
 * ``encode_event_time`` / ``decode_event_time`` / ``response_timestamp`` give the bytes and
   datetimes Feast stores and reads (naive datetimes are UTC, microseconds kept, epoch when
   absent).
@@ -51,6 +53,50 @@ def entity_keys(draw) -> EntityKeyProto:
 def test_serialized_entity_keys_equal_feasts(entity_key):
     assert serialize_entity_key_v3(entity_key) == serialize_entity_key(entity_key, 3)
     assert entity_hash_key(entity_key, b"proj", 3) == serialize_entity_key(entity_key, 3) + b"proj"
+
+
+single_int64_keys = st.tuples(join_key_names, st.lists(INT64, min_size=0, max_size=80)).map(
+    lambda pair: [
+        EntityKeyProto(join_keys=[pair[0]], entity_values=[ValueProto(int64_val=v)])
+        for v in pair[1]
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        single_int64_keys,  # the column-wise path (from BATCH_KEYS_FROM keys on)
+        st.lists(entity_keys(), max_size=40),  # any mix: key by key
+        st.tuples(single_int64_keys, entity_keys()).map(lambda pair: pair[0] + [pair[1]]),
+    ),
+    st.sampled_from([b"proj", b"p", "projet_\u00e9".encode()]),
+)
+def test_batched_hash_keys_equal_one_by_one(keys, project):
+    expected = [serialize_entity_key(key, 3) + project for key in keys]
+    assert layout.entity_hash_keys(keys, project, 3) == expected
+
+
+def test_batched_hash_keys_of_int64_edge_values_and_other_shapes(monkeypatch):
+    values = [0, -1, 1, 127, 128, 2**63 - 1, -(2**63)] * 10
+    keys = [
+        EntityKeyProto(join_keys=["id"], entity_values=[ValueProto(int64_val=v)]) for v in values
+    ]
+    expected = [entity_hash_key(k, b"p", 3) for k in keys]
+    with monkeypatch.context() as patch:  # the column-wise path: no key goes one by one
+        patch.setattr(layout, "entity_hash_key", None)
+        assert layout.entity_hash_keys(keys, b"p", 3) == expected
+    renamed = keys[:-1] + [
+        EntityKeyProto(join_keys=["other"], entity_values=[ValueProto(int64_val=1)])
+    ]
+    assert layout.entity_hash_keys(renamed, b"p", 3) == [
+        entity_hash_key(k, b"p", 3) for k in renamed
+    ]
+    unset = keys[:-1] + [EntityKeyProto(join_keys=["id"], entity_values=[ValueProto()])]
+    with pytest.raises(ValueError):  # Feast's error for a value without a type, as key by key
+        layout.entity_hash_keys(unset, b"p", 3)
+    with pytest.warns(UserWarning):  # other versions: Feast's encoding, key by key
+        assert layout.entity_hash_keys(keys, b"p", 2)[0] == serialize_entity_key(keys[0], 2) + b"p"
 
 
 def test_unsupported_values_raise_feasts_error():

@@ -28,6 +28,7 @@ import pyarrow as pa
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
+from feast_dragonfly._store import varints
 from feast_dragonfly._store.compact.columns import (
     SLOT_DTYPES,
     Encoded,
@@ -184,7 +185,9 @@ def _encode_group(
         spots = starts[:, good][:, :, None] + np.arange(1, width + 1)
         slots = np.ascontiguousarray(grid.data[spots]).view(SLOT_DTYPES[kind])[:, :, 0]
     elif kind in _VARINTS and len(good):
-        numbers = _varints(grid.data, starts[:, good].ravel() + 1, lengths[:, good].ravel() - 1)
+        numbers = varints.decode(
+            grid.data, starts[:, good].ravel() + 1, lengths[:, good].ravel() - 1
+        )
         slots = numbers.astype(SLOT_DTYPES[kind]).reshape(n, len(good))
     for column, k in enumerate(good):
         i = group.indices[k]
@@ -239,16 +242,3 @@ def _entries(grid: _Serialized, positions: np.ndarray) -> pa.BinaryArray:
         len(per_row),
         [None, pa.py_buffer(offsets), pa.py_buffer(grid.data[spots].tobytes())],
     )
-
-
-def _varints(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """The protobuf varints of ``sizes`` bytes at ``starts`` in ``data``, as int64 (two's
-    complement: what ``int64_val`` / ``int32_val`` hold)."""
-    out = np.zeros(len(starts), dtype=np.uint64)
-    if not len(starts):
-        return out.view(np.int64)
-    for k in range(int(sizes.max())):
-        more = sizes > k
-        group = (data[starts[more] + k] & 0x7F).astype(np.uint64)
-        out[more] |= group << np.uint64(7 * k)
-    return out.view(np.int64)
