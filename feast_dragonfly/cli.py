@@ -246,6 +246,8 @@ def serve(**options: Any) -> None:
             # The options are run.ServeOptions' fields, one per flag.
             run.serve(run.ServeOptions(**{**options, "repo": repo}), log_config=log_config(level))
         except SystemExit as exc:
+            if isinstance(exc.code, str):  # a refusal with its reason (a repo with auth)
+                _fail(EXIT_FAILED, exc.code)
             # uvicorn's 3 is --verify's here; an older uvicorn (0.34, which Feast 0.64 and
             # 0.65 pin) exits 1 when it cannot start.
             older = not hasattr(uvicorn_config, "STARTUP_FAILURE")

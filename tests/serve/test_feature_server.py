@@ -28,6 +28,7 @@ import pytest
 import requests
 import uvicorn
 import yaml
+from click.testing import CliRunner
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast import utils as feast_utils
 from feast.types import Array, Bool, Float32, Float64, Int64, String
@@ -36,6 +37,7 @@ from store_kit import free_port
 
 from feast_dragonfly._serve.app import FeatureServer, check_servable
 from feast_dragonfly._store import direct_read
+from feast_dragonfly.cli import cli
 
 T0 = datetime(2024, 6, 1, 12, tzinfo=timezone.utc)
 PASSWORD = "serve-s3cret-pw"
@@ -407,6 +409,10 @@ def test_a_repo_with_auth_is_refused_rather_than_served_unprotected(tmp_path):
     (path / "feature_store.yaml").write_text(yaml.safe_dump(settings))
     with pytest.raises(SystemExit, match="auth type 'kubernetes'"):
         check_servable(FeatureStore(repo_path=str(path)))
+    result = CliRunner().invoke(cli, ["serve", "-C", str(path)])  # one line, like every error
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: feature_store.yaml configures auth type 'kubernetes'")
+    assert "Traceback" not in result.output
 
 
 # --------------------------------------------------------------------------- registry refreshes
