@@ -26,7 +26,7 @@ from feast.protos.feast.types.Value_pb2 import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feast_dragonfly._store import varints
-from feast_dragonfly._store.compact.schema import varint
+from feast_dragonfly._store.varints import varint
 
 #: One row as Feast's ``online_write_batch`` hands it over: entity key, feature values, event
 #: time, created time.

@@ -1,5 +1,6 @@
-"""``_store.varints``: protobuf varints read from many places of one buffer at once.
+"""``_store.varints``: protobuf varints, one written, many read from one buffer at once.
 
+* ``varint`` writes protobuf's bytes for every int64 and uint64, at every magnitude;
 * every int64 (negatives as ten-byte two's complement), at any offsets, decodes to itself —
   the varints are those protobuf writes for ``Value.int64_val``;
 * an empty batch gives an empty int64 array.
@@ -8,11 +9,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feast_dragonfly._store import varints
+from feast_dragonfly._store.varints import varint
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -39,3 +42,20 @@ def test_varints_decode_to_the_int64s_protobuf_wrote(items):
 def test_an_empty_batch():
     empty = np.zeros(0, dtype=np.int64)
     assert varints.decode(np.zeros(0, dtype=np.uint8), empty, empty).tolist() == []
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
+def test_varint_is_protobufs(value):
+    if value < 2**63:
+        assert ValueProto(int64_val=value).SerializeToString() == b"\x20" + varint(value)
+    if value >= 0:
+        assert ValueProto(
+            int64_val=value - 2**64 if value >= 2**63 else value
+        ).SerializeToString() == (b"\x20" + varint(value))
+
+
+@pytest.mark.parametrize("bits", range(0, 64))
+def test_varint_at_every_magnitude(bits):
+    for value in (2**bits - 1, 2**bits, -(2**bits), -(2**bits) - 1):
+        if -(2**63) <= value < 2**63:
+            assert ValueProto(int64_val=value).SerializeToString() == b"\x20" + varint(value)

@@ -52,12 +52,12 @@ from feast_dragonfly._store.compact.schema import (
     SMALL_VARINTS,
     VARINT,
     Schema,
-    varint,
 )
 
 # Re-exported: the admin tools' conversion reaches the Feast layout's event time through the codec.
 from feast_dragonfly._store.layout import event_time_parts as event_time_parts
 from feast_dragonfly._store.layout import timestamp_bytes as timestamp_bytes
+from feast_dragonfly._store.varints import varint
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Bytes 1..12 (0-based) as Lua's 1-based inclusive ``string.sub`` positions.

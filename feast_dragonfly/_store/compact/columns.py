@@ -30,7 +30,8 @@ from feast.value_type import ValueType
 
 from feast_dragonfly._protocol.record_format import HEADER_SIZE, VERSION
 from feast_dragonfly._store.compact.codec import classify
-from feast_dragonfly._store.compact.schema import Schema, varint
+from feast_dragonfly._store.compact.schema import Schema
+from feast_dragonfly._store.varints import varint
 from feast_dragonfly.errors import DragonflyDataError
 
 _TWO_63 = float(2**63)

@@ -35,9 +35,9 @@ from feast_dragonfly._store.compact.schema import (
     SMALL_VARINTS,
     VARINT,
     Schema,
-    varint,
 )
 from feast_dragonfly._store.value_columns import VALUE_FIELD, frame
+from feast_dragonfly._store.varints import varint
 from feast_dragonfly.errors import DragonflyDataError
 
 #: Decodes a record (and its length) into the features' serialized ValueProtos; raises

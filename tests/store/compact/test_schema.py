@@ -1,4 +1,4 @@
-"""The compact layout's schema: canonical text, id, supported types, derived layout, varints.
+"""The compact layout's schema: canonical text, id, supported types, derived layout.
 
 No server needed.
 """
@@ -23,7 +23,6 @@ from feast_dragonfly._store.compact.schema import (
     require_supported,
     unsupported,
     value_field,
-    varint,
 )
 from feast_dragonfly.errors import DragonflyConfigError, DragonflyDataError
 
@@ -156,20 +155,3 @@ def test_derived_layout():
     assert schema.integers.size == 33
     for n, size in [(0, 0), (1, 1), (4, 1), (5, 2), (8, 2), (9, 3)]:
         assert Schema([(f"f{i}", ValueType.STRING) for i in range(n)]).bitmap_size == size
-
-
-@given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
-def test_varint_is_protobufs(value):
-    if value < 2**63:
-        assert ValueProto(int64_val=value).SerializeToString() == b"\x20" + varint(value)
-    if value >= 0:
-        assert ValueProto(
-            int64_val=value - 2**64 if value >= 2**63 else value
-        ).SerializeToString() == (b"\x20" + varint(value))
-
-
-@pytest.mark.parametrize("bits", range(0, 64))
-def test_varint_at_every_magnitude(bits):
-    for value in (2**bits - 1, 2**bits, -(2**bits), -(2**bits) - 1):
-        if -(2**63) <= value < 2**63:
-            assert ValueProto(int64_val=value).SerializeToString() == b"\x20" + varint(value)
