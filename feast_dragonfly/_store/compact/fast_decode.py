@@ -95,6 +95,7 @@ def _compile(
         "error": error,
         "step": _step,
         "frame": frame,
+        "VALUE_FIELD": VALUE_FIELD,
     }
     lines = ["def decode(record, size):"]
     integers = {schema.steps[k][1] for k in wanted if schema.steps[k][0] in (VARINT, BOOL)}
@@ -161,7 +162,6 @@ def _compile(
                     # framed: 0x0A then the stored length and bytes, already a Value entry
                     f"    {out} = {'VALUE_FIELD + record[pos:end]' if framed else 'record[start:end]'}",
                 ]
-                constants["VALUE_FIELD"] = VALUE_FIELD
             lines.append("    pos = end")
     lines += [
         "    if pos != size:",

@@ -114,8 +114,7 @@ def hash_replies(
             record = records[position]
             position += 1
             if record is None:
-                reply.extend([nothing] * (len(fieldset.fields) - 1))
-                reply.append(None)
+                reply.extend(_absent(fieldset, nothing))
                 continue
             entry = picks.get(id(fieldset))
             if entry is None:
@@ -136,8 +135,7 @@ def hash_replies(
                 ) from None
             seconds, nanos, values = decoded
             if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
-                reply.extend([nothing] * (len(fieldset.fields) - 1))
-                reply.append(None)
+                reply.extend(_absent(fieldset, nothing))
                 continue
             reply.extend(values)
             stamp = stamps.get((seconds, nanos))
@@ -146,6 +144,12 @@ def hash_replies(
             reply.append(stamp)
         out.append(reply)
     return out
+
+
+def _absent(fieldset: FieldSet, nothing: bytes | None) -> list[bytes | None]:
+    """A view's reply where it has no record (or one past its ttl): ``nothing`` for each
+    feature, no event time."""
+    return [nothing] * (len(fieldset.fields) - 1) + [None]
 
 
 def _picking(
