@@ -286,11 +286,14 @@ class Prepared:
 
     def view_rows(self, replies: Sequence[Any]) -> list[list[Sequence[bytes | None]]]:
         """Per view, per row: the view's stored feature values then its ``_ts`` field."""
-        out = []
-        for view, placed in zip(self.plan.views, self.placements):
-            stop = view.fieldset.width + 1
-            out.append([replies[command][offset : offset + stop] for command, offset in placed])
-        return out
+        return [self.rows_of(index, replies) for index in range(len(self.plan.views))]
+
+    def rows_of(self, index: int, replies: Sequence[Any]) -> list[Sequence[bytes | None]]:
+        """:meth:`view_rows` of view ``index`` alone."""
+        stop = self.plan.views[index].fieldset.width + 1
+        return [
+            replies[command][offset : offset + stop] for command, offset in self.placements[index]
+        ]
 
 
 def prepare(plan: DirectPlan, entities: dict[str, list[Any]]) -> Prepared | None:

@@ -220,23 +220,29 @@ class DragonflyOnlineStore(RedisOnlineStore):
 
     # ------------------------------------------------------------------ reads
 
-    def _fetch(self, config: Any, plan: _read.ReadPlan, framed: bool = False) -> list:
+    def _fetch(
+        self, config: Any, plan: _read.ReadPlan, framed: bool = False, columns: bool = False
+    ) -> list:
         """HMGET replies for ``plan`` (with ``layout: compact``, made from its records, and
-        ``framed`` if asked: see ``compact.read.hash_replies``)."""
+        ``framed`` or in ``columns`` if asked: see ``compact.read.hash_replies``)."""
         settings = self._settings(config)
         backend = self._backend_for(settings)
         if settings.compact:
-            return _compact_read.fetch(backend, plan, settings, config.project, framed)
+            return _compact_read.fetch(backend, plan, settings, config.project, framed, columns)
         replies = backend.fetch(plan, settings.read_chunk_size, settings.read_concurrency)
         if settings.enforce_view_ttl:
             _read.drop_expired(plan, replies, _views.now_ms())
         return replies
 
-    async def _fetch_async(self, config: Any, plan: _read.ReadPlan, framed: bool = False) -> list:
+    async def _fetch_async(
+        self, config: Any, plan: _read.ReadPlan, framed: bool = False, columns: bool = False
+    ) -> list:
         settings = self._settings(config)
         backend = self._backend_for(settings)
         if settings.compact:
-            return await _compact_read.fetch_async(backend, plan, settings, config.project, framed)
+            return await _compact_read.fetch_async(
+                backend, plan, settings, config.project, framed, columns
+            )
         replies = await backend.fetch_async(plan, settings.read_chunk_size)
         if settings.enforce_view_ttl:
             _read.drop_expired(plan, replies, _views.now_ms())
@@ -341,7 +347,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         response_builder.fill_response(
             online_features_response,
             plan,
-            self._fetch(config, plan, framed),
+            self._fetch(config, plan, framed, columns=framed),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
@@ -365,7 +371,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         response_builder.fill_response(
             online_features_response,
             plan,
-            await self._fetch_async(config, plan, framed),
+            await self._fetch_async(config, plan, framed, columns=framed),
             placements,
             full_feature_names,
             include_feature_view_version_metadata,
@@ -398,7 +404,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if prepared is not None:
             started = time.monotonic()
             framed = direct_path.framing(self._settings(config).compact)
-            replies = self._fetch(config, prepared.read_plan, framed)
+            replies = self._fetch(config, prepared.read_plan, framed, columns=framed)
             return direct_path.respond(prepared, replies, started, framed)
         return FastOnlineResponse.wrap(super().get_online_features(**request))
 
@@ -417,7 +423,7 @@ class DragonflyOnlineStore(RedisOnlineStore):
         if prepared is not None:
             started = time.monotonic()
             framed = direct_path.framing(self._settings(config).compact)
-            replies = await self._fetch_async(config, prepared.read_plan, framed)
+            replies = await self._fetch_async(config, prepared.read_plan, framed, columns=framed)
             return direct_path.respond(prepared, replies, started, framed)
         return FastOnlineResponse.wrap(await super().get_online_features_async(**request))
 

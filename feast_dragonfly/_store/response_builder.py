@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from feast.metrics import track_feature_statuses
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from feast_dragonfly._store import layout
+from feast_dragonfly._store.compact.read import ViewBatch
 from feast_dragonfly._store.direct_read import Prepared
 from feast_dragonfly._store.read import ReadPlan
 from feast_dragonfly._store.value_columns import UNSET, value_entries, varint
@@ -81,11 +83,20 @@ def fill_response(
     (``framed``: the replies' values are entries already, see ``compact.read.hash_replies``)."""
     timestamps: dict[bytes | None, bytes] = {}
     blobs: list[bytes] = []
+    batches = _batched_views(replies)
     for view, (table, indexes, output_len) in zip(plan.views, placements):
         names = view.feature_names
         width = len(names)
         _add_metadata(response, table, names, full_feature_names, include_version_metadata)
         if width == 0:
+            continue
+        view_batch = batches.get(id(view.fieldset)) if batches else None
+        if view_batch is not None:
+            order = [-1] * output_len
+            for (command, _), destinations in zip(view.positions, indexes):
+                for position in destinations:
+                    order[position] = view_batch.records[command]
+            _append_batch(blobs, table.name, order, view_batch, timestamps)
             continue
         # For every output row: the view's fields in its entity's reply (None: no entity).
         rows: list[Sequence[bytes | None] | None] = [None] * output_len
@@ -133,9 +144,47 @@ def _append_view(
     )
     columns = list(zip(*values))[:width] if output_len else [()] * width
     entries = b"".join if framed else value_entries
+    _add_vectors(blobs, [entries(column) for column in columns], tail)  # type: ignore[arg-type]
+
+
+def _add_vectors(blobs: list[bytes], columns: Sequence[bytes], tail: bytes) -> None:
+    """One serialized ``results`` FeatureVector per feature: its joined value entries, then
+    the view's statuses and event timestamps (``tail``)."""
     for column in columns:
-        vector = entries(column) + tail  # type: ignore[arg-type]
+        vector = column + tail
         blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
+
+
+def _batched_views(replies: Sequence[Any]) -> dict[int, ViewBatch]:
+    """The views of ``replies`` decoded in batches (``compact.read.BatchedReplies``)."""
+    return getattr(replies, "batches", None) or {}
+
+
+def _append_batch(
+    blobs: list[bytes],
+    metrics_name: str,
+    order: list[int],
+    view_batch: ViewBatch,
+    timestamps: dict[bytes | None, bytes],
+) -> None:
+    """:func:`_append_view` for a view decoded as one batch (``compact.read.hash_replies``
+    with ``columns``): ``order`` holds, per output row, its record's index in the batch (-1:
+    the entity was not read)."""
+    rows = np.asarray(order, dtype=np.int64)
+    missing = rows < 0
+    # Per row, its event timestamp entry: the record's, an unset one (no record, or past
+    # its ttl), or none read (no entity).
+    table = [_feast_timestamp(raw, timestamps) for raw in view_batch.distinct_stamps]
+    table += [_feast_timestamp(None, timestamps), _UNSET_TIMESTAMP]
+    stamp = view_batch.stamp_of[rows]
+    pointers = np.where(missing, len(table) - 1, np.where(stamp < 0, len(table) - 2, stamp))
+    ts_entries = b"".join([table[i] for i in pointers.tolist()])
+    statuses = np.where(missing, _NOT_FOUND, _PRESENT).astype(np.uint8).tobytes()
+    found = len(order) - int(missing.sum())
+    width = len(view_batch.batch.pick)
+    track_statuses(metrics_name, width * found, width * (len(order) - found))
+    tail = b"\x12" + varint(len(statuses)) + statuses + ts_entries if order else b""
+    _add_vectors(blobs, view_batch.batch.columns(order), tail)
 
 
 #: How each join-key type served by ``_direct_read`` becomes Feast's entity ``Value``.
@@ -162,9 +211,18 @@ def direct_response(
         vector = entries + entity_tail
         blobs.append(_RESULT_HEAD + varint(len(vector)) + vector)
     timestamps: dict[bytes | None, bytes] = {}
-    for view, view_rows in zip(plan.views, prepared.view_rows(replies)):
+    batches = _batched_views(replies)
+    for index, view in enumerate(plan.views):
         names.extend(view.output_names)
-        _append_view(blobs, view.metrics_name, view.fieldset.width, view_rows, timestamps, framed)
+        view_batch = batches.get(id(view.fieldset)) if batches else None
+        if view_batch is not None and view.fieldset.width:
+            records = view_batch.records
+            order = [records[command] for command, _ in prepared.placements[index]]
+            _append_batch(blobs, view.metrics_name, order, view_batch, timestamps)
+        else:
+            view_rows = prepared.rows_of(index, replies)
+            width = view.fieldset.width
+            _append_view(blobs, view.metrics_name, width, view_rows, timestamps, framed)
     response = GetOnlineFeaturesResponse()
     response.metadata.feature_names.val.extend(names)
     response.MergeFromString(b"".join(blobs))

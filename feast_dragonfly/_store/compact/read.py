@@ -12,6 +12,10 @@ A record written under an older schema of its view is read by name (``codec.deco
 with the schemas in the server's directory): a feature added or retyped since comes back not
 found, never as another feature's value. A record past its view's ``ttl`` comes back not
 found. A record that fails to decode raises an error naming its entity and view.
+
+The response builders take a view read for many entities another way (``columns``): its
+records are decoded as one batch (``batch_decode``), which hands them each feature's column
+of entries joined, instead of a reply per record to be joined again (:class:`ViewBatch`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from feast_dragonfly._protocol import flow, record_format
 from feast_dragonfly._protocol import keys as _keys
 from feast_dragonfly._protocol.flow import Flow
 from feast_dragonfly._store.backends import Backend
 from feast_dragonfly._store.compact import views
+from feast_dragonfly._store.compact.batch_decode import (
+    BATCH_FROM,
+    BATCH_VALUES,
+    Batch,
+    decode_batch,
+)
 from feast_dragonfly._store.compact.codec import (
     PickedReader,
     decode_by_name,
@@ -47,11 +59,16 @@ def record_plan(plan: ReadPlan) -> ReadPlan:
     """One ``GET`` per (entity, view) of ``plan``, in plan order: each hash's views in turn."""
     keys: list[bytes] = []
     entities = []
+    suffixes: dict[str, bytes] = {}
+    known_entities = len(plan.key_entities)
     for index, (key, fieldsets) in enumerate(zip(plan.keys, plan.key_fieldsets)):
         for fieldset in fieldsets:
-            keys.append(_keys.compact_key(key, fieldset.view_name))
-            if index < len(plan.key_entities):
-                entities.append(plan.key_entities[index])
+            suffix = suffixes.get(fieldset.view_name)
+            if suffix is None:
+                suffix = suffixes[fieldset.view_name] = _keys.record_suffix(fieldset.view_name)
+            keys.append(key + suffix)
+        if index < known_entities:
+            entities += [plan.key_entities[index]] * len(fieldsets)
     return ReadPlan(
         views=[],
         keys=keys,
@@ -96,60 +113,251 @@ def hash_replies(
     known: Mapping[str, Mapping[int, Schema]],
     now: int,
     framed: bool = False,
-) -> list[list[bytes | None]]:
+    columns: bool = False,
+) -> list[list[Any]]:
     """The HMGET replies ``plan`` expects, from its records (``record_plan`` order); ``known``:
     view name -> the schemas its old records may use; ``now``: Unix ms, for the ttl.
     ``framed``: every feature value (not the event times) as its ``FeatureVector`` entry
-    (``value_columns.frame``; nothing stored: ``UNSET``), for the response builders."""
-    out: list[list[bytes | None]] = []
-    position = 0
+    (``value_columns.frame``; nothing stored: ``UNSET``), for the response builders.
+    ``columns`` (framed too, for the response builders): a view read for many entities is
+    decoded as one :class:`ViewBatch` instead, and its fields in the replies are left None;
+    the replies are then a :class:`BatchedReplies`."""
+    framed = framed or columns
     nothing: bytes | None = UNSET if framed else None
     # Per fieldset: where its features are in the schema, and the reader of typed records.
     picks: dict[int, tuple[tuple[int, ...], PickedReader | None]] = {}
     # One serialized Timestamp per distinct event time (rows written together share one).
     stamps: dict[tuple[int, int], bytes] = {}
+    batches, complete = (
+        _batches(plan, records, known, now, picks, stamps) if columns else ({}, False)
+    )
+    out: list[list[Any]] = BatchedReplies(batches) if columns else []
+    if complete:  # every view in batches: no reply is read
+        out.extend([] for _ in plan.key_fieldsets)
+        return out
+    position = 0
     for index, fieldsets in enumerate(plan.key_fieldsets):
-        reply: list[bytes | None] = []
+        reply: list[Any] = []
         for fieldset in fieldsets:
             record = records[position]
             position += 1
+            if batches and id(fieldset) in batches:
+                reply.extend(_LEFT_OUT[len(fieldset.fields)])
+                continue
             if record is None:
                 reply.extend(_absent(fieldset, nothing))
                 continue
-            entry = picks.get(id(fieldset))
-            if entry is None:
-                entry = picks[id(fieldset)] = _picking(fieldset, framed)
-            pick, reader = entry
-            try:
-                decoded: tuple[int, int, Sequence[bytes | None]] | None = (
-                    reader(record) if reader is not None else None
-                )
-                if decoded is None:  # another schema, a null or fallback value: by name
-                    decoded = _by_name(fieldset, pick, record, known)
-                    if framed:
-                        decoded = (decoded[0], decoded[1], list(map(frame, decoded[2])))
-            except DragonflyDataError as exc:
-                raise DragonflyDataError(
-                    f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
-                    f"the stored compact record is unreadable ({exc})"
-                ) from None
-            seconds, nanos, values = decoded
+            seconds, nanos, values = _decoded(plan, index, fieldset, record, known, picks, framed)
             if fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now):
                 reply.extend(_absent(fieldset, nothing))
                 continue
             reply.extend(values)
-            stamp = stamps.get((seconds, nanos))
-            if stamp is None:
-                stamp = stamps[(seconds, nanos)] = timestamp_bytes(seconds, nanos)
-            reply.append(stamp)
+            reply.append(_stamp(stamps, seconds, nanos))
         out.append(reply)
     return out
+
+
+class _LeftOut(dict[int, tuple[None, ...]]):
+    """``n`` -> a tuple of ``n`` Nones (the fields of a batched view in a reply)."""
+
+    def __missing__(self, n: int) -> tuple[None, ...]:
+        self[n] = (None,) * n
+        return self[n]
+
+
+_LEFT_OUT = _LeftOut()
+
+
+def _stamp(stamps: dict[tuple[int, int], bytes], seconds: int, nanos: int) -> bytes:
+    """The serialized ``Timestamp`` of an event time (once per distinct one)."""
+    stamp = stamps.get((seconds, nanos))
+    if stamp is None:
+        stamp = stamps[(seconds, nanos)] = timestamp_bytes(seconds, nanos)
+    return stamp
+
+
+class ViewBatch(NamedTuple):
+    """A view's records decoded as one batch: per reply (HMGET index), its record's index
+    in the batch (-1: the entity does not read this view); per record, the index of its
+    serialized event time in ``distinct_stamps`` (-1: no record, or one past its ttl: not
+    found)."""
+
+    batch: Batch
+    records: list[int]
+    stamp_of: np.ndarray
+    distinct_stamps: list[bytes]
+
+
+class BatchedReplies(list):  # type: ignore[type-arg]
+    """``hash_replies(columns=True)``: the replies, and the views decoded in batches (by the
+    ``id`` of their ``FieldSet``), whose fields in the replies are None."""
+
+    def __init__(self, batches: dict[int, ViewBatch]) -> None:
+        super().__init__()
+        self.batches = batches
+
+
+def _records_by_fieldset(
+    plan: ReadPlan,
+) -> tuple[dict[int, Sequence[int]], dict[int, Sequence[int]], dict[int, FieldSet]]:
+    """Per fieldset (by ``id``): its records' positions, their replies' indexes, itself."""
+    groups = plan.key_fieldsets
+    first = groups[0] if groups else []
+    if all(fieldsets == first for fieldsets in groups):  # every entity reads the same views
+        width = len(first)
+        total = width * len(groups)
+        replies = range(len(groups))
+        if len({id(fieldset) for fieldset in first}) == width:
+            return (
+                {id(f): range(at, total, width) for at, f in enumerate(first)},
+                {id(f): replies for f in first},
+                {id(f): f for f in first},
+            )
+    where: dict[int, list[int]] = {}
+    commands: dict[int, list[int]] = {}
+    fieldsets: dict[int, FieldSet] = {}
+    position = 0
+    for index, key_fieldsets in enumerate(groups):
+        for fieldset in key_fieldsets:
+            key = id(fieldset)
+            if key not in where:
+                where[key], commands[key], fieldsets[key] = [], [], fieldset
+            where[key].append(position)
+            commands[key].append(index)
+            position += 1
+    return where, commands, fieldsets  # type: ignore[return-value]
+
+
+def _batches(
+    plan: ReadPlan,
+    records: Sequence[bytes | None],
+    known: Mapping[str, Mapping[int, Schema]],
+    now: int,
+    picks: dict[int, tuple[tuple[int, ...], PickedReader | None]],
+    stamps: dict[tuple[int, int], bytes],
+) -> tuple[dict[int, ViewBatch], bool]:
+    """The views read for enough entities and features (``batch_decode.BATCH_FROM``,
+    ``BATCH_VALUES``) whose requested features are all in their current schema, decoded in
+    batches (a record the batch cannot read is decoded on its own, and a record past its ttl
+    reads as not found); and whether every view of ``plan`` is among them."""
+    where, commands, fieldsets = _records_by_fieldset(plan)
+    out: dict[int, ViewBatch] = {}
+    for key, positions in where.items():
+        fieldset = fieldsets[key]
+        size = len(positions)
+        if size < BATCH_FROM or size * fieldset.width < BATCH_VALUES:
+            continue
+        entry = picks.get(key)
+        if entry is None:
+            entry = picks[key] = _picking(fieldset, True)
+        pick, reader = entry
+        if reader is None:
+            continue
+        own = (
+            list(records[positions.start : positions.stop : positions.step])
+            if isinstance(positions, range) and isinstance(records, list)
+            else [records[p] for p in positions]
+        )
+        batch = decode_batch(fieldset.schema, pick, own)
+        stamped = _Stamped(batch, stamps)
+        alive = batch.live(fieldset.ttl, now)
+        cleared = np.flatnonzero(batch.read & ~alive).tolist()  # past the ttl: not found
+        stamped.add(batch.read & alive)
+        for i in np.flatnonzero(~batch.read).tolist():  # absent, or read on its own
+            record = own[i]
+            if record is not None:
+                index = commands[key][i]
+                seconds, nanos, values = _decoded(plan, index, fieldset, record, known, picks, True)
+                if not (fieldset.ttl and views.expired(seconds, nanos, fieldset.ttl, now)):
+                    batch.override(i, values)
+                    stamped.put(i, seconds, nanos)
+                    continue
+            cleared.append(i)
+        batch.clear(cleared)
+        if commands[key] == range(len(plan.key_fieldsets)):  # a record per reply, in order
+            per_reply = list(commands[key])
+        else:
+            per_reply = [-1] * len(plan.key_fieldsets)
+            for i, index in enumerate(commands[key]):
+                per_reply[index] = i
+        out[key] = ViewBatch(batch, per_reply, stamped.of, stamped.distinct)
+    return out, len(out) == len(fieldsets)
+
+
+class _Stamped:
+    """The serialized event times of a batch's records: ``distinct`` ones, and per record
+    the index of its own (-1: none, not found)."""
+
+    def __init__(self, batch: Batch, stamps: dict[tuple[int, int], bytes]) -> None:
+        self.batch = batch
+        self.stamps = stamps
+        self.of = np.full(len(batch.read), -1, dtype=np.int64)
+        self.distinct: list[bytes] = []
+
+    def add(self, found: np.ndarray) -> None:
+        """The event times of the records at ``found`` (read here): once per distinct one."""
+        if not found.any():
+            return
+        seconds, nanos = self.batch.seconds[found], self.batch.nanos[found]
+        if (np.abs(seconds) < _ONE_KEY_SECONDS).all():  # one int64 per event time
+            keys, first, inverse = np.unique(
+                seconds * 1_000_000_000 + nanos, return_index=True, return_inverse=True
+            )
+        else:
+            pairs = np.stack([seconds, nanos], axis=1)
+            keys, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+        base = len(self.distinct)
+        self.distinct += [
+            _stamp(self.stamps, second, nano)
+            for second, nano in zip(seconds[first].tolist(), nanos[first].tolist())
+        ]
+        self.of[found] = inverse.ravel() + base
+
+    def put(self, index: int, seconds: int, nanos: int) -> None:
+        """Record ``index``'s event time (read on its own)."""
+        self.of[index] = len(self.distinct)
+        self.distinct.append(_stamp(self.stamps, seconds, nanos))
+
+
+#: Seconds below this (in magnitude) make ``seconds * 10**9 + nanos`` fit an int64.
+_ONE_KEY_SECONDS = 9_000_000_000
+
+
+def _decoded(
+    plan: ReadPlan,
+    index: int,
+    fieldset: FieldSet,
+    record: bytes,
+    known: Mapping[str, Mapping[int, Schema]],
+    picks: dict[int, tuple[tuple[int, ...], PickedReader | None]],
+    framed: bool,
+) -> tuple[int, int, Sequence[bytes | None]]:
+    """(seconds, nanos, the requested values) of one record: the fast reader of its
+    fieldset's features, or by name (another schema, a null or fallback value)."""
+    entry = picks.get(id(fieldset))
+    if entry is None:
+        entry = picks[id(fieldset)] = _picking(fieldset, framed)
+    pick, reader = entry
+    try:
+        decoded: tuple[int, int, Sequence[bytes | None]] | None = (
+            reader(record) if reader is not None else None
+        )
+        if decoded is None:  # another schema, a null or fallback value: by name
+            decoded = _by_name(fieldset, pick, record, known)
+            if framed:
+                decoded = (decoded[0], decoded[1], list(map(frame, decoded[2])))
+    except DragonflyDataError as exc:
+        raise DragonflyDataError(
+            f"reading feature view '{fieldset.view_name}' for {plan.describe(index)}: "
+            f"the stored compact record is unreadable ({exc})"
+        ) from None
+    return decoded
 
 
 def _absent(fieldset: FieldSet, nothing: bytes | None) -> list[bytes | None]:
     """A view's reply where it has no record (or one past its ttl): ``nothing`` for each
     feature, no event time."""
-    return [nothing] * (len(fieldset.fields) - 1) + [None]
+    return [nothing] * fieldset.width + [None]
 
 
 def _picking(
@@ -198,9 +406,13 @@ class FetchRecords:
 
 
 def reading(
-    plan: ReadPlan, directory: Directory, project: str, framed: bool = False
+    plan: ReadPlan,
+    directory: Directory,
+    project: str,
+    framed: bool = False,
+    columns: bool = False,
 ) -> Flow[list[Any]]:
-    """Fetch ``plan``'s records and answer as HMGETs would (``framed``: see
+    """Fetch ``plan``'s records and answer as HMGETs would (``framed``, ``columns``: see
     :func:`hash_replies`); old schemas are learned from the server's directory first when a
     record needs one this process does not know."""
     records = yield FetchRecords(record_plan(plan), len(plan.keys))
@@ -209,11 +421,16 @@ def reading(
     if views_to_learn(plan, records, known) and directory.should_learn(project):
         yield from directory.learning(project)
         known = {name: directory.schemas(project, name) for name in names}
-    return hash_replies(plan, records, known, views.now_ms(), framed)
+    return hash_replies(plan, records, known, views.now_ms(), framed, columns)
 
 
 def fetch(
-    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str, framed: bool = False
+    backend: Backend,
+    plan: ReadPlan,
+    settings: StoreSettings,
+    project: str,
+    framed: bool = False,
+    columns: bool = False,
 ) -> list[Any]:
     """:func:`reading` on the sync client."""
     if not plan.keys:
@@ -226,11 +443,16 @@ def fetch(
         with backend.errors():
             return request.on(backend.client())
 
-    return flow.run(reading(plan, backend.compact_schemas, project, framed), send)
+    return flow.run(reading(plan, backend.compact_schemas, project, framed, columns), send)
 
 
 async def fetch_async(
-    backend: Backend, plan: ReadPlan, settings: StoreSettings, project: str, framed: bool = False
+    backend: Backend,
+    plan: ReadPlan,
+    settings: StoreSettings,
+    project: str,
+    framed: bool = False,
+    columns: bool = False,
 ) -> list[Any]:
     """:func:`reading` on the running loop's asyncio client."""
     if not plan.keys:
@@ -243,4 +465,5 @@ async def fetch_async(
         with backend.errors():
             return await request.on_async(await backend.client_async())
 
-    return await flow.run_async(reading(plan, backend.compact_schemas, project, framed), send)
+    reader = reading(plan, backend.compact_schemas, project, framed, columns)
+    return await flow.run_async(reader, send)

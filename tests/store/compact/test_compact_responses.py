@@ -1,6 +1,7 @@
 """``layout: compact`` through Feast's public API: every request shape of the differential
 suite (``differential_requests.REQUESTS``) answers exactly as Feast's own ``RedisOnlineStore``
-on the same data — ``.proto``, ``to_dict``, ``to_df``, ``to_arrow``, sync and async.
+on the same data — ``.proto``, ``to_dict``, ``to_df``, ``to_arrow``, sync and async — with
+records decoded one at a time and with every view decoded as one batch.
 
 One server of the suite's kind; two repos with the same project and objects: Feast's store,
 and ours with ``layout: compact`` materialized by our engine. Their keys never collide (hashes
@@ -30,6 +31,7 @@ from differential_requests import REQUESTS, SOME_VALUES_EXPECTED, request_args
 from feast import FeatureStore, FeatureView
 from feast_repo import online_store_settings, write_feature_repo
 
+from feast_dragonfly._store.compact import read as compact_read
 from feast_dragonfly.testing.local_server import ServerBinary, start_server
 
 pytestmark = [*DIFFERENTIAL_MARKS, pytest.mark.valkey]
@@ -103,8 +105,18 @@ def answer(store: FeatureStore, request):
     return store.get_online_features(**request_args(store, request))
 
 
+@pytest.fixture(params=["record by record", "in batches"])
+def decoding(request, monkeypatch):
+    """Compact records decoded one at a time (the suite's requests are small), or every view
+    as one batch (``compact.batch_decode``, which large reads take)."""
+    if request.param == "in batches":
+        monkeypatch.setattr(compact_read, "BATCH_FROM", 1)
+        monkeypatch.setattr(compact_read, "BATCH_VALUES", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("label", [label for label in REQUESTS if not label.startswith("error:")])
-def test_every_request_shape_answers_as_feasts_store(both, label):
+def test_every_request_shape_answers_as_feasts_store(both, label, decoding):
     request = REQUESTS[label]
     responses = {kind: answer(store, request) for kind, store in both.stores.items()}
     assert_same_answer(responses["feast"], responses["compact"], label)
@@ -113,7 +125,7 @@ def test_every_request_shape_answers_as_feasts_store(both, label):
         assert any(v.WhichOneof("val") for v in values), label
 
 
-async def test_async_reads_answer_as_feasts_store(both):
+async def test_async_reads_answer_as_feasts_store(both, decoding):
     stores = {kind: FeatureStore(repo_path=str(path)) for kind, path in both.paths.items()}
     try:
         for label, request in REQUESTS.items():

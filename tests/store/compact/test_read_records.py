@@ -11,7 +11,9 @@ No server:
   what Feast's layout stores; None for a missing record; all None past the view's ttl; an old
   schema's record read by name (added / retyped features None); an unknown schema id gives
   None values; a corrupt record raises a ``DragonflyDataError`` naming view and entity.
-  Every case is also read framed, and gives the same values as ``FeatureVector`` entries.
+  Every case is also read framed, and gives the same values as ``FeatureVector`` entries;
+  and read with every view in a batch (``columns``), which gives the same entries, event
+  times and errors.
 
 On a real server, through ``backends.open_backend`` with ``layout: compact`` settings:
 
@@ -24,6 +26,7 @@ On a real server, through ``backends.open_backend`` with ``layout: compact`` set
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -152,10 +155,22 @@ def test_views_to_learn_are_those_with_an_unknown_schema_id():
 
 
 def hash_replies(plan, records, known, now):
-    """``compact_read.hash_replies``, held to its framed form: the same replies with every
-    feature value (not the event times) as its ``FeatureVector`` entry."""
-    plain = compact_read.hash_replies(plan, records, known, now)
-    framed = compact_read.hash_replies(plan, records, known, now, framed=True)
+    """``compact_read.hash_replies``, held to its framed form (the same replies with every
+    feature value, not the event times, as its ``FeatureVector`` entry) and to its batched
+    form (``columns``, every view in a batch): the same entries and event times per view,
+    and the same error."""
+    outcomes = []
+    for mode in ({}, {"framed": True}, {"columns": True}):
+        try:
+            with every_view_batched():
+                outcomes.append(compact_read.hash_replies(plan, records, known, now, **mode))
+        except DragonflyDataError as exc:
+            outcomes.append(exc)
+    errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    if errors:
+        assert len(errors) == 3 and len({str(error) for error in errors}) == 1, errors
+        raise errors[0]
+    plain, framed, batched = outcomes
     expected_framed = []
     for reply, fieldsets in zip(plain, plan.key_fieldsets):
         out, offset = [], 0
@@ -166,7 +181,42 @@ def hash_replies(plan, records, known, now):
             offset += width
         expected_framed.append(out)
     assert framed == expected_framed
+    assert_batches_match(plan, framed, batched)
     return plain
+
+
+@contextmanager
+def every_view_batched():
+    saved = compact_read.BATCH_FROM, compact_read.BATCH_VALUES
+    compact_read.BATCH_FROM = compact_read.BATCH_VALUES = 1
+    try:
+        yield
+    finally:
+        compact_read.BATCH_FROM, compact_read.BATCH_VALUES = saved
+
+
+def assert_batches_match(plan, framed, batched):
+    """Each view of ``batched`` (``hash_replies(columns=True)``) gives the framed replies'
+    entries and event times: from its batch, or from its replies where it has none."""
+    batches = batched.batches
+    for view in plan.views:
+        width = view.fieldset.width
+        view_batch = batches.get(id(view.fieldset))
+        if view_batch is None:
+            for command, offset in view.positions:
+                assert (
+                    batched[command][offset : offset + width + 1]
+                    == framed[command][offset : offset + width + 1]
+                )
+            continue
+        order = [view_batch.records[command] for command, _ in view.positions]
+        columns = view_batch.batch.columns(order)
+        for j in range(width):
+            assert columns[j] == b"".join(framed[c][o + j] for c, o in view.positions)
+        for (command, offset), index in zip(view.positions, order):
+            at = view_batch.stamp_of[index]
+            stamp = view_batch.distinct_stamps[at] if at >= 0 else None
+            assert stamp == framed[command][offset + width]
 
 
 def test_replies_hold_feasts_value_and_timestamp_bytes():
@@ -201,10 +251,11 @@ def test_a_hash_read_by_several_views_gets_their_replies_in_turn():
 
 
 def test_a_value_past_its_views_ttl_is_not_found():
-    plan = make_plan(request("fv", ("a", "name"), [1, 2], ttl=60))
+    plan = make_plan(request("fv", ("a", "name"), [1, 2, 3], ttl=60))
     fresh, stale = T0 - timedelta(seconds=49), T0 - timedelta(seconds=50)  # NOW_MS = T0 + 10 s
-    replies = hash_replies(plan, [record(1, fresh), record(2, stale)], {}, NOW_MS)
-    assert replies == [expected(1, ("a", "name"), when=fresh), [None] * 3]
+    records = [record(1, fresh), record(2, stale), record(3, stale)]  # 2: a null name
+    replies = hash_replies(plan, records, {}, NOW_MS)
+    assert replies == [expected(1, ("a", "name"), when=fresh), [None] * 3, [None] * 3]
     no_ttl = make_plan(request("fv", ("a", "name"), [2]))
     assert hash_replies(no_ttl, [record(2, stale)], {}, NOW_MS)[0][0] is not None
 
