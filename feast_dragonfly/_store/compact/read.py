@@ -129,7 +129,9 @@ def hash_replies(
     # One serialized Timestamp per distinct event time (rows written together share one).
     stamps: dict[tuple[int, int], bytes] = {}
     batches, complete = (
-        _batches(plan, records, known, now, picks, stamps) if columns else ({}, False)
+        _batches(plan, records, known, now, picks, stamps)
+        if columns and len(records) >= BATCH_FROM  # else no view has enough records
+        else ({}, False)
     )
     out: list[list[Any]] = BatchedReplies(batches) if columns else []
     if complete:  # every view in batches: no reply is read
@@ -363,10 +365,19 @@ def _absent(fieldset: FieldSet, nothing: bytes | None) -> list[bytes | None]:
 def _picking(
     fieldset: FieldSet, framed: bool = False
 ) -> tuple[tuple[int, ...], PickedReader | None]:
-    pick = _positions(fieldset.schema, fieldset.feature_names)
+    """Where the fieldset's features are in its schema, and the reader of its typed records
+    (None: a feature is not in the schema)."""
+    return _pick_reader(fieldset.schema, fieldset.feature_names, framed)
+
+
+@lru_cache(maxsize=4096)
+def _pick_reader(
+    schema: Schema, names: tuple[str, ...], framed: bool
+) -> tuple[tuple[int, ...], PickedReader | None]:
+    pick = tuple(schema.index.get(name, -1) for name in names)
     if min(pick, default=0) < 0:
         return pick, None
-    return pick, picked_reader(fieldset.schema, pick, framed)
+    return pick, picked_reader(schema, pick, framed)
 
 
 def _by_name(
@@ -380,12 +391,6 @@ def _by_name(
     decoded = decode_by_name(record, known.get(fieldset.view_name, {}), fieldset.schema)
     values = decoded.values
     return (*decoded.event_time, [values[j] if j >= 0 else None for j in pick])
-
-
-@lru_cache(maxsize=4096)
-def _positions(schema: Schema, names: tuple[str, ...]) -> tuple[int, ...]:
-    """Where each requested feature sits in the schema (-1: not in it)."""
-    return tuple(schema.index.get(name, -1) for name in names)
 
 
 # --------------------------------------------------------------------------- fetching
