@@ -39,6 +39,9 @@ from feast_dragonfly._store.value_columns import UNSET, VALUE_FIELD
 #: 100 × 250 faster in a batch, 64 × 50 slower).
 BATCH_FROM = 32
 BATCH_VALUES = 6400
+#: ... and up to this many values: a batch holds every entry in byte matrices (up to ~130
+#: bytes per value, for strings); a larger read is decoded record by record instead.
+BATCH_MOST = 500_000
 
 _HEAD = VALUE_FIELD[0]
 _SEVEN_BITS = np.arange(0, 70, 7, dtype=np.uint64)  # the shifts of a varint's 10 groups
@@ -316,10 +319,12 @@ class _Reader:
         matrix[:, :, 0] = _HEAD
         matrix[:-1, :, 1] = lengths + 2  # a STRING / BYTES Value: tag, prefix, bytes
         matrix[:, :, 2] = tags
-        stored = self.buffer[(self.starts[:, None] + prefixes)[:, :, None] + np.arange(most)]
-        # A protobuf value is a Value entry as stored: it starts right after the 0x0A.
-        matrix[:-1, typed, 3:] = stored[:, typed]
-        matrix[:-1, ~typed, 1 : 1 + most] = stored[:, ~typed]
+        span = np.arange(most)
+        for j in range(len(members)):  # a gather per feature keeps its index array small
+            stored = self.buffer[(self.starts + prefixes[:, j])[:, None] + span]
+            # A protobuf value is a Value entry as stored: it starts right after the 0x0A.
+            start = 3 if typed[j] else 1
+            matrix[:-1, j, start : start + most] = stored
         entry_lengths = np.zeros((m + 1, len(members)), dtype=np.int64)
         entry_lengths[:-1] = lengths + np.where(typed, 4, 2)
         return _Group(members, matrix, entry_lengths)

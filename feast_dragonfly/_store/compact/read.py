@@ -34,6 +34,7 @@ from feast_dragonfly._store.backends import Backend
 from feast_dragonfly._store.compact import views
 from feast_dragonfly._store.compact.batch_decode import (
     BATCH_FROM,
+    BATCH_MOST,
     BATCH_VALUES,
     Batch,
     decode_batch,
@@ -238,16 +239,17 @@ def _batches(
     picks: dict[int, tuple[tuple[int, ...], PickedReader | None]],
     stamps: dict[tuple[int, int], bytes],
 ) -> tuple[dict[int, ViewBatch], bool]:
-    """The views read for enough entities and features (``batch_decode.BATCH_FROM``,
-    ``BATCH_VALUES``) whose requested features are all in their current schema, decoded in
-    batches (a record the batch cannot read is decoded on its own, and a record past its ttl
-    reads as not found); and whether every view of ``plan`` is among them."""
+    """The views read for enough entities and features, and not too many
+    (``batch_decode.BATCH_FROM``, ``BATCH_VALUES``, ``BATCH_MOST``) whose requested features
+    are all in their current schema, decoded in batches (a record the batch cannot read is
+    decoded on its own, and a record past its ttl reads as not found); and whether every view
+    of ``plan`` is among them."""
     where, commands, fieldsets = _records_by_fieldset(plan)
     out: dict[int, ViewBatch] = {}
     for key, positions in where.items():
         fieldset = fieldsets[key]
         size = len(positions)
-        if size < BATCH_FROM or size * fieldset.width < BATCH_VALUES:
+        if size < BATCH_FROM or not BATCH_VALUES <= size * fieldset.width <= BATCH_MOST:
             continue
         entry = picks.get(key)
         if entry is None:

@@ -288,6 +288,32 @@ def test_an_unknown_schemas_record_gives_no_values():
     assert reply[2] == stamp(T0)
 
 
+def test_which_views_are_read_in_batches(monkeypatch):
+    """A view is decoded as one batch from ``BATCH_FROM`` records and ``BATCH_VALUES`` values
+    up to ``BATCH_MOST`` values, and only when every requested feature is in its schema;
+    the others record by record, in the same replies."""
+    monkeypatch.setattr(compact_read, "BATCH_FROM", 3)
+    monkeypatch.setattr(compact_read, "BATCH_VALUES", 6)
+    monkeypatch.setattr(compact_read, "BATCH_MOST", 12)
+    keys = [1, 3, 5, 7]
+    cases = {
+        "4 records x 2 features": (("a", "score"), keys, True),
+        "2 records": (("a", "score"), keys[:2], False),
+        "4 x 1 values": (("a",), keys, False),
+        "4 x 4 values": (ALL, keys, False),
+        "a feature not in the schema": (("a", "gone"), keys, False),
+    }
+    for label, (names, some, batched) in cases.items():
+        plan = make_plan(request("fv", names, some), request("fv2", ("c",), keys, schema=OTHER))
+        other = encode_row(OTHER, {"c": ValueProto(bool_val=True)}, T0)
+        records = [r for k in some for r in (record(k), other)] + [other] * (4 - len(some))
+        replies = compact_read.hash_replies(plan, records, {}, NOW_MS, columns=True)
+        assert (id(plan.views[0].fieldset) in replies.batches) is batched, label
+        assert id(plan.views[1].fieldset) not in replies.batches, label  # 4 x 1 values
+        framed = compact_read.hash_replies(plan, records, {}, NOW_MS, framed=True)
+        assert_batches_match(plan, framed, replies)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
