@@ -147,34 +147,27 @@ class Batch:
             for j, k in enumerate(group.members):
                 joined[k] = data[j]
                 if spliced:
-                    width = group.matrix.shape[2]
-                    column = lengths[:, j] if lengths is not None else None
-                    joined[k] = self._splice(data[j], column, width, spliced, self.pick.index(k))
+                    sizes = (  # None: every entry full width
+                        lengths[:, j]
+                        if lengths is not None
+                        else np.full(len(order), group.matrix.shape[2])
+                    )
+                    joined[k] = self._splice(data[j], sizes, spliced, self.pick.index(k))
         return [joined[k] for k in self.pick]
 
     def _splice(
-        self,
-        data: bytes,
-        lengths: np.ndarray | None,
-        width: int,
-        spliced: list[tuple[int, int]],
-        j: int,
+        self, data: bytes, lengths: np.ndarray, spliced: list[tuple[int, int]], j: int
     ) -> bytes:
-        """``data`` (entries of ``lengths`` bytes, or all ``width``) with the entries of the
-        overridden records in their places (``j``: the feature's place in the pick)."""
-        ends = np.cumsum(lengths) if lengths is not None else None
+        """``data`` (entries of ``lengths`` bytes) with the entries of the overridden records
+        in their places (``j``: the feature's place in the pick)."""
+        ends = np.cumsum(lengths).tolist()
         parts: list[bytes] = []
         at = 0
         for position, index in spliced:
-            start = (
-                (int(ends[position - 1]) if position else 0)
-                if ends is not None
-                else (position * width)
-            )
             entry = self._overrides[index][j]
             assert entry is not None  # framed values: never None
-            parts += [data[at:start], entry]
-            at = int(ends[position]) if ends is not None else (position + 1) * width
+            parts += [data[at : ends[position - 1] if position else 0], entry]
+            at = ends[position]
         parts.append(data[at:])
         return b"".join(parts)
 

@@ -210,6 +210,22 @@ def test_overridden_and_cleared_records_take_their_places():
             assert columns[j] == b"".join(entries[i][j] if i >= 0 else UNSET for i in order)
 
 
+def test_an_override_of_a_record_read_here_replaces_it():
+    schema = schema_with(ValueType.STRING)
+    records = [record_with(schema, "v" * k) for k in range(3)]
+    pick = (3, 4, 0)  # f64, f32 (copied slots: every entry full width), x
+    batch = decode_batch(schema, pick, records)
+    assert batch.read.all()
+    entries = [picked_reader(schema, pick, framed=True)(r)[2] for r in records]
+    mine = (UNSET, b"\x0a\x05\x35\x00\x00\x80\x3f", UNSET)
+    batch.override(1, mine)
+    entries[1] = mine
+    for order in ([0, 1, 2], [1, -1, 1, 0]):
+        columns = batch.columns(order)
+        for j in range(3):
+            assert columns[j] == b"".join(entries[i][j] if i >= 0 else UNSET for i in order)
+
+
 KINDS = [
     ValueType.INT32,
     ValueType.INT64,
