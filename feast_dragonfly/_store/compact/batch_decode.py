@@ -206,9 +206,10 @@ class _Reader:
         self.starts = offsets[:-1]
         self.sizes = np.diff(offsets)
         records = body if body is not None else np.zeros(0, dtype=np.uint8)
-        # A walk over a record that does not fit goes at most 128 bytes per variable value.
+        # A walk over a record that does not fit steps at most 256 bytes per variable value
+        # (a length byte of up to 255, and itself), and a value's gather reads fewer.
         variable = sum(kind in (LENGTH, PROTO) for kind in schema.kinds)
-        padding = np.zeros(schema.var_offset + 0x80 * (variable + 1), dtype=np.uint8)
+        padding = np.zeros(schema.var_offset + 0x100 * (variable + 1), dtype=np.uint8)
         self.buffer = np.concatenate([records, padding])
         self.read = self.sizes >= schema.var_offset
         self.header = self.buffer[0:0]

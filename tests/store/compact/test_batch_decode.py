@@ -161,6 +161,7 @@ def damaged(schema: Schema, record: bytes) -> dict[str, bytes | None]:
         ),
         "a value of 126 bytes": record_with(schema, "s" * 126),
         "a two-byte length": record_with(schema, "s" * 200),
+        "foreign bytes, every length 255": record[: schema.var_offset] + b"\xff" * 700,
     }
 
 
@@ -179,6 +180,9 @@ def test_records_it_cannot_read_are_left_to_the_caller():
     assert batch.read.tolist() == [True] + [False] * len(spoilt) + [True], dict(
         zip(["good", *spoilt, "125"], batch.read.tolist())
     )
+    # Last in the buffer, the walk over foreign bytes stays inside its padding.
+    foreign = spoilt["foreign bytes, every length 255"]
+    assert decode_batch(schema, (7,), [good, foreign]).read.tolist() == [True, False]
     check(schema, (0, 5, 7), records)
     check(schema, (0, 7), records)  # a bool slot not asked for is not looked at
 
