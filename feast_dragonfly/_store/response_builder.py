@@ -215,7 +215,7 @@ def direct_response(
     for index, view in enumerate(plan.views):
         names.extend(view.output_names)
         view_batch = batches.get(id(view.fieldset)) if batches else None
-        if view_batch is not None and view.fieldset.width:
+        if view_batch is not None:  # (a view without features is never in a batch)
             records = view_batch.records
             order = [records[command] for command, _ in prepared.placements[index]]
             _append_batch(blobs, view.metrics_name, order, view_batch, timestamps)

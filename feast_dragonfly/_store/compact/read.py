@@ -145,7 +145,7 @@ def hash_replies(
             record = records[position]
             position += 1
             if batches and id(fieldset) in batches:
-                reply.extend(_LEFT_OUT[len(fieldset.fields)])
+                reply.extend([None] * len(fieldset.fields))
                 continue
             if record is None:
                 reply.extend(_absent(fieldset, nothing))
@@ -158,17 +158,6 @@ def hash_replies(
             reply.append(_stamp(stamps, seconds, nanos))
         out.append(reply)
     return out
-
-
-class _LeftOut(dict[int, tuple[None, ...]]):
-    """``n`` -> a tuple of ``n`` Nones (the fields of a batched view in a reply)."""
-
-    def __missing__(self, n: int) -> tuple[None, ...]:
-        self[n] = (None,) * n
-        return self[n]
-
-
-_LEFT_OUT = _LeftOut()
 
 
 def _stamp(stamps: dict[tuple[int, int], bytes], seconds: int, nanos: int) -> bytes:
@@ -249,7 +238,8 @@ def _batches(
     for key, positions in where.items():
         fieldset = fieldsets[key]
         size = len(positions)
-        if size < BATCH_FROM or not BATCH_VALUES <= size * fieldset.width <= BATCH_MOST:
+        count = size * fieldset.width
+        if not fieldset.width or size < BATCH_FROM or not BATCH_VALUES <= count <= BATCH_MOST:
             continue
         entry = picks.get(key)
         if entry is None:
@@ -304,12 +294,12 @@ class _Stamped:
             return
         seconds, nanos = self.batch.seconds[found], self.batch.nanos[found]
         if (np.abs(seconds) < _ONE_KEY_SECONDS).all():  # one int64 per event time
-            keys, first, inverse = np.unique(
+            _, first, inverse = np.unique(
                 seconds * 1_000_000_000 + nanos, return_index=True, return_inverse=True
             )
         else:
             pairs = np.stack([seconds, nanos], axis=1)
-            keys, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+            _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
         base = len(self.distinct)
         self.distinct += [
             _stamp(self.stamps, second, nano)
