@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
@@ -52,6 +53,9 @@ _VARINTS = {
     ValueType.UNIX_TIMESTAMP: 0x40,
 }
 _PREFIXED = {ValueType.STRING: 0x12, ValueType.BYTES: 0x0A}
+#: ``binary_slice``'s stop for "to the end" (pyarrow 26 fails on the default, None).
+_ALL = 2**31 - 1
+_NOTHING = pa.scalar(b"", pa.binary())
 #: Bytes past the serializations that gathers may touch (a null's start is the next one's).
 _PAD = np.zeros(16, dtype=np.uint8)
 
@@ -73,6 +77,7 @@ class _Serialized(NamedTuple):
     starts: np.ndarray  # (n, width) int64
     lengths: np.ndarray  # (n, width) int64
     values: list[ValueProto]  # row-major, for the value-by-value path
+    raws: pa.LargeBinaryArray  # the serializations, row-major
 
 
 def encode_rows(
@@ -105,6 +110,14 @@ def _row_major(
 ) -> tuple[list[str], list[ValueProto]]:
     """The schema's features some row names, and every row's values of them, row after row
     (:data:`NULL` where a row lacks one)."""
+    names = _first_row_names(schema, rows)
+    if names:  # the usual batch: every row names the same features, one C call per row
+        try:
+            if len(names) == 1:
+                return names, list(map(itemgetter(*names), rows))
+            return names, list(chain.from_iterable(map(itemgetter(*names), rows)))
+        except KeyError:
+            pass  # a row of another shape: look at every name
     present = set().union(*rows)
     extra = present - schema.index.keys()
     if extra and not extra <= set(ignored):
@@ -112,15 +125,19 @@ def _row_major(
             f"features not in the view's compact schema: {sorted(extra - set(ignored))}"
         )
     names = [name for name in schema.names if name in present]
-    if not names:
-        return names, []
-    pick = itemgetter(*names)
-    try:  # every row names every feature (nearly always): one C call per row
-        if len(names) == 1:
-            return names, list(map(pick, rows))
-        return names, list(chain.from_iterable(map(pick, rows)))
-    except KeyError:
-        return names, [row.get(name, NULL) for row in rows for name in names]
+    return names, [row.get(name, NULL) for row in rows for name in names]
+
+
+def _first_row_names(schema: Schema, rows: Sequence[Mapping[str, ValueProto]]) -> list[str]:
+    """The first row's names in schema order when every row has as many names and the first
+    names only features of the schema, else []. Rows of equal size that all hold the first
+    row's names name exactly those, so the caller needs no set of every row's names."""
+    first = rows[0]
+    if not first.keys() <= schema.index.keys():
+        return []
+    if set(map(len, rows)) != {len(first)}:
+        return []
+    return [name for name in schema.names if name in first]
 
 
 def _serialize(flat: list[ValueProto], n: int, width: int) -> _Serialized:
@@ -130,7 +147,7 @@ def _serialize(flat: list[ValueProto], n: int, width: int) -> _Serialized:
     data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else _PAD[:0]
     data = np.concatenate([data[: offsets[-1]], _PAD])
     return _Serialized(
-        data, offsets[:-1].reshape(n, width), np.diff(offsets).reshape(n, width), flat
+        data, offsets[:-1].reshape(n, width), np.diff(offsets).reshape(n, width), flat, raws
     )
 
 
@@ -181,9 +198,7 @@ def _encode_group(
     states = np.ones(n, dtype=np.uint8)
     good = np.flatnonzero(all_typed)
     if kind in _COPIED and len(good):
-        width = _COPIED[kind][1]
-        spots = starts[:, good][:, :, None] + np.arange(1, width + 1)
-        slots = np.ascontiguousarray(grid.data[spots]).view(SLOT_DTYPES[kind])[:, :, 0]
+        slots = _unaligned(grid.data, SLOT_DTYPES[kind])[starts[:, good] + 1]
     elif kind in _VARINTS and len(good):
         numbers = varints.decode(
             grid.data, starts[:, good].ravel() + 1, lengths[:, good].ravel() - 1
@@ -199,6 +214,13 @@ def _encode_group(
     for k in np.flatnonzero(~all_typed & ~unset):
         i = group.indices[k]
         encoded[i] = _by_value(schema, i, grid, int(positions[k]))
+
+
+def _unaligned(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``data`` as one ``dtype`` value starting at every byte (element i: bytes i..i+width),
+    so a gather of payloads at arbitrary offsets is one index per value, not per byte."""
+    count = len(data) - dtype.itemsize + 1
+    return np.ndarray((max(count, 0),), dtype=dtype, buffer=data, strides=(1,))
 
 
 def _by_value(schema: Schema, i: int, grid: _Serialized, position: int) -> Encoded:
@@ -227,18 +249,12 @@ def _add_entries(
 
 
 def _entries(grid: _Serialized, positions: np.ndarray) -> pa.BinaryArray:
-    """Per row, the serializations at ``positions`` without their tag bytes, joined."""
-    starts = grid.starts[:, positions].ravel() + 1
-    sizes = grid.lengths[:, positions].ravel() - 1
-    ends = np.cumsum(sizes)
-    if len(ends) and ends[-1] >= 2**31:
+    """Per row, the serializations at ``positions`` without their tag bytes, joined: three
+    Arrow kernels (take, slice, join) that copy whole values, not a byte at a time."""
+    n, width = grid.lengths.shape
+    picked = (np.arange(n, dtype=np.int64)[:, None] * width + positions).ravel()
+    if int(grid.lengths.ravel()[picked].sum()) >= 2**31:
         raise DragonflyDataError("compact records over 2 GiB in one batch: write smaller batches")
-    spots = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
-    per_row = sizes.reshape(len(grid.lengths), len(positions)).sum(axis=1)
-    offsets = np.zeros(len(per_row) + 1, dtype=np.int32)
-    np.cumsum(per_row, out=offsets[1:])
-    return pa.Array.from_buffers(
-        pa.binary(),
-        len(per_row),
-        [None, pa.py_buffer(offsets), pa.py_buffer(grid.data[spots].tobytes())],
-    )
+    values = pc.binary_slice(grid.raws.take(picked).cast(pa.binary()), 1, _ALL)
+    bounds = np.arange(0, len(picked) + 1, len(positions), dtype=np.int32)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(bounds), values), _NOTHING)

@@ -5,7 +5,9 @@
 * a feature no row names is null throughout; event times go into every header;
 * typed scalar columns take the packed path (no ``classify`` call); one with a null, or of a
   type kept as a protobuf, does not;
-* varints of every width, negative int32 (ten bytes) included, come out as encode_row's.
+* varints of every width, negative int32 (ten bytes) included, come out as encode_row's;
+* several STRING / BYTES features between fixed ones (entries joined per row, alone or beside
+  a list's), and rows naming different features of one size (and a stranger in a later row).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from feast_dragonfly._store.compact.codec import decode, encode_row
 from feast_dragonfly._store.compact.proto_columns import encode_rows
 from feast_dragonfly._store.compact.schema import Schema
 from feast_dragonfly._store.layout import event_time_parts
+from feast_dragonfly.errors import DragonflyDataError
 
 T0 = datetime(2026, 12, 1, 8, 0, 1, 250000, tzinfo=timezone.utc)
 
@@ -111,3 +114,39 @@ def test_varints_of_every_width(kind):
     schema = Schema([("v", kind)])
     ours, expected = _encode_both(schema, [{"v": ValueProto(**{field: x})} for x in numbers])
     assert ours == expected
+
+
+@pytest.mark.parametrize("with_list", [False, True], ids=["strings only", "beside a list"])
+def test_several_string_and_bytes_features_between_fixed_ones(with_list):
+    kinds = [ValueType.STRING, ValueType.DOUBLE, ValueType.BYTES, ValueType.INT64]
+    kinds += [ValueType.STRING, ValueType.BOOL]
+    if with_list:  # another feature with entries: each string feature's entries go on their own
+        kinds.append(ValueType.INT64_LIST)
+    schema = Schema([(f"f{i}", kind) for i, kind in enumerate(kinds)])
+    rows = []
+    for k in range(40):
+        row = {
+            name: samples(kind)[k % len(samples(kind))] for name, kind in zip(schema.names, kinds)
+        }
+        row["f0"] = ValueProto(string_val="é" * (k % 7))  # "" included
+        row["f2"] = ValueProto(bytes_val=bytes(range(k % 200)))  # past one length byte
+        rows.append(row)
+    ours, expected = _encode_both(schema, rows)
+    assert ours == expected
+
+
+def test_rows_naming_different_features_of_one_size():
+    schema = Schema([("a", ValueType.INT64), ("b", ValueType.STRING), ("c", ValueType.DOUBLE)])
+    rows = [
+        {"a": ValueProto(int64_val=1), "b": ValueProto(string_val="x")},
+        {"a": ValueProto(int64_val=2), "c": ValueProto(double_val=0.5)},  # same size, other names
+        {"b": ValueProto(string_val="y")},
+    ]
+    ours, expected = _encode_both(schema, rows)
+    assert ours == expected
+    with pytest.raises(DragonflyDataError, match="zzz"):  # a later row naming a stranger
+        encode_rows(schema, [rows[0], {"a": ValueProto(), "zzz": ValueProto()}], *_times(2))
+
+
+def _times(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
