@@ -112,7 +112,11 @@ def _compile(
         constants[f"tag{k}"] = tag
         if kind == VARINT:
             constants[f"small{k}"] = framed_table(b) if framed else b
-            big = f"frame(tag{k} + varint(n))" if framed else f"tag{k} + varint(n)"
+            if framed:  # 0x0A, the Value's length, the tag: by the varint's length (1-10)
+                constants[f"heads{k}"] = varint_heads(tag)
+                big = f"heads{k}[len(n := varint(n))] + n"
+            else:
+                big = f"tag{k} + varint(n)"
             lines += [
                 f"    n = ints[{where[a]}]",
                 f"    {out} = small{k}[n] if 0 <= n < {SMALL_VARINTS} else {big}",
@@ -190,6 +194,13 @@ def framed_table(table: tuple[bytes, ...]) -> tuple[bytes, ...]:
     if framed is None:
         framed = _FRAMED[key] = tuple(map(frame, table))
     return framed
+
+
+def varint_heads(tag: bytes) -> tuple[bytes, ...]:
+    """For an integer Value whose varint takes ``m`` bytes (index ``m``, 1 to 10): what
+    precedes the varint in its framed entry, ``0x0A``, the Value's length (``m`` + 1) and
+    ``tag``."""
+    return tuple(VALUE_FIELD + bytes((m + 1,)) + tag for m in range(11))
 
 
 def length_heads(tag: bytes) -> tuple[bytes, ...]:
