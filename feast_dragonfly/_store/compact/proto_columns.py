@@ -111,13 +111,9 @@ def _row_major(
     """The schema's features some row names, and every row's values of them, row after row
     (:data:`NULL` where a row lacks one)."""
     names = _first_row_names(schema, rows)
-    if names:  # the usual batch: every row names the same features, one C call per row
-        try:
-            if len(names) == 1:
-                return names, list(map(itemgetter(*names), rows))
-            return names, list(chain.from_iterable(map(itemgetter(*names), rows)))
-        except KeyError:
-            pass  # a row of another shape: look at every name
+    flat = _picked(names, rows) if names else None
+    if flat is not None:  # the usual batch: no set of every row's names needed
+        return names, flat
     present = set().union(*rows)
     extra = present - schema.index.keys()
     if extra and not extra <= set(ignored):
@@ -125,19 +121,34 @@ def _row_major(
             f"features not in the view's compact schema: {sorted(extra - set(ignored))}"
         )
     names = [name for name in schema.names if name in present]
-    return names, [row.get(name, NULL) for row in rows for name in names]
+    flat = _picked(names, rows) if names else []
+    if flat is None:  # some row lacks a feature: null there
+        flat = [row.get(name, NULL) for row in rows for name in names]
+    return names, flat
 
 
 def _first_row_names(schema: Schema, rows: Sequence[Mapping[str, ValueProto]]) -> list[str]:
     """The first row's names in schema order when every row has as many names and the first
     names only features of the schema, else []. Rows of equal size that all hold the first
     row's names name exactly those, so the caller needs no set of every row's names."""
-    first = rows[0]
-    if not first.keys() <= schema.index.keys():
+    if not rows:
         return []
-    if set(map(len, rows)) != {len(first)}:
+    first = rows[0]
+    if not first.keys() <= schema.index.keys() or set(map(len, rows)) != {len(first)}:
         return []
     return [name for name in schema.names if name in first]
+
+
+def _picked(names: list[str], rows: Sequence[Mapping[str, ValueProto]]) -> list[ValueProto] | None:
+    """Every row's values of ``names`` (at least one), row after row, one C call per row; None
+    when a row lacks one of them."""
+    pick = itemgetter(*names)
+    try:
+        if len(names) == 1:
+            return list(map(pick, rows))
+        return list(chain.from_iterable(map(pick, rows)))
+    except KeyError:
+        return None
 
 
 def _serialize(flat: list[ValueProto], n: int, width: int) -> _Serialized:
