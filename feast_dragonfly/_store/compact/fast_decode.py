@@ -114,7 +114,7 @@ def _compile(
             constants[f"small{k}"] = framed_table(b) if framed else b
             if framed:  # 0x0A, the Value's length, the tag: by the varint's length (1-10)
                 constants[f"heads{k}"] = varint_heads(tag)
-                big = f"heads{k}[len(n := varint(n))] + n"
+                big = f"heads{k}[len(varint_n := varint(n))] + varint_n"
             else:
                 big = f"tag{k} + varint(n)"
             lines += [
