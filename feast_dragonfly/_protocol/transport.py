@@ -50,6 +50,12 @@ def is_transient(error: BaseException) -> bool:
     return True
 
 
+#: Set on an error a retry loop gave up on after spending every retry. A loop that meets it
+#: again (ours around a checkout or an exchange, whose ``connect`` ran the same policy
+#: inside) passes it on instead of multiplying the attempts the user configured.
+_RETRIES_SPENT = "_feast_dragonfly_retries_spent"
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
@@ -72,11 +78,16 @@ def _retry_flow(
         try:
             return (yield _DO)
         except retry._supported_errors as error:
-            if not is_transient(error) or (is_retryable and not is_retryable(error)):
+            if (
+                not is_transient(error)
+                or getattr(error, _RETRIES_SPENT, False)
+                or (is_retryable and not is_retryable(error))
+            ):
                 raise
             failures += 1
             yield (_FAIL, (error, failures) if with_failure_count else (error,))
             if 0 <= retry._retries < failures:
+                setattr(error, _RETRIES_SPENT, True)
                 raise
             delay = retry._backoff.compute(failures)
             _log_retry(error, failures, retry._retries, delay)
@@ -159,6 +170,26 @@ def _retry_of(connection: Any) -> Any:
     return getattr(connection, "retry", None) or Retry(NoBackoff(), 0)
 
 
+def _checkout(pool: Any) -> Any:
+    """``pool.get_connection()`` under the pool's retry policy. redis-py's pool reconnects an
+    idle connection it finds dropped, but when the fresh one is dropped too before the pool
+    has checked it, the pool raises at once, outside any retry (a connection-dropping storm
+    does that); a server that cannot be reached has already spent the policy in ``connect``
+    and is reported at once."""
+    retry = pool.connection_kwargs.get("retry") or Retry(NoBackoff(), 0)
+    return retry.call_with_retry(pool.get_connection, lambda _error: None)
+
+
+async def _checkout_async(pool: Any) -> Any:
+    """The asyncio twin of :func:`_checkout`."""
+
+    async def nothing_to_drop(_error: BaseException) -> None:
+        return None
+
+    retry = pool.connection_kwargs.get("retry") or redis_async_retry.Retry(NoBackoff(), 0)
+    return await retry.call_with_retry(pool.get_connection, nothing_to_drop)
+
+
 def exchange(
     pool: Any, payload: Sequence[bytes], replies: int, *, check_health: bool = True
 ) -> list[Any]:
@@ -177,7 +208,7 @@ def exchange(
                 break
         return out
 
-    connection = pool.get_connection()
+    connection = _checkout(pool)
     try:
         return _retry_of(connection).call_with_retry(
             attempt, lambda _error: connection.disconnect()
@@ -201,7 +232,7 @@ async def exchange_async(
     async def drop(_error: BaseException) -> None:
         await connection.disconnect()
 
-    connection = await pool.get_connection()
+    connection = await _checkout_async(pool)
     try:
         # redis-py's asyncio connections always carry a retry policy (no retries by default).
         return await connection.retry.call_with_retry(attempt, drop)

@@ -224,15 +224,21 @@ def test_retry_policies(for_asyncio, caplog):
     def policy(attempts):
         return transport.make_retry(attempts, 0.0001, 0.001, for_asyncio=for_asyncio)
 
-    reset = [redis_exceptions.ConnectionError(f"reset {i}") for i in range(4)]
+    def resets():  # fresh errors: a loop that gives up marks its error as spent
+        return [redis_exceptions.ConnectionError(f"reset {i}") for i in range(4)]
+
+    reset = resets()
     with caplog.at_level(logging.WARNING, logger="feast_dragonfly"):
         assert run_policy(policy(3), [*reset[:2], "ok"]) == ("ok", 3, [(reset[0],), (reset[1],)])
     logged = [r.getMessage() for r in caplog.records if r.name == "feast_dragonfly"]
     assert ["retry 1 of 3" in m for m in logged] == [True, False] and "reset 0" in logged[0]
     result, tries, failed = run_policy(policy(2), reset)
     assert result is reset[2] and tries == 3 and len(failed) == 3  # 1 try + 2 retries
+    assert run_policy(policy(3), [reset[2], "ok"]) == (reset[2], 1, [])  # spent: not again
+    reset = resets()
     result, tries, failed = run_policy(policy(0), reset)
     assert result is reset[0] and tries == 1
+    reset = resets()
     denied = redis_exceptions.AuthenticationError("WRONGPASS")
     assert run_policy(policy(3), [denied, "ok"]) == (denied, 1, [])
     timeout = redis_exceptions.TimeoutError("Timeout reading")  # not a retried error by default
@@ -241,6 +247,87 @@ def test_retry_policies(for_asyncio, caplog):
     assert counted == ("ok", 2, [(reset[0], 1)])
     vetoed = run_policy(policy(3), [reset[0], "ok"], is_retryable=lambda e: False)
     assert vetoed == (reset[0], 1, [])
+
+
+@pytest.mark.parametrize("for_asyncio", [False, True], ids=["sync", "async"])
+def test_an_error_a_retry_loop_gave_up_on_is_not_retried_again(for_asyncio):
+    """redis-py's ``connect`` runs the connections' policy; our loop around a checkout or an
+    exchange runs it again on what ``connect`` raised. 2 retries must mean 3 tries in all,
+    not 3 x 3, or an unreachable server would take the backoff's time many times over."""
+    inner = transport.make_retry(2, 0.0001, 0.001, for_asyncio=for_asyncio)
+    outer = transport.make_retry(2, 0.0001, 0.001, for_asyncio=for_asyncio)
+    refused = [redis_exceptions.ConnectionError(f"Error 111 connecting {i}") for i in range(9)]
+    tries: list[int] = []
+
+    def connect():
+        tries.append(1)
+        raise refused[len(tries) - 1]
+
+    async def connect_async():
+        connect()
+
+    async def nothing(*_args):
+        return None
+
+    with pytest.raises(redis_exceptions.ConnectionError) as caught:
+        if for_asyncio:
+            asyncio.run(
+                outer.call_with_retry(
+                    lambda: inner.call_with_retry(connect_async, nothing), nothing
+                )
+            )
+        else:
+            outer.call_with_retry(
+                lambda: inner.call_with_retry(connect, lambda _e: None), lambda _e: None
+            )
+    assert len(tries) == 3 and caught.value is refused[2]
+
+
+class FlakyCheckout:
+    """Makes a real pool's next ``get_connection`` calls raise what redis-py's pool raises when
+    the connection it has just reconnected is dropped before its check."""
+
+    def __init__(self, pool, failures: int) -> None:
+        self.pool, self.left, self.real = pool, failures, pool.get_connection
+        pool.get_connection = self.get_connection
+
+    def get_connection(self, *args, **kwargs):
+        if self.left:
+            self.left -= 1
+            error = redis_exceptions.ConnectionError("Connection closed by server.")
+            if isinstance(self.pool, redis_asyncio.ConnectionPool):
+                return self._raise_async(error)
+            raise error
+        return self.real(*args, **kwargs)
+
+    @staticmethod
+    async def _raise_async(error):
+        raise error
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_checkout_the_pool_fails_is_retried(redis_server, use_async, caplog):
+    retry = transport.make_retry(3, 0.001, 0.01, for_asyncio=use_async)
+    pool_class = redis_asyncio.BlockingConnectionPool if use_async else redis.BlockingConnectionPool
+    pool = pool_class(retry=retry, **pool_kwargs(redis_server))
+    ping = [wire.command(b"PING")]
+    try:
+        FlakyCheckout(pool, failures=2)
+        with caplog.at_level(logging.WARNING, logger="feast_dragonfly"):
+            if use_async:
+                assert await transport.exchange_async(pool, ping, 1) == [b"PONG"]
+            else:
+                assert transport.exchange(pool, ping, 1) == [b"PONG"]
+        logged = [r.getMessage() for r in caplog.records if r.name == "feast_dragonfly"]
+        assert len(logged) == 2 and "retry 2 of 3" in logged[1]
+        FlakyCheckout(pool, failures=4)  # more than the policy allows: reported
+        with pytest.raises(redis_exceptions.ConnectionError, match="closed by server"):
+            if use_async:
+                await transport.exchange_async(pool, ping, 1)
+            else:
+                transport.exchange(pool, ping, 1)
+    finally:
+        await pool.disconnect() if use_async else pool.disconnect()
 
 
 def test_backoff_doubles_up_to_the_cap():
