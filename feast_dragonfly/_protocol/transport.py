@@ -97,8 +97,8 @@ def _retry_flow(
 
 class TransientRetry(Retry):
     """redis-py's ``Retry`` that gives up at once on non-transient errors (see
-    :func:`is_transient`) and logs each retry. Own loop, so it behaves the same on every
-    supported redis-py (5.x has neither ``is_retryable`` nor ``with_failure_count``)."""
+    :func:`is_transient`), logs each retry, and does not retry again what a loop inside it
+    gave up on. Own loop, so it behaves the same on every supported redis-py."""
 
     def call_with_retry(  # type: ignore[override]
         self,
